@@ -1,0 +1,241 @@
+//! Machine-readable error codes: HTTP status, meaning and recovery for each.
+//!
+//! Every error response of the API carries one of these as `error_code` (and `code`), with
+//! `details.checklist` listing concrete steps a client can take.
+
+use std::fmt;
+use std::str::FromStr;
+
+macro_rules! error_codes {
+    ($(
+        $(#[$doc:meta])*
+        $variant:ident = $status:literal, $meaning:literal, $recovery:literal, [$($step:literal),* $(,)?];
+    )*) => {
+        /// A stable machine-readable error code.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[allow(non_camel_case_types)]
+        pub enum ErrorCode {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl ErrorCode {
+            /// Every code, in declaration order.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant),*];
+
+            /// The code as sent on the wire.
+            pub fn as_str(self) -> &'static str {
+                match self { $(ErrorCode::$variant => stringify!($variant),)* }
+            }
+
+            /// The HTTP status this code is answered with.
+            pub fn status(self) -> u16 {
+                match self { $(ErrorCode::$variant => $status,)* }
+            }
+
+            /// What the code means.
+            pub fn meaning(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $meaning,)* }
+            }
+
+            /// How a client recovers.
+            pub fn recovery(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $recovery,)* }
+            }
+
+            /// Concrete steps for `details.checklist`.
+            pub fn checklist(self) -> &'static [&'static str] {
+                match self { $(ErrorCode::$variant => &[$($step),*],)* }
+            }
+        }
+
+        impl FromStr for ErrorCode {
+            type Err = UnknownErrorCode;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $(stringify!($variant) => Ok(ErrorCode::$variant),)*
+                    _ => Err(UnknownErrorCode(s.to_owned())),
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// The session nonce does not exist for this wallet.
+    EXTERNAL_SIGNATURE_SESSION_NONCE_INVALID = 401,
+        "The session nonce does not exist for this wallet.",
+        "Create a fresh session nonce with POST /api/external/auth/session and re-sign.",
+        [
+            "Call POST /api/external/auth/session with {\"wallet_address\": \"<the same wallet>\"}.",
+            "Use the session_nonce from that response, for the same wallet_address it was issued to.",
+            "Generate a fresh request_id and sign the message again with the new session line.",
+        ];
+    /// The session nonce expired.
+    EXTERNAL_SIGNATURE_SESSION_NONCE_EXPIRED = 401,
+        "The session nonce expired.",
+        "Create a new session nonce, use a fresh request_id, and re-sign.",
+        [
+            "Call POST /api/external/auth/session to get a new session_nonce (the response tells expires_in seconds).",
+            "Use a fresh request_id.",
+            "Sign the message again with the new session line.",
+        ];
+    /// The signature could not be recovered as an EIP-191 personal_sign signature.
+    EXTERNAL_SIGNATURE_MALFORMED = 401,
+        "The signature could not be recovered as an EIP-191 personal_sign signature.",
+        "Sign the exact UTF-8 message string and send a 0x-prefixed 65-byte signature.",
+        [
+            "Send signature as 0x followed by 130 hex digits (r, s, v: 65 bytes).",
+            "Use v = 27 or 28 (0 or 1 is accepted too).",
+            "Use the low-S form (s <= n/2, EIP-2); standard signers (viem, ethers, eth-account) already do.",
+            "Sign with EIP-191 personal_sign over the UTF-8 text of the message; do not hex-decode it.",
+        ];
+    /// The signature recovered to a different wallet than wallet_address.
+    EXTERNAL_SIGNATURE_WALLET_MISMATCH = 401,
+        "The signature recovered to a different wallet than wallet_address.",
+        "Compare details.expected_message, details.accepted_path_candidates, and details.expected_payload_hash; then sign with the wallet private key for wallet_address.",
+        [
+            "Sign exactly details.expected_message (lines joined by \\n, no trailing newline).",
+            "Lowercase wallet_address in the wallet: line.",
+            "Hash the canonical JSON of the payload object only (sorted keys, no whitespace); compare with details.expected_payload_hash.",
+            "Do not include wallet_address, session_nonce, request_id or signature in the payload hash.",
+            "For tool invokes sign method:/path: lines (see details.accepted_path_candidates), not action:/product:.",
+            "Sign with the private key of wallet_address.",
+        ];
+    /// The request_id was already used for this session.
+    EXTERNAL_SIGNATURE_REQUEST_REPLAY = 409,
+        "The request_id was already used for this session.",
+        "Generate a fresh request_id and sign again.",
+        [
+            "Generate a new unique request_id (a UUID v4 is a good choice).",
+            "Rebuild the message with the new request: line and sign again.",
+            "If you were retrying after a timeout, check the effect first (e.g. the balance) before repeating a paid call.",
+        ];
+    /// The request body or parameters failed validation.
+    VALIDATION_ERROR = 422,
+        "The request failed validation.",
+        "Fix the fields listed in detail[] (loc names the field) and send again.",
+        [
+            "Read detail[].loc for the field and detail[].msg for the problem.",
+            "Send a JSON object body with Content-Type: application/json.",
+            "Wallet addresses are 0x followed by 40 hex digits.",
+        ];
+    /// No such route or resource.
+    NOT_FOUND = 404,
+        "The requested resource does not exist.",
+        "Check the URL and the identifier.",
+        [
+            "Check the path against /openapi.json.",
+            "Check the identifier in the path.",
+        ];
+    /// The route exists but not for this HTTP method.
+    METHOD_NOT_ALLOWED = 405,
+        "The HTTP method is not allowed for this route.",
+        "Use the method documented in /openapi.json.",
+        ["Signed endpoints are POST; list endpoints are GET."];
+    /// The request body is larger than the configured limit.
+    PAYLOAD_TOO_LARGE = 413,
+        "The request body is larger than the server accepts.",
+        "Send a smaller body.",
+        ["Keep the JSON body under the limit given in details.max_body_bytes."];
+    /// The admin bearer token is missing or wrong.
+    ADMIN_UNAUTHORIZED = 401,
+        "The admin bearer token is missing or wrong.",
+        "Send Authorization: Bearer <admin token>.",
+        ["Send the header Authorization: Bearer <token> with the token the server was configured with."];
+    /// The operator API is not enabled on this server.
+    ADMIN_API_DISABLED = 403,
+        "The operator API is disabled because no admin token is configured.",
+        "Start the server with --admin-token (or AGENTPMT_ADMIN_TOKEN / AGENTPMT_ADMIN_TOKEN_SHA256).",
+        ["Configure an admin token and restart the server."];
+    /// The wallet has fewer credits than the operation needs.
+    INSUFFICIENT_CREDITS = 402,
+        "The wallet does not have enough credits.",
+        "Buy credits with POST /api/external/credits/purchase, or use a smaller amount.",
+        [
+            "Check the balance with POST /api/external/credits/balance.",
+            "Buy credits with POST /api/external/credits/purchase (packs of 500 credits).",
+        ];
+    /// An idempotency key was reused with a different request.
+    IDEMPOTENCY_KEY_REUSED = 409,
+        "This idempotency key was already used with a different request.",
+        "Use a new idempotency key for a different request, or resend the original request unchanged.",
+        ["Generate a new idempotency key for a new operation."];
+    /// The request took longer than the server allows.
+    REQUEST_TIMEOUT = 503,
+        "The request did not complete in time.",
+        "Retry later with a fresh request_id; check first whether the first attempt took effect.",
+        ["Retry after a short delay.", "Use a fresh request_id for signed requests."];
+    /// A dependency (the database) is unavailable.
+    SERVICE_UNAVAILABLE = 503,
+        "The service is temporarily unavailable.",
+        "Retry after a short delay.",
+        ["Retry after a short delay."];
+    /// An unexpected server error.
+    INTERNAL_ERROR = 500,
+        "The server failed unexpectedly.",
+        "Retry later; if it persists, report the request_id.",
+        ["Retry later.", "If it persists, report the request_id of this response."];
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// A code this version does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown error code {0}")]
+pub struct UnknownErrorCode(pub String);
+
+/// The short HTTP reason phrase for a status (the envelope's `error` field).
+pub fn status_label(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        402 => "Payment Required",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        413 => "Payload Too Large",
+        422 => "Unprocessable Entity",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_signature_codes_have_their_statuses() {
+        use ErrorCode::*;
+        assert_eq!(EXTERNAL_SIGNATURE_SESSION_NONCE_INVALID.status(), 401);
+        assert_eq!(EXTERNAL_SIGNATURE_SESSION_NONCE_EXPIRED.status(), 401);
+        assert_eq!(EXTERNAL_SIGNATURE_MALFORMED.status(), 401);
+        assert_eq!(EXTERNAL_SIGNATURE_WALLET_MISMATCH.status(), 401);
+        assert_eq!(EXTERNAL_SIGNATURE_REQUEST_REPLAY.status(), 409);
+    }
+
+    #[test]
+    fn round_trips_and_checklists() {
+        for &code in ErrorCode::ALL {
+            assert_eq!(code.as_str().parse::<ErrorCode>().unwrap(), code);
+            assert!(!code.checklist().is_empty(), "{code} has no checklist");
+            assert!(!code.meaning().is_empty() && !code.recovery().is_empty());
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Typed async client for the External Agent API.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), agentpmt_sdk::Error> {
+//! use agentpmt_sdk::{Client, PrivateKey};
+//! let key = PrivateKey::from_hex("0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")?;
+//! let client = Client::new("http://127.0.0.1:8080", key)?;
+//! let balance = client.balance().await?;
+//! println!("{} credits", balance.balance_credits);
+//! # Ok(()) }
+//! ```
+//!
+//! The client creates a session nonce on first use and caches it; when the server answers
+//! `EXTERNAL_SIGNATURE_SESSION_NONCE_INVALID` or `…_EXPIRED` it renews the session once and
+//! retries with a fresh request id. Every signed call gets a new UUID request id. Server
+//! errors surface as [`Error::Api`] with the `error_code`, message and checklist.
+
+pub mod keystore;
+
+use agentpmt_protocol::signing::{sign_body, BuildError};
+use agentpmt_protocol::wire::{BalanceResponse, ErrorBody, SessionRequest, SessionResponse};
+pub use agentpmt_protocol::{ErrorCode, PrivateKey, SignedAction, WalletAddress};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+/// Renew a session this long before the server says it expires.
+const SESSION_RENEW_MARGIN: Duration = Duration::from_secs(30);
+
+/// An error answered by the server, in its envelope.
+#[derive(Debug, Clone)]
+pub struct ApiFailure {
+    /// HTTP status.
+    pub status: u16,
+    /// The code, when this SDK knows it.
+    pub code: Option<ErrorCode>,
+    /// The code as sent.
+    pub error_code: String,
+    pub message: String,
+    /// `details.checklist`: steps to fix the request.
+    pub checklist: Vec<String>,
+    /// The whole body.
+    pub body: ErrorBody,
+}
+
+impl std::fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HTTP {} {}: {}", self.status, self.error_code, self.message)?;
+        for step in &self.checklist {
+            write!(f, "\n  - {step}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Api(Box<ApiFailure>),
+    #[error("HTTP transport: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("unexpected response (HTTP {status}): {message}")]
+    Decode { status: u16, message: String },
+    #[error("invalid server URL: {0}")]
+    InvalidUrl(String),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    Key(#[from] agentpmt_protocol::signature::InvalidPrivateKey),
+    #[error(transparent)]
+    Keystore(#[from] keystore::KeystoreError),
+}
+
+impl Error {
+    /// The server's error code, if this is an API error with a known code.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Error::Api(f) => f.code,
+            _ => None,
+        }
+    }
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone)]
+struct CachedSession {
+    nonce: String,
+    renew_at: Instant,
+}
+
+/// A client bound to one server and one wallet.
+#[derive(Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    base_url: String,
+    key: PrivateKey,
+    session: Mutex<Option<CachedSession>>,
+}
+
+impl Client {
+    /// A client for `base_url` (e.g. `http://127.0.0.1:8080`) signing with `key`.
+    pub fn new(base_url: &str, key: PrivateKey) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .user_agent(concat!("agentpmt-sdk/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Self::with_http_client(base_url, key, http)
+    }
+
+    /// Like [`Client::new`] with a caller-configured `reqwest::Client`.
+    pub fn with_http_client(base_url: &str, key: PrivateKey, http: reqwest::Client) -> Result<Self> {
+        let base_url = base_url.trim_end_matches('/').to_owned();
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            return Err(Error::InvalidUrl(base_url));
+        }
+        Ok(Client { http, base_url, key, session: Mutex::new(None) })
+    }
+
+    /// The signing wallet.
+    pub fn wallet(&self) -> WalletAddress {
+        self.key.address()
+    }
+
+    /// The server's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Creates a new session nonce (not cached; signed calls manage their own).
+    pub async fn create_session(&self) -> Result<SessionResponse> {
+        let body = SessionRequest { wallet_address: self.wallet() };
+        let response = self
+            .http
+            .post(format!("{}/api/external/auth/session", self.base_url))
+            .json(&body)
+            .send()
+            .await?;
+        decode(response).await
+    }
+
+    /// The cached session nonce, creating one when there is none or it is about to expire.
+    async fn session_nonce(&self) -> Result<String> {
+        let mut cached = self.session.lock().await;
+        if let Some(s) = cached.as_ref() {
+            if Instant::now() < s.renew_at {
+                return Ok(s.nonce.clone());
+            }
+        }
+        let fresh = self.create_session().await?;
+        let lifetime = Duration::from_secs(fresh.expires_in).saturating_sub(SESSION_RENEW_MARGIN);
+        *cached = Some(CachedSession { nonce: fresh.session_nonce.clone(), renew_at: Instant::now() + lifetime });
+        Ok(fresh.session_nonce)
+    }
+
+    async fn forget_session(&self, nonce: &str) {
+        let mut cached = self.session.lock().await;
+        if cached.as_ref().is_some_and(|s| s.nonce == nonce) {
+            *cached = None;
+        }
+    }
+
+    /// Calls a signed endpoint: `fields` are the endpoint's own body fields, `path_params`
+    /// fill the route (`{jobId}`, ...). Renews the session once if the server rejects it.
+    pub async fn signed_call<T: DeserializeOwned>(
+        &self,
+        action: SignedAction,
+        path_params: &[(&str, &str)],
+        fields: Map<String, Value>,
+    ) -> Result<T> {
+        let spec = action.spec();
+        let param = |name: &str| path_params.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned());
+        let url = agentpmt_protocol::message::fill_template(spec.route, param)
+            .ok_or_else(|| BuildError::MissingPathParam(spec.route.to_owned()))?;
+        let mut renewed = false;
+        loop {
+            let nonce = self.session_nonce().await?;
+            let request_id = uuid::Uuid::new_v4().to_string();
+            let (body, _) = sign_body(&self.key, spec, param, &nonce, &request_id, fields.clone())?;
+            let method = reqwest::Method::from_bytes(spec.method.as_bytes()).unwrap_or(reqwest::Method::POST);
+            let response =
+                self.http.request(method, format!("{}{url}", self.base_url)).json(&body).send().await?;
+            match decode::<T>(response).await {
+                Err(Error::Api(failure))
+                    if !renewed
+                        && matches!(
+                            failure.code,
+                            Some(ErrorCode::EXTERNAL_SIGNATURE_SESSION_NONCE_INVALID)
+                                | Some(ErrorCode::EXTERNAL_SIGNATURE_SESSION_NONCE_EXPIRED)
+                        ) =>
+                {
+                    self.forget_session(&nonce).await;
+                    renewed = true;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The wallet's credit balance.
+    pub async fn balance(&self) -> Result<BalanceResponse> {
+        self.signed_call(SignedAction::Balance, &[], Map::new()).await
+    }
+}
+
+/// Decodes a success body as `T`, or an error body as [`Error::Api`].
+async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T> {
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await?;
+    if (200..300).contains(&status) {
+        return serde_json::from_slice(&bytes).map_err(|e| Error::Decode { status, message: e.to_string() });
+    }
+    let body: ErrorBody = serde_json::from_slice(&bytes).map_err(|_| Error::Decode {
+        status,
+        message: String::from_utf8_lossy(&bytes[..bytes.len().min(500)]).into_owned(),
+    })?;
+    let checklist = body.checklist();
+    Err(Error::Api(Box::new(ApiFailure {
+        status,
+        code: body.error_code.parse().ok(),
+        error_code: body.error_code.clone(),
+        message: body.message.clone(),
+        checklist,
+        body,
+    })))
+}

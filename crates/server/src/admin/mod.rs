@@ -1,0 +1,229 @@
+//! The operator API under `/api/admin/`, behind `Authorization: Bearer <admin token>`.
+//!
+//! The token comes from configuration; only its SHA-256 is kept, and it is compared in
+//! constant time. With no token configured every admin route answers 403
+//! `ADMIN_API_DISABLED`.
+//!
+//! Endpoints:
+//! - `GET /api/admin/wallets/{address}` — balance, ledger totals and recent entries.
+//! - `POST /api/admin/wallets/{address}/credits` — grant or remove credits (a ledger entry
+//!   with a reason; optional idempotency key).
+
+use crate::app::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiPath};
+use crate::ledger::{self, LedgerError, NewEntry};
+use agentpmt_protocol::canonical::sha256_hex;
+use agentpmt_protocol::wire::{
+    credits_to_usd, AdminWalletView, CreditAdjustmentRequest, CreditAdjustmentResponse, ErrorBody,
+};
+use agentpmt_protocol::{ErrorCode, WalletAddress};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// Largest single adjustment, in credits (10 million USD).
+pub const MAX_ADJUSTMENT_CREDITS: i64 = 1_000_000_000;
+
+/// This area's routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get_wallet)).routes(routes!(adjust_credits))
+}
+
+/// Proof that the request carried the admin token.
+#[derive(Debug)]
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let Some(expected) = state.admin_token_digest else {
+            return Err(ApiError::new(ErrorCode::ADMIN_API_DISABLED, "The operator API is disabled on this server"));
+        };
+        let presented = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim);
+        let Some(presented) = presented else {
+            return Err(ApiError::new(ErrorCode::ADMIN_UNAUTHORIZED, "Missing admin bearer token"));
+        };
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        if bool::from(digest.ct_eq(&expected)) {
+            Ok(Admin)
+        } else {
+            Err(ApiError::new(ErrorCode::ADMIN_UNAUTHORIZED, "Wrong admin bearer token"))
+        }
+    }
+}
+
+/// The `{address}` path parameter.
+#[derive(Debug, Deserialize)]
+pub struct WalletPath {
+    address: String,
+}
+
+fn parse_wallet(path: WalletPath) -> ApiResult<WalletAddress> {
+    path.address
+        .parse()
+        .map_err(|e: agentpmt_protocol::InvalidAddress| ApiError::invalid_field(&["path", "address"], "value_error", e.to_string()))
+}
+
+/// A wallet's balance, ledger totals and its 100 most recent entries (operator).
+#[utoipa::path(
+    get,
+    path = "/api/admin/wallets/{address}",
+    tag = "admin",
+    params(("address" = String, Path, description = "Wallet address")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The wallet", body = AdminWalletView),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody),
+        (status = 403, description = "Operator API disabled", body = ErrorBody),
+        (status = 422, description = "Invalid address", body = ErrorBody),
+    )
+)]
+#[tracing::instrument(skip_all)]
+pub async fn get_wallet(
+    _admin: Admin,
+    State(state): State<AppState>,
+    ApiPath(path): ApiPath<WalletPath>,
+) -> ApiResult<Json<AdminWalletView>> {
+    let wallet = parse_wallet(path)?;
+    let mut conn = state.db.read().await?;
+    let balance = ledger::balance(&mut conn, &wallet).await?;
+    let totals = ledger::totals(&mut conn, &wallet).await?;
+    let recent = ledger::recent_entries(&mut conn, &wallet, 100).await?;
+    Ok(Json(AdminWalletView {
+        success: true,
+        wallet_address: wallet.to_string(),
+        balance_credits: balance,
+        balance_usd: credits_to_usd(balance),
+        ledger_sum_credits: totals.sum_credits,
+        ledger_entry_count: totals.entry_count,
+        recent_entries: recent.iter().map(ledger::Entry::view).collect(),
+    }))
+}
+
+/// Grant (positive) or remove (negative) credits, as one ledger entry with a reason (operator).
+///
+/// With `idempotency_key`, repeating the same request returns the first result
+/// (`idempotent_replay: true`); the same key with a different amount or reason is refused
+/// with 409 `IDEMPOTENCY_KEY_REUSED`. Removing more than the balance is refused with 402
+/// `INSUFFICIENT_CREDITS` and changes nothing.
+#[utoipa::path(
+    post,
+    path = "/api/admin/wallets/{address}/credits",
+    tag = "admin",
+    params(("address" = String, Path, description = "Wallet address")),
+    request_body = CreditAdjustmentRequest,
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Repeat of an earlier request with the same idempotency key", body = CreditAdjustmentResponse),
+        (status = 201, description = "Entry posted", body = CreditAdjustmentResponse),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody),
+        (status = 402, description = "Removal larger than the balance", body = ErrorBody),
+        (status = 403, description = "Operator API disabled", body = ErrorBody),
+        (status = 409, description = "Idempotency key reused with a different request", body = ErrorBody),
+        (status = 422, description = "Invalid input", body = ErrorBody),
+    )
+)]
+#[tracing::instrument(skip_all)]
+pub async fn adjust_credits(
+    _admin: Admin,
+    State(state): State<AppState>,
+    ApiPath(path): ApiPath<WalletPath>,
+    ApiJson(request): ApiJson<CreditAdjustmentRequest>,
+) -> ApiResult<(StatusCode, Json<CreditAdjustmentResponse>)> {
+    let wallet = parse_wallet(path)?;
+    if request.amount_credits == 0 || request.amount_credits.abs() > MAX_ADJUSTMENT_CREDITS {
+        return Err(ApiError::invalid_field(
+            &["body", "amount_credits"],
+            "value_error",
+            format!("amount_credits must be non-zero and at most {MAX_ADJUSTMENT_CREDITS} in absolute value"),
+        ));
+    }
+    let reason = request.reason.trim();
+    if reason.is_empty() || reason.chars().count() > 500 {
+        return Err(ApiError::invalid_field(&["body", "reason"], "value_error", "reason must be 1 to 500 characters"));
+    }
+    if let Some(key) = &request.idempotency_key {
+        if key.is_empty() || key.chars().count() > 128 || key.chars().any(char::is_control) {
+            return Err(ApiError::invalid_field(
+                &["body", "idempotency_key"],
+                "value_error",
+                "idempotency_key must be 1 to 128 characters without control characters",
+            ));
+        }
+    }
+    let entry_id = match &request.idempotency_key {
+        Some(key) => format!("admin:{wallet}:{key}"),
+        None => format!("admin:{}", uuid::Uuid::new_v4()),
+    };
+    let fingerprint = sha256_hex(&format!("{}\n{}", request.amount_credits, reason));
+
+    // Two rounds at most: a lost race on the same idempotency key shows up as a duplicate
+    // entry, after which the winner's entry is read back and compared.
+    for _ in 0..2 {
+        let mut tx = state.db.begin().await?;
+        if let Some(existing) = ledger::entry(&mut tx, &entry_id).await? {
+            if existing.fingerprint.as_deref() != Some(fingerprint.as_str()) {
+                return Err(ApiError::new(
+                    ErrorCode::IDEMPOTENCY_KEY_REUSED,
+                    "This idempotency key was already used with a different amount or reason",
+                ));
+            }
+            let balance = ledger::balance(&mut tx, &wallet).await?;
+            return Ok((
+                StatusCode::OK,
+                Json(CreditAdjustmentResponse { success: true, entry: existing.view(), balance_credits: balance, idempotent_replay: true }),
+            ));
+        }
+        let posted = ledger::post(
+            &mut tx,
+            NewEntry {
+                entry_id: &entry_id,
+                wallet: &wallet,
+                amount_credits: request.amount_credits,
+                kind: ledger::kind::ADMIN_ADJUSTMENT,
+                reference: request.idempotency_key.as_deref(),
+                reason: Some(reason),
+                fingerprint: Some(&fingerprint),
+            },
+        )
+        .await;
+        match posted {
+            Ok(entry) => {
+                tx.commit().await?;
+                tracing::info!(wallet = %wallet, amount_credits = entry.amount_credits, balance_after = entry.balance_after, "admin credit adjustment");
+                let balance = entry.balance_after;
+                return Ok((
+                    StatusCode::CREATED,
+                    Json(CreditAdjustmentResponse { success: true, entry: entry.view(), balance_credits: balance, idempotent_replay: false }),
+                ));
+            }
+            Err(LedgerError::DuplicateEntry) => continue,
+            Err(LedgerError::Insufficient { balance, requested }) => {
+                return Err(ApiError::new(
+                    ErrorCode::INSUFFICIENT_CREDITS,
+                    format!("Cannot remove {} credits: the balance is {balance}", -requested),
+                )
+                .with_detail("balance_credits", balance)
+                .with_detail("requested_credits", requested));
+            }
+            Err(LedgerError::ZeroAmount) => {
+                return Err(ApiError::invalid_field(&["body", "amount_credits"], "value_error", "amount_credits must be non-zero"))
+            }
+            Err(LedgerError::Db(e)) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::internal(anyhow::anyhow!("idempotent adjustment did not settle after a duplicate entry")))
+}

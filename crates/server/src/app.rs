@@ -1,0 +1,215 @@
+//! Assembling and running the server: state, routes, middleware, background work.
+
+use crate::auth::sessions::SessionStore;
+use crate::config::{ConfigError, ServerConfig};
+use crate::db::{Db, DbOptions};
+use crate::error::{ApiError, RequestContext, REQUEST_CONTEXT};
+use crate::{admin, auth, credits, openapi};
+use agentpmt_protocol::ErrorCode;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use utoipa_axum::router::OpenApiRouter;
+
+/// Everything handlers share.
+#[derive(Debug)]
+pub struct Inner {
+    pub db: Db,
+    pub config: ServerConfig,
+    pub sessions: SessionStore,
+    /// SHA-256 of the admin token; `None` disables the operator API.
+    pub admin_token_digest: Option<[u8; 32]>,
+    /// Absolute base URL of this server.
+    pub public_url: Arc<str>,
+}
+
+/// Cheaply clonable handle to [`Inner`].
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("network: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+}
+
+/// The router with every API route and its OpenAPI document.
+pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(openapi::base_document())
+        .merge(auth::router())
+        .merge(credits::router())
+        .merge(admin::router())
+        .split_for_parts()
+}
+
+/// A server bound to its port, ready to run.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+    router: Router,
+}
+
+impl Server {
+    /// Connects to the database, applies migrations and binds the listening socket.
+    pub async fn build(config: ServerConfig) -> Result<Server, Error> {
+        let admin_token_digest = config.admin_token_digest()?;
+        let db = Db::connect(
+            &config.database_url,
+            &DbOptions { max_connections: config.db_max_connections, ..DbOptions::default() },
+        )
+        .await?;
+        db.migrate().await?;
+        let listener = TcpListener::bind(config.bind).await?;
+        let local = listener.local_addr()?;
+        let public_url: Arc<str> = config
+            .public_url
+            .clone()
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| format!("http://{local}"))
+            .into();
+        let sessions = SessionStore::new(Duration::from_secs(config.session_ttl_secs), 100_000);
+        let state = AppState(Arc::new(Inner { db, config, sessions, admin_token_digest, public_url }));
+        let router = build_router(state.clone());
+        Ok(Server { listener, state, router })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The shared state (tests use its database handle).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight requests and stops
+    /// background work.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let sweeper = tokio::spawn(sweep_sessions(self.state.clone(), stop_rx));
+        tracing::info!(address = %self.local_addr(), public_url = %self.state.public_url,
+            backend = ?self.state.db.backend(), "serving the External Agent API");
+        let served = axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await;
+        let _ = stop_tx.send(true);
+        let _ = sweeper.await;
+        self.state.db.close().await;
+        served.map_err(Error::Io)
+    }
+}
+
+/// Every route plus fallbacks and middleware, around `state`.
+pub fn build_router(state: AppState) -> Router {
+    let (api, document) = api_router();
+    let document = Arc::new(document);
+    let timeout = Duration::from_secs(state.config.request_timeout_secs.max(1));
+    api.route(
+        "/openapi.json",
+        axum::routing::get(move || {
+            let document = document.clone();
+            async move { axum::Json(document.as_ref().clone()) }
+        }),
+    )
+    .fallback(not_found)
+    .method_not_allowed_fallback(method_not_allowed)
+    .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
+        ApiError::internal(anyhow::anyhow!("handler panicked")).into_response()
+    }))
+    .layer(middleware::from_fn_with_state(timeout, enforce_timeout))
+    .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+    .layer(middleware::from_fn_with_state(state.clone(), request_context))
+    .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NOT_FOUND, "No such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(ErrorCode::METHOD_NOT_ALLOWED, "This route does not accept this HTTP method")
+}
+
+async fn enforce_timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(ErrorCode::REQUEST_TIMEOUT, "The request took too long").into_response(),
+    }
+}
+
+/// Sets the correlation id (echoing a sane `x-request-id`, else a fresh UUID), runs the
+/// request inside its [`RequestContext`], and logs one line per request: method, route,
+/// status, latency, id. Bodies and headers are never logged.
+async fn request_context(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let request_id: Arc<str> = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(Arc::from)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string().into());
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| req.uri().path().chars().take(200).collect());
+    let started = Instant::now();
+    let ctx = RequestContext { request_id: request_id.clone(), public_url: state.public_url.clone() };
+    let mut response = REQUEST_CONTEXT.scope(ctx, next.run(req)).await;
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    tracing::info!(
+        target: "agentpmt::http",
+        method = %method,
+        route = %route,
+        status = response.status().as_u16(),
+        latency_us = started.elapsed().as_micros() as u64,
+        request_id = %request_id,
+        "request"
+    );
+    response
+}
+
+/// Prunes long-expired sessions and their replay records every ten minutes.
+async fn sweep_sessions(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                match state.sessions.prune(&state.db).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(sessions = n, "pruned expired sessions"),
+                    Err(e) => tracing::warn!(error = %e, "session pruning failed"),
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Server configuration: command-line flags, each with an environment-variable fallback and
+//! a default, so the server runs with no configuration at all (127.0.0.1:8080, SQLite in
+//! `./data/`).
+//!
+//! | flag | environment | default |
+//! | --- | --- | --- |
+//! | `--bind` | `AGENTPMT_BIND` | `127.0.0.1:8080` |
+//! | `--database-url` | `AGENTPMT_DATABASE_URL` | `sqlite://./data/agentpmt.db` |
+//! | `--public-url` | `AGENTPMT_PUBLIC_URL` | `http://<bound address>` |
+//! | `--session-ttl-secs` | `AGENTPMT_SESSION_TTL_SECS` | `900` |
+//! | `--admin-token` | `AGENTPMT_ADMIN_TOKEN` | none (operator API disabled) |
+//! | `--admin-token-sha256` | `AGENTPMT_ADMIN_TOKEN_SHA256` | none |
+//! | `--max-body-bytes` | `AGENTPMT_MAX_BODY_BYTES` | `65536` |
+//! | `--request-timeout-secs` | `AGENTPMT_REQUEST_TIMEOUT_SECS` | `30` |
+//! | `--db-max-connections` | `AGENTPMT_DB_MAX_CONNECTIONS` | `16` |
+//! | `--log-format` | `AGENTPMT_LOG_FORMAT` | `text` |
+
+use clap::{Args, ValueEnum};
+use secrecy::SecretString;
+use std::net::SocketAddr;
+
+pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/agentpmt.db";
+pub const DEFAULT_SESSION_TTL_SECS: u64 = 900;
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
+pub const DEFAULT_DB_MAX_CONNECTIONS: u32 = 16;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Everything the server can be configured with.
+#[derive(Debug, Clone, Args)]
+pub struct ServerConfig {
+    /// Address and port to listen on (port 0 picks a free port).
+    #[arg(long, env = "AGENTPMT_BIND", default_value = DEFAULT_BIND)]
+    pub bind: SocketAddr,
+
+    /// `sqlite://<path>` (created on first start) or `postgres://user@host/db`.
+    #[arg(long, env = "AGENTPMT_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+
+    /// Absolute base URL clients reach this server at (used in help links).
+    #[arg(long, env = "AGENTPMT_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Lifetime of a session nonce, in seconds.
+    #[arg(long, env = "AGENTPMT_SESSION_TTL_SECS", default_value_t = DEFAULT_SESSION_TTL_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub session_ttl_secs: u64,
+
+    /// Bearer token of the operator API under /api/admin/ (kept only as its SHA-256).
+    #[arg(long, env = "AGENTPMT_ADMIN_TOKEN", hide_env_values = true, value_parser = parse_secret)]
+    pub admin_token: Option<SecretString>,
+
+    /// Hex SHA-256 of the operator token, instead of the token itself.
+    #[arg(long, env = "AGENTPMT_ADMIN_TOKEN_SHA256", conflicts_with = "admin_token")]
+    pub admin_token_sha256: Option<String>,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "AGENTPMT_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+
+    /// Time limit of one request, in seconds.
+    #[arg(long, env = "AGENTPMT_REQUEST_TIMEOUT_SECS", default_value_t = DEFAULT_REQUEST_TIMEOUT_SECS)]
+    pub request_timeout_secs: u64,
+
+    /// PostgreSQL pool size (SQLite: read connections, at most 8).
+    #[arg(long, env = "AGENTPMT_DB_MAX_CONNECTIONS", default_value_t = DEFAULT_DB_MAX_CONNECTIONS)]
+    pub db_max_connections: u32,
+
+    /// Log format.
+    #[arg(long, env = "AGENTPMT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+fn parse_secret(s: &str) -> Result<SecretString, String> {
+    if s.len() < 16 {
+        return Err("the admin token must be at least 16 characters".into());
+    }
+    Ok(SecretString::from(s.to_owned()))
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: DEFAULT_BIND.parse().expect("valid default bind address"),
+            database_url: DEFAULT_DATABASE_URL.to_owned(),
+            public_url: None,
+            session_ttl_secs: DEFAULT_SESSION_TTL_SECS,
+            admin_token: None,
+            admin_token_sha256: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            request_timeout_secs: DEFAULT_REQUEST_TIMEOUT_SECS,
+            db_max_connections: DEFAULT_DB_MAX_CONNECTIONS,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The SHA-256 of the configured admin token, if any.
+    pub fn admin_token_digest(&self) -> Result<Option<[u8; 32]>, ConfigError> {
+        use secrecy::ExposeSecret;
+        use sha2::{Digest, Sha256};
+        if let Some(token) = &self.admin_token {
+            return Ok(Some(Sha256::digest(token.expose_secret().as_bytes()).into()));
+        }
+        match &self.admin_token_sha256 {
+            None => Ok(None),
+            Some(hex_digest) => {
+                let mut digest = [0u8; 32];
+                hex::decode_to_slice(hex_digest.trim(), &mut digest)
+                    .map_err(|_| ConfigError::AdminTokenDigest)?;
+                Ok(Some(digest))
+            }
+        }
+    }
+}
+
+/// A configuration value that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--admin-token-sha256 must be 64 hex digits")]
+    AdminTokenDigest,
+}

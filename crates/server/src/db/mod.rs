@@ -1,0 +1,228 @@
+//! Storage: SQLite (default, embedded) or PostgreSQL, chosen by the database URL.
+//!
+//! Queries are written once, in SQL both engines accept (`$1` placeholders, `ON CONFLICT`,
+//! `RETURNING`, BIGINT epoch-millisecond times), and run through the `sql_*!` macros,
+//! which dispatch to the native sqlx driver of the connection at hand. Schema migrations
+//! live per engine in `migrations/{sqlite,postgres}` and run at start-up.
+//!
+//! SQLite runs in WAL mode with `synchronous=NORMAL`: one writer connection (all write
+//! transactions, serialized, so SQLite never sees competing writers) and a pool of
+//! read-only connections.
+
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool, Transaction};
+use std::str::FromStr;
+use std::time::Duration;
+
+pub mod macros;
+
+/// Which engine a [`Db`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Connection pools of the configured engine.
+#[derive(Debug, Clone)]
+pub enum Db {
+    Sqlite { writer: SqlitePool, reader: SqlitePool },
+    Postgres(PgPool),
+}
+
+/// Pool sizing and timeouts.
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    /// PostgreSQL pool size; for SQLite, the number of read connections.
+    pub max_connections: u32,
+    /// How long a request waits for a free connection before failing with 503.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        DbOptions { max_connections: 16, acquire_timeout: Duration::from_secs(5) }
+    }
+}
+
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+impl Db {
+    /// Connects to `url`: `sqlite://path` (file created on first use, with its folder) or
+    /// `postgres://…` / `postgresql://…`.
+    pub async fn connect(url: &str, options: &DbOptions) -> Result<Db, sqlx::Error> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let connect = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(options.max_connections.max(1))
+                .acquire_timeout(options.acquire_timeout)
+                .connect_with(connect)
+                .await?;
+            return Ok(Db::Postgres(pool));
+        }
+        if !url.starts_with("sqlite:") {
+            return Err(sqlx::Error::Configuration(
+                "database URL must start with sqlite:, postgres:// or postgresql://".into(),
+            ));
+        }
+        let base = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        if !in_memory {
+            if let Some(dir) = base.get_filename().parent() {
+                if !dir.as_os_str().is_empty() {
+                    std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
+                }
+            }
+        }
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(options.acquire_timeout)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(base.clone())
+            .await?;
+        // An in-memory database exists once per connection: read through the writer.
+        let reader = if in_memory {
+            writer.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(options.max_connections.clamp(1, 8))
+                .acquire_timeout(options.acquire_timeout)
+                .connect_with(base.read_only(true))
+                .await?
+        };
+        Ok(Db::Sqlite { writer, reader })
+    }
+
+    /// The engine behind this handle.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Db::Sqlite { .. } => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        match self {
+            Db::Sqlite { writer, .. } => SQLITE_MIGRATOR.run(writer).await,
+            Db::Postgres(pool) => POSTGRES_MIGRATOR.run(pool).await,
+        }
+    }
+
+    /// Starts a read-write transaction.
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        Ok(match self {
+            Db::Sqlite { writer, .. } => Tx::Sqlite(writer.begin().await?),
+            Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        })
+    }
+
+    /// A connection for reads outside a transaction.
+    pub async fn read(&self) -> Result<Conn, sqlx::Error> {
+        Ok(match self {
+            Db::Sqlite { reader, .. } => Conn::Sqlite(reader.acquire().await?),
+            Db::Postgres(pool) => Conn::Postgres(pool.acquire().await?),
+        })
+    }
+
+    /// Closes every pool (waits for checked-out connections to come back).
+    pub async fn close(&self) {
+        match self {
+            Db::Sqlite { writer, reader } => {
+                reader.close().await;
+                writer.close().await;
+            }
+            Db::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+/// A read-write transaction. Dropped without [`Tx::commit`], it rolls back.
+#[derive(Debug)]
+pub enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+impl Tx {
+    /// Commits the transaction.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Sqlite(tx) => tx.commit().await,
+            Tx::Postgres(tx) => tx.commit().await,
+        }
+    }
+
+    /// The connection the transaction runs on.
+    pub fn conn(&mut self) -> ConnRef<'_> {
+        match self {
+            Tx::Sqlite(tx) => ConnRef::Sqlite(&mut *tx),
+            Tx::Postgres(tx) => ConnRef::Postgres(&mut *tx),
+        }
+    }
+}
+
+/// A pooled connection outside any transaction.
+#[derive(Debug)]
+pub enum Conn {
+    Sqlite(PoolConnection<Sqlite>),
+    Postgres(PoolConnection<Postgres>),
+}
+
+impl Conn {
+    /// The connection itself.
+    pub fn conn(&mut self) -> ConnRef<'_> {
+        match self {
+            Conn::Sqlite(c) => ConnRef::Sqlite(&mut *c),
+            Conn::Postgres(c) => ConnRef::Postgres(&mut *c),
+        }
+    }
+}
+
+/// Anything a query can run on: a transaction or a pooled connection.
+pub trait AsConn {
+    /// Borrows the underlying connection for one query.
+    fn conn(&mut self) -> ConnRef<'_>;
+}
+
+impl AsConn for Tx {
+    fn conn(&mut self) -> ConnRef<'_> {
+        Tx::conn(self)
+    }
+}
+
+impl AsConn for Conn {
+    fn conn(&mut self) -> ConnRef<'_> {
+        Conn::conn(self)
+    }
+}
+
+/// A borrowed connection of either engine: what the `sql_*!` macros run on.
+#[derive(Debug)]
+pub enum ConnRef<'c> {
+    Sqlite(&'c mut SqliteConnection),
+    Postgres(&'c mut PgConnection),
+}
+
+/// Whether `err` is a unique-constraint violation (a lost race on a key).
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// Whether `err` means the database is unreachable or saturated (answered with 503).
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    matches!(
+        err,
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_)
+    )
+}

@@ -1,0 +1,156 @@
+//! The one error type of the HTTP layer and the one place its JSON body is built.
+//!
+//! Every error response has the envelope
+//! `{success: false, error, message, error_code, code, detail, request_id, help_url,
+//! help_doc, details: {checklist, ...}}`; `detail` repeats `message` as a string, except
+//! for 422 where it is the `[{loc, msg, type}]` list. 5xx bodies are opaque: the cause
+//! goes to the log under the same `request_id`.
+
+use agentpmt_protocol::errors::status_label;
+use agentpmt_protocol::wire::ValidationIssue;
+use agentpmt_protocol::ErrorCode;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+
+/// Per-request facts the error body needs, set by the request-context middleware.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// Correlation id (from `x-request-id` or generated).
+    pub request_id: Arc<str>,
+    /// Absolute base URL of this server, for `help_url` and `help_doc`.
+    pub public_url: Arc<str>,
+}
+
+tokio::task_local! {
+    pub(crate) static REQUEST_CONTEXT: RequestContext;
+}
+
+/// The current request's context, if running inside a request.
+pub fn current_context() -> Option<RequestContext> {
+    REQUEST_CONTEXT.try_with(Clone::clone).ok()
+}
+
+/// An error answered to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    code: ErrorCode,
+    message: String,
+    details: Map<String, Value>,
+    issues: Option<Vec<ValidationIssue>>,
+    source: Option<anyhow::Error>,
+}
+
+/// Result alias for handlers.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    /// An error with `code` and a human-readable `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError { code, message: message.into(), details: Map::new(), issues: None, source: None }
+    }
+
+    /// Adds a field to `details`.
+    pub fn with_detail(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.details.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// A 422 with the given issues.
+    pub fn validation(issues: Vec<ValidationIssue>) -> Self {
+        let message = match issues.first() {
+            Some(first) if issues.len() == 1 => format!("Validation failed: {}", first.msg),
+            Some(_) => format!("Validation failed on {} fields", issues.len()),
+            None => "Validation failed".to_owned(),
+        };
+        let mut err = ApiError::new(ErrorCode::VALIDATION_ERROR, message);
+        err.issues = Some(issues);
+        err
+    }
+
+    /// A 422 for one field.
+    pub fn invalid_field(loc: &[&str], kind: &str, msg: impl Into<String>) -> Self {
+        ApiError::validation(vec![ValidationIssue {
+            loc: loc.iter().map(|s| (*s).into()).collect(),
+            msg: msg.into(),
+            kind: kind.to_owned(),
+        }])
+    }
+
+    /// A 500 whose cause is logged, not sent.
+    pub fn internal(source: impl Into<anyhow::Error>) -> Self {
+        let mut err = ApiError::new(ErrorCode::INTERNAL_ERROR, "Internal server error");
+        err.source = Some(source.into());
+        err
+    }
+
+    /// The error code.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        if crate::db::is_unavailable(&err) {
+            let mut e = ApiError::new(ErrorCode::SERVICE_UNAVAILABLE, "The database is unavailable");
+            e.source = Some(err.into());
+            e
+        } else {
+            ApiError::internal(err)
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.code.status();
+        let ctx = current_context();
+        let (request_id, public_url) = match &ctx {
+            Some(c) => (c.request_id.to_string(), c.public_url.to_string()),
+            None => (String::new(), String::new()),
+        };
+        if status >= 500 {
+            match &self.source {
+                Some(source) => tracing::error!(
+                    request_id = %request_id, error_code = %self.code, error = format!("{source:#}"),
+                    "request failed"
+                ),
+                None => tracing::warn!(request_id = %request_id, error_code = %self.code, "request failed"),
+            }
+        }
+        let mut details = self.details;
+        details
+            .entry("checklist")
+            .or_insert_with(|| json!(self.code.checklist()));
+        details.entry("recovery").or_insert_with(|| json!(self.code.recovery()));
+        let detail = match self.issues {
+            Some(issues) => serde_json::to_value(issues).unwrap_or(Value::Null),
+            None => Value::String(self.message.clone()),
+        };
+        let body = json!({
+            "success": false,
+            "error": status_label(status),
+            "message": self.message,
+            "error_code": self.code.as_str(),
+            "code": self.code.as_str(),
+            "detail": detail,
+            "request_id": request_id,
+            "help_url": format!("{public_url}/api/external/agent-help"),
+            "help_doc": format!("{public_url}/docs"),
+            "details": details,
+        });
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, axum::Json(body)).into_response();
+        response
+            .headers_mut()
+            .insert(axum::http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+}

@@ -1,0 +1,147 @@
+//! Request extractors that answer bad input in the API's envelope: bodies over the limit
+//! (413), malformed JSON, duplicate keys, missing or wrong-typed fields and bad path
+//! parameters (422 with `detail: [{loc, msg, type}]`).
+
+use crate::error::ApiError;
+use agentpmt_protocol::canonical::{self, JsonError, JsonValue};
+use agentpmt_protocol::wire::{LocItem, ValidationIssue};
+use agentpmt_protocol::ErrorCode;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+/// Reads the body, answering 413 in the envelope when it is over the limit.
+pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(ErrorCode::PAYLOAD_TOO_LARGE, "The request body is too large")
+        } else {
+            ApiError::invalid_field(&["body"], "body_read_error", rejection.body_text())
+        }
+    })
+}
+
+/// Parses a body strictly (see [`canonical::parse`]) and requires a JSON object.
+/// An empty body counts as `{}`.
+pub fn parse_object(bytes: &[u8]) -> Result<JsonValue, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(JsonValue::empty_object());
+    }
+    let value = canonical::parse(bytes).map_err(json_error)?;
+    if !matches!(value, JsonValue::Object(_)) {
+        return Err(ApiError::invalid_field(
+            &["body"],
+            "model_attributes_type",
+            "Input should be a JSON object",
+        ));
+    }
+    Ok(value)
+}
+
+fn json_error(err: JsonError) -> ApiError {
+    let kind = match err {
+        JsonError::DuplicateKey { .. } => "json_duplicate_key",
+        JsonError::TooDeep { .. } => "json_too_deep",
+        JsonError::Syntax { .. } => "json_invalid",
+    };
+    ApiError::validation(vec![ValidationIssue {
+        loc: vec!["body".into(), LocItem::Index(err.offset() as u64)],
+        msg: err.to_string(),
+        kind: kind.to_owned(),
+    }])
+}
+
+/// Deserializes `T` from JSON bytes, mapping serde's error to a located 422 issue.
+/// `root` is the first `loc` element (`body`, `query`, `path`).
+pub fn deserialize<T: DeserializeOwned>(bytes: &[u8], root: &str) -> Result<T, ValidationIssue> {
+    let input: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { bytes };
+    let mut de = serde_json::Deserializer::from_slice(input);
+    serde_path_to_error::deserialize(&mut de).map_err(|err| serde_issue(root, err))
+}
+
+/// Turns a serde error with its path into a 422 issue in the FastAPI style.
+pub fn serde_issue(root: &str, err: serde_path_to_error::Error<serde_json::Error>) -> ValidationIssue {
+    let mut loc: Vec<LocItem> = vec![root.into()];
+    for segment in err.path().iter() {
+        match segment {
+            serde_path_to_error::Segment::Seq { index } => loc.push(LocItem::Index(*index as u64)),
+            serde_path_to_error::Segment::Map { key } => loc.push(LocItem::Key(key.clone())),
+            serde_path_to_error::Segment::Enum { variant } => loc.push(LocItem::Key(variant.clone())),
+            serde_path_to_error::Segment::Unknown => {}
+        }
+    }
+    let full = err.into_inner().to_string();
+    let msg = match full.find(" at line ") {
+        Some(i) => full[..i].to_owned(),
+        None => full,
+    };
+    let quoted = |prefix: &str| -> Option<String> {
+        let rest = msg.strip_prefix(prefix)?;
+        let start = rest.find('`')? + 1;
+        let end = rest[start..].find('`')? + start;
+        Some(rest[start..end].to_owned())
+    };
+    let kind = if let Some(field) = quoted("missing field") {
+        loc.push(LocItem::Key(field));
+        "missing"
+    } else if let Some(field) = quoted("unknown field") {
+        loc.push(LocItem::Key(field));
+        "extra_forbidden"
+    } else if msg.contains("expected a string") || msg.contains("expected a borrowed string") {
+        "string_type"
+    } else if msg.contains("expected i64")
+        || msg.contains("expected u64")
+        || msg.contains("expected i32")
+        || msg.contains("expected u32")
+        || msg.contains("integer")
+    {
+        "int_type"
+    } else if msg.contains("expected a boolean") {
+        "bool_type"
+    } else if msg.contains("expected struct") || msg.contains("expected a map") {
+        "model_attributes_type"
+    } else if msg.contains("expected a sequence") {
+        "list_type"
+    } else {
+        "value_error"
+    };
+    ValidationIssue { loc, msg, kind: kind.to_owned() }
+}
+
+/// A JSON body parsed strictly (duplicate keys refused) and deserialized into `T`.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = read_body(req, state).await?;
+        parse_object(&bytes)?;
+        deserialize(&bytes, "body").map(ApiJson).map_err(|issue| ApiError::validation(vec![issue]))
+    }
+}
+
+/// Path parameters deserialized into `T`, with 422 on failure.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| ApiPath(p.0))
+            .map_err(|rejection| ApiError::invalid_field(&["path"], "value_error", rejection.body_text()))
+    }
+}

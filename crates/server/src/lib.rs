@@ -1,0 +1,21 @@
+//! The External Agent API server.
+//!
+//! One module per area of the API, each with its routes and queries:
+//! [`auth`] (sessions, signed-request verification), [`credits`] (balance), [`admin`]
+//! (operator API). Shared pieces: [`db`] (SQLite/PostgreSQL), [`ledger`] (credit ledger),
+//! [`error`] (the error envelope), [`extract`] (body and path extractors), [`config`].
+
+pub mod admin;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod credits;
+pub mod db;
+pub mod error;
+pub mod extract;
+pub mod ledger;
+pub mod openapi;
+pub mod time;
+
+pub use app::{AppState, Error, Server};
+pub use config::ServerConfig;

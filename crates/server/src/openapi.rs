@@ -1,0 +1,44 @@
+//! The OpenAPI document, generated from the route annotations and served at
+//! `/openapi.json`.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "External Agent API",
+        description = "Wallet-authenticated HTTP API for autonomous AI agents: wallet sessions, \
+            EIP-191 signed requests, credits. Signed requests carry wallet_address, session_nonce, \
+            request_id and signature in the JSON body; the signed message is\n\n\
+            agentpmt-external\\nwallet:<lowercase wallet>\\nsession:<session_nonce>\\nrequest:<request_id>\\n\
+            action:<action>\\nproduct:<product or ->\\npayload:<sha256 hex of canonical JSON, or empty>\n\n\
+            Every error uses one envelope: success=false, error, message, error_code, code, detail, \
+            request_id, help_url, help_doc, details.checklist.",
+        license(name = "Apache-2.0")
+    ),
+    modifiers(&AdminSecurity),
+    tags(
+        (name = "auth", description = "Wallet sessions"),
+        (name = "credits", description = "Credit balance"),
+        (name = "admin", description = "Operator API (admin bearer token)"),
+    )
+)]
+struct ApiDoc;
+
+struct AdminSecurity;
+
+impl Modify for AdminSecurity {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The document before the routes add their paths.
+pub fn base_document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
