@@ -128,23 +128,30 @@ impl Server {
 pub fn build_router(state: AppState) -> Router {
     let (api, document) = api_router();
     let document = Arc::new(document);
-    let timeout = Duration::from_secs(state.config.request_timeout_secs.max(1));
-    api.route(
+    let api = api.route(
         "/openapi.json",
         axum::routing::get(move || {
             let document = document.clone();
             async move { axum::Json(document.as_ref().clone()) }
         }),
-    )
-    .fallback(not_found)
-    .method_not_allowed_fallback(method_not_allowed)
-    .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
-        ApiError::internal(anyhow::anyhow!("handler panicked")).into_response()
-    }))
-    .layer(middleware::from_fn_with_state(timeout, enforce_timeout))
-    .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
-    .layer(middleware::from_fn_with_state(state.clone(), request_context))
-    .with_state(state)
+    );
+    with_middleware(api, state)
+}
+
+/// Adds the envelope fallbacks (404, 405) and the middleware every route runs under
+/// (request context and log line, body limit, time limit, panic guard) to `routes`.
+pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
+    let timeout = Duration::from_secs(state.config.request_timeout_secs.max(1));
+    routes
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
+            ApiError::internal(anyhow::anyhow!("handler panicked")).into_response()
+        }))
+        .layer(middleware::from_fn_with_state(timeout, enforce_timeout))
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), request_context))
+        .with_state(state)
 }
 
 async fn not_found() -> ApiError {

@@ -1,0 +1,13 @@
+//! Integration tests: the real server on port 0 against a fresh database, each test run on
+//! SQLite and on PostgreSQL (`sqlite::…` and `postgres::…` variants).
+
+mod helpers;
+
+mod admin;
+mod balance;
+mod envelope;
+mod ledger;
+mod openapi;
+mod payload_forms;
+mod sessions;
+mod signatures;
