@@ -111,6 +111,11 @@ impl Client {
         Self::with_http_client(base_url, key, http)
     }
 
+    /// A client signing with the key in an encrypted keystore file (v3 JSON).
+    pub fn from_keystore(base_url: &str, keystore: &std::path::Path, password: &str) -> Result<Self> {
+        Self::new(base_url, keystore::load(keystore, password)?)
+    }
+
     /// Like [`Client::new`] with a caller-configured `reqwest::Client`.
     pub fn with_http_client(base_url: &str, key: PrivateKey, http: reqwest::Client) -> Result<Self> {
         let base_url = base_url.trim_end_matches('/').to_owned();
