@@ -1,1 +1,98 @@
-fn main() {}
+//! `agentpmt`: command-line client of the External Agent API.
+//!
+//! - `agentpmt wallet new|import|show`: the local wallet, an encrypted keystore file
+//!   (Web3 Secret Storage v3) at `<home>/keystore/wallet.json`.
+//! - `agentpmt balance`: the wallet's credit balance (a signed request).
+//! - `agentpmt sign`: builds and signs a request message and shows every intermediate
+//!   (canonical payload, hash, exact message, signature) to debug client signing.
+//!
+//! Every command prints text, or one JSON object on stdout with `--json`. Exit codes: 0 on
+//! success, 1 when the command failed (the server's error envelope is shown), 2 for usage
+//! errors. Environment variables are listed in [`ENVIRONMENT_HELP`].
+
+mod balance;
+mod keys;
+mod output;
+mod sign;
+mod wallet;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use output::Output;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Default `--server`.
+const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
+
+/// The environment variables, shown at the end of `--help`.
+const ENVIRONMENT_HELP: &str = "\
+Environment:
+  AGENTPMT_SERVER             same as --server
+  AGENTPMT_HOME               same as --home
+  AGENTPMT_KEYSTORE           same as --keystore
+  AGENTPMT_KEYSTORE_PASSWORD  keystore password (otherwise asked on the terminal)
+  AGENTPMT_PRIVATE_KEY        0x-hex private key used instead of the keystore by every command
+                              that signs (for scripts and CI), and the input of `wallet import`.
+                              A private key is never accepted as a command-line argument.";
+
+/// Command-line client of the External Agent API.
+#[derive(Debug, Parser)]
+#[command(name = "agentpmt", version, about, after_help = ENVIRONMENT_HELP)]
+struct Cli {
+    /// Base URL of the API server.
+    #[arg(long, global = true, env = "AGENTPMT_SERVER", default_value = DEFAULT_SERVER)]
+    server: String,
+
+    /// Print one JSON object on stdout instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+
+    /// Folder of the CLI's files [default: <config dir>/agentpmt]. The keystore is
+    /// <home>/keystore/wallet.json.
+    #[arg(long, global = true, env = "AGENTPMT_HOME", value_name = "DIR")]
+    home: Option<PathBuf>,
+
+    /// Keystore file, instead of <home>/keystore/wallet.json.
+    #[arg(long, global = true, env = "AGENTPMT_KEYSTORE", value_name = "PATH")]
+    keystore: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create, import or show the local wallet.
+    #[command(subcommand)]
+    Wallet(wallet::WalletCommand),
+    /// Show the wallet's credit balance (a signed request to the server).
+    Balance,
+    /// Sign a request message and show every step: canonical payload, hash, message, signature.
+    Sign(sign::SignArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let out = Output::new(cli.json);
+    match run(cli, &out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            out.error(&err);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
+    let keystore = keys::keystore_path(cli.home.as_deref(), cli.keystore.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    match cli.command {
+        Command::Wallet(command) => wallet::run(command, &keystore, out),
+        Command::Balance => runtime.block_on(balance::run(&cli.server, &keystore, out)),
+        Command::Sign(args) => runtime.block_on(sign::run(args, &cli.server, &keystore, out)),
+    }
+}

@@ -1,1 +1,217 @@
-fn main() {}
+//! `agentpmt-loadgen`: load generator of the External Agent API.
+//!
+//! Per concurrency level: open one session per wallet, pre-sign warm-up + measured
+//! balance requests (signing is outside the measured window), open the keep-alive
+//! connections, fire the warm-up, then fire and measure. Before the first and after the
+//! last level it times in-process signature recovery on one core, and reports each level's
+//! throughput as a ratio of it.
+//!
+//! Modules: [`presign`] (wallets, sessions, signed bodies), [`fire`] (connections,
+//! pacing, latency histograms), [`recovery`] (the single-core yardstick), [`report`]
+//! (table and JSON).
+
+mod fire;
+mod presign;
+mod recovery;
+mod report;
+
+use agentpmt_protocol::PrivateKey;
+use anyhow::{bail, Result};
+use clap::Parser;
+use fire::{Pace, Target};
+use report::{Recovery, Run, Summary};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Load generator for the External Agent API: fires pre-signed `POST
+/// /api/external/credits/balance` requests over keep-alive HTTP/1.1 connections and reports
+/// requests/s, latency percentiles and the ratio to single-core signature recovery.
+#[derive(Debug, Parser)]
+#[command(name = "agentpmt-loadgen", version, about, long_about = None)]
+struct Cli {
+    /// Base URL of the server (http:// only).
+    #[arg(long, env = "AGENTPMT_SERVER", default_value = "http://127.0.0.1:8080")]
+    server: String,
+
+    /// Number of random wallets (one session each); requests go round-robin over them.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    wallets: u64,
+
+    /// Measured requests per concurrency level.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
+    requests: u64,
+
+    /// Concurrent keep-alive connections (ignored when --concurrency-levels is given).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    concurrency: u64,
+
+    /// Runs the HTTP phase once per level, e.g. `1,10,100,1000` (fresh sessions and
+    /// pre-signed requests each time: request ids are single-use).
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    concurrency_levels: Vec<usize>,
+
+    /// Open loop at this offered rate (requests/s) instead of closed loop. Latency is then
+    /// measured from each request's scheduled send time (no coordinated omission); the
+    /// service time from the actual send is reported as svc_p50/svc_p99.
+    #[arg(long)]
+    rate: Option<f64>,
+
+    /// Unmeasured warm-up requests per level, sent over the same connections first.
+    #[arg(long, default_value_t = 1_000)]
+    warmup: usize,
+
+    /// Tokio worker threads of the load generator. Default 1: on a 2-core machine the
+    /// load generator should leave the other core to the server. Raise it only when the
+    /// load generator runs on its own cores.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
+    threads: u64,
+
+    /// Threads that pre-sign requests (before the measured window); default: every core.
+    #[arg(long)]
+    presign_threads: Option<usize>,
+
+    /// Seconds of single-core recovery timing before and after the HTTP phase.
+    #[arg(long, default_value_t = 1.0)]
+    recovery_secs: f64,
+
+    /// Print one JSON object (`runs`: one entry per level) instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    if cli.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        bail!("--rate must be a positive number of requests per second");
+    }
+    if !(cli.recovery_secs.is_finite() && cli.recovery_secs > 0.0) {
+        bail!("--recovery-secs must be positive");
+    }
+    let levels = if cli.concurrency_levels.is_empty() {
+        vec![cli.concurrency as usize]
+    } else {
+        cli.concurrency_levels.clone()
+    };
+    if levels.contains(&0) {
+        bail!("a concurrency level must be at least 1");
+    }
+    let target = Arc::new(Target::parse(&cli.server)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.threads as usize)
+        .enable_all()
+        .build()?;
+
+    let recovery_time = Duration::from_secs_f64(cli.recovery_secs);
+    let before = recovery::recoveries_per_sec(recovery_time);
+    eprintln!("single-core recoveries/s before: {before:.0}");
+
+    let keys: Vec<PrivateKey> = (0..cli.wallets).map(|_| PrivateKey::random()).collect();
+    let mut runs = Vec::new();
+    for (level_index, &concurrency) in levels.iter().enumerate() {
+        let run = runtime.block_on(run_level(&cli, &target, &keys, level_index, concurrency))?;
+        runs.push(run);
+    }
+    drop(runtime);
+
+    let after = recovery::recoveries_per_sec(recovery_time);
+    eprintln!("single-core recoveries/s after: {after:.0}");
+    let recovery = Recovery::new(before, after);
+    let summary = Summary {
+        server: target.url().to_owned(),
+        wallets: keys.len(),
+        loadgen_threads: cli.threads as usize,
+        recoveries_per_sec_single_core: recovery,
+        runs: runs
+            .into_iter()
+            .map(|r| r.with_recovery(recovery.mean))
+            .collect(),
+    };
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", summary.table());
+    }
+    if summary.has_errors() {
+        eprintln!("error: some requests failed (see above)");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sessions, pre-signing, connections, warm-up and the measured firing at one level.
+async fn run_level(
+    cli: &Cli,
+    target: &Arc<Target>,
+    keys: &[PrivateKey],
+    level_index: usize,
+    concurrency: usize,
+) -> Result<Run> {
+    let measured = cli.requests as usize;
+    let total = cli.warmup + measured;
+    let pace = cli.rate.map_or(Pace::Closed, Pace::Rate);
+
+    let started = Instant::now();
+    let sessions = presign::open_sessions(target, keys, concurrency.min(32)).await?;
+    if let Pace::Rate(rate) = pace {
+        let needed = Duration::from_secs_f64(total as f64 / rate);
+        if needed + Duration::from_secs(60) > sessions.lifetime {
+            bail!(
+                "{total} requests at {rate}/s take {needed:?}, longer than the sessions last \
+                 ({:?}) minus a minute: lower --requests or raise --rate",
+                sessions.lifetime
+            );
+        }
+    }
+    eprintln!(
+        "[c={concurrency}] {} sessions opened in {:.2?}; pre-signing {total} requests",
+        sessions.wallets.len(),
+        started.elapsed()
+    );
+
+    let signing = Instant::now();
+    let tag = format!("lg{level_index}x{:x}", unix_nanos());
+    let threads = cli
+        .presign_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let wallets = sessions.wallets;
+    let bodies = Arc::new(
+        tokio::task::spawn_blocking(move || presign::presign(&wallets, total, &tag, threads))
+            .await??,
+    );
+    eprintln!(
+        "[c={concurrency}] pre-signed in {:.2?}; opening {concurrency} connections",
+        signing.elapsed()
+    );
+
+    let mut connections = target.connect_many(concurrency).await?;
+    if cli.warmup > 0 {
+        let (warm, alive) = fire::fire(target, connections, &bodies, 0..cli.warmup, pace).await;
+        eprintln!(
+            "[c={concurrency}] warm-up: {} requests in {:.2?}, {} failed",
+            cli.warmup,
+            warm.elapsed,
+            warm.error_count()
+        );
+        connections = alive;
+        if connections.len() < concurrency {
+            connections.extend(target.connect_many(concurrency - connections.len()).await?);
+        }
+    }
+    let (outcome, _) = fire::fire(target, connections, &bodies, cli.warmup..total, pace).await;
+    let run = Run::new(concurrency, keys.len(), pace, measured, &outcome);
+    eprintln!(
+        "[c={concurrency}] {measured} requests in {:.3} s: {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms, {} failed",
+        run.elapsed_s, run.requests_per_sec, run.latency_ms.p50, run.latency_ms.p99, run.errors
+    );
+    if started.elapsed() + Duration::from_secs(5) > sessions.lifetime {
+        eprintln!("[c={concurrency}] warning: the level outlasted its sessions; expect 401s");
+    }
+    Ok(run)
+}
+
+fn unix_nanos() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
