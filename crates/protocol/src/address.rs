@@ -87,9 +87,13 @@ mod tests {
 
     #[test]
     fn parses_any_case_and_displays_lowercase() {
-        let a: WalletAddress = "0xAbC0000000000000000000000000000000000dEf".parse().unwrap();
+        let a: WalletAddress = "0xAbC0000000000000000000000000000000000dEf"
+            .parse()
+            .unwrap();
         assert_eq!(a.to_string(), "0xabc0000000000000000000000000000000000def");
-        let b: WalletAddress = "0XABC0000000000000000000000000000000000DEF".parse().unwrap();
+        let b: WalletAddress = "0XABC0000000000000000000000000000000000DEF"
+            .parse()
+            .unwrap();
         assert_eq!(a, b);
     }
 

@@ -76,9 +76,9 @@ impl JsonValue {
         match self {
             JsonValue::String(s) => !s.is_ascii(),
             JsonValue::Array(items) => items.iter().any(JsonValue::has_non_ascii),
-            JsonValue::Object(members) => {
-                members.iter().any(|(k, v)| !k.is_ascii() || v.has_non_ascii())
-            }
+            JsonValue::Object(members) => members
+                .iter()
+                .any(|(k, v)| !k.is_ascii() || v.has_non_ascii()),
             _ => false,
         }
     }
@@ -88,7 +88,9 @@ impl JsonValue {
         match self {
             JsonValue::Array(items) => items.iter().any(JsonValue::key_orders_differ),
             JsonValue::Object(members) => {
-                let astral = members.iter().any(|(k, _)| k.chars().any(|c| c as u32 > 0xFFFF));
+                let astral = members
+                    .iter()
+                    .any(|(k, _)| k.chars().any(|c| c as u32 > 0xFFFF));
                 let high_bmp = members
                     .iter()
                     .any(|(k, _)| k.chars().any(|c| (0xE000..=0xFFFF).contains(&(c as u32))));
@@ -110,7 +112,9 @@ impl JsonValue {
                 JsonValue::Array(items.iter().map(JsonValue::from_serde).collect())
             }
             serde_json::Value::Object(map) => JsonValue::Object(
-                map.iter().map(|(k, v)| (k.clone(), JsonValue::from_serde(v))).collect(),
+                map.iter()
+                    .map(|(k, v)| (k.clone(), JsonValue::from_serde(v)))
+                    .collect(),
             ),
         }
     }
@@ -145,7 +149,11 @@ pub fn parse(input: &[u8]) -> Result<JsonValue, JsonError> {
         offset: e.valid_up_to(),
         reason: "text is not valid UTF-8",
     })?;
-    let mut parser = Parser { src: text.as_bytes(), text, pos: 0 };
+    let mut parser = Parser {
+        src: text.as_bytes(),
+        text,
+        pos: 0,
+    };
     parser.skip_ws();
     let value = parser.value(0)?;
     parser.skip_ws();
@@ -163,7 +171,10 @@ struct Parser<'a> {
 
 impl Parser<'_> {
     fn err(&self, reason: &'static str) -> JsonError {
-        JsonError::Syntax { offset: self.pos, reason }
+        JsonError::Syntax {
+            offset: self.pos,
+            reason,
+        }
     }
 
     fn skip_ws(&mut self) {
@@ -219,7 +230,10 @@ impl Parser<'_> {
             let key = self.string()?;
             // Small objects: a linear scan; large ones are checked once, sorted, at the end.
             if members.len() < 16 && members.iter().any(|(k, _)| *k == key) {
-                return Err(JsonError::DuplicateKey { offset: key_offset, key });
+                return Err(JsonError::DuplicateKey {
+                    offset: key_offset,
+                    key,
+                });
             }
             self.skip_ws();
             if self.peek() != Some(b':') {
@@ -319,7 +333,9 @@ impl Parser<'_> {
         };
         let mut value = 0u32;
         for &b in chunk {
-            let digit = (b as char).to_digit(16).ok_or_else(|| self.err("invalid \\u escape"))?;
+            let digit = (b as char)
+                .to_digit(16)
+                .ok_or_else(|| self.err("invalid \\u escape"))?;
             value = value * 16 + digit;
         }
         self.pos += 4;
@@ -441,7 +457,9 @@ fn write_value(out: &mut String, value: &JsonValue, escaping: Escaping, order: K
             let mut sorted: Vec<&(String, JsonValue)> = members.iter().collect();
             match order {
                 KeyOrder::CodePoint => sorted.sort_by(|a, b| a.0.cmp(&b.0)),
-                KeyOrder::Utf16 => sorted.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16())),
+                KeyOrder::Utf16 => {
+                    sorted.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()))
+                }
             }
             out.push('{');
             for (i, (key, item)) in sorted.into_iter().enumerate() {
@@ -518,7 +536,11 @@ pub fn accepted_forms(value: &JsonValue) -> Vec<CanonicalForm> {
     if value.key_orders_differ() {
         variants.push(("utf8_utf16_key_order", Escaping::Utf8, KeyOrder::Utf16));
         if non_ascii {
-            variants.push(("ascii_escaped_utf16_key_order", Escaping::Ascii, KeyOrder::Utf16));
+            variants.push((
+                "ascii_escaped_utf16_key_order",
+                Escaping::Ascii,
+                KeyOrder::Utf16,
+            ));
         }
     }
     let mut forms: Vec<CanonicalForm> = Vec::with_capacity(variants.len());
@@ -528,7 +550,11 @@ pub fn accepted_forms(value: &JsonValue) -> Vec<CanonicalForm> {
             continue;
         }
         let hash = sha256_hex(&canonical);
-        forms.push(CanonicalForm { name, canonical, hash });
+        forms.push(CanonicalForm {
+            name,
+            canonical,
+            hash,
+        });
     }
     forms
 }
@@ -543,11 +569,19 @@ mod tests {
     use super::*;
 
     fn canon(text: &str) -> String {
-        to_canonical(&parse(text.as_bytes()).unwrap(), Escaping::Utf8, KeyOrder::CodePoint)
+        to_canonical(
+            &parse(text.as_bytes()).unwrap(),
+            Escaping::Utf8,
+            KeyOrder::CodePoint,
+        )
     }
 
     fn ascii(text: &str) -> String {
-        to_canonical(&parse(text.as_bytes()).unwrap(), Escaping::Ascii, KeyOrder::CodePoint)
+        to_canonical(
+            &parse(text.as_bytes()).unwrap(),
+            Escaping::Ascii,
+            KeyOrder::CodePoint,
+        )
     }
 
     #[test]
@@ -569,7 +603,10 @@ mod tests {
     #[test]
     fn escaping_forms() {
         let text = r#"{"k":"caf\u00e9 \ud83d\ude00 \u2028 \u007f \/ \" \\ \n \u0001"}"#;
-        assert_eq!(canon(text), "{\"k\":\"café 😀 \u{2028} \u{7f} / \\\" \\\\ \\n \\u0001\"}");
+        assert_eq!(
+            canon(text),
+            "{\"k\":\"café 😀 \u{2028} \u{7f} / \\\" \\\\ \\n \\u0001\"}"
+        );
         assert_eq!(
             ascii(text),
             r#"{"k":"caf\u00e9 \ud83d\ude00 \u2028 \u007f / \" \\ \n \u0001"}"#
@@ -620,7 +657,10 @@ mod tests {
         let deep_ok = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
         assert!(parse(deep_ok.as_bytes()).is_ok());
         let too_deep = "[".repeat(MAX_DEPTH + 1) + &"]".repeat(MAX_DEPTH + 1);
-        assert!(matches!(parse(too_deep.as_bytes()), Err(JsonError::TooDeep { .. })));
+        assert!(matches!(
+            parse(too_deep.as_bytes()),
+            Err(JsonError::TooDeep { .. })
+        ));
     }
 
     #[test]

@@ -19,7 +19,8 @@ use crate::canonical::{self, JsonValue};
 pub const MESSAGE_HEADER: &str = "agentpmt-external";
 
 /// Body fields that carry the signature envelope; never part of a payload hash.
-pub const ENVELOPE_FIELDS: [&str; 4] = ["wallet_address", "session_nonce", "request_id", "signature"];
+pub const ENVELOPE_FIELDS: [&str; 4] =
+    ["wallet_address", "session_nonce", "request_id", "signature"];
 
 /// The scope lines of a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,12 +34,18 @@ pub enum Scope {
 impl Scope {
     /// An action scope.
     pub fn action(action: impl Into<String>, product: impl Into<String>) -> Self {
-        Scope::Action { action: action.into(), product: product.into() }
+        Scope::Action {
+            action: action.into(),
+            product: product.into(),
+        }
     }
 
     /// A method/path scope.
     pub fn method_path(method: impl Into<String>, path: impl Into<String>) -> Self {
-        Scope::MethodPath { method: method.into(), path: path.into() }
+        Scope::MethodPath {
+            method: method.into(),
+            path: path.into(),
+        }
     }
 }
 
@@ -51,7 +58,9 @@ pub fn build_message(
     payload_hash: Option<&str>,
 ) -> String {
     let (k1, v1, k2, v2) = match scope {
-        Scope::Action { action, product } => ("action", action.as_str(), "product", product.as_str()),
+        Scope::Action { action, product } => {
+            ("action", action.as_str(), "product", product.as_str())
+        }
         Scope::MethodPath { method, path } => ("method", method.as_str(), "path", path.as_str()),
     };
     let payload = payload_hash.unwrap_or("");
@@ -110,7 +119,11 @@ impl PayloadRule {
                 }
             }
             PayloadRule::Field(name) => {
-                vec![Some(body.get(name).cloned().unwrap_or_else(JsonValue::empty_object))]
+                vec![Some(
+                    body.get(name)
+                        .cloned()
+                        .unwrap_or_else(JsonValue::empty_object),
+                )]
             }
             PayloadRule::BodyWithoutEnvelope => {
                 let members = match body {
@@ -141,7 +154,12 @@ fn fields_candidates(fields: &[&str], body: &JsonValue) -> Vec<Option<JsonValue>
     if fields.iter().any(|f| body.get(f).is_none()) {
         let with_nulls = fields
             .iter()
-            .map(|f| ((*f).to_owned(), body.get(f).cloned().unwrap_or(JsonValue::Null)))
+            .map(|f| {
+                (
+                    (*f).to_owned(),
+                    body.get(f).cloned().unwrap_or(JsonValue::Null),
+                )
+            })
             .collect();
         out.push(Some(JsonValue::Object(with_nulls)));
     }
@@ -203,7 +221,9 @@ pub const ACTIONS: [ActionSpec; 11] = [
         name: "tool_action_invoke",
         method: "POST",
         route: "/api/external/tools/{productSlug}/actions/{actionSlug}/invoke",
-        scope: ScopeRule::MethodPath { path: "/external/tools/{productSlug}/actions/{actionSlug}/invoke" },
+        scope: ScopeRule::MethodPath {
+            path: "/external/tools/{productSlug}/actions/{actionSlug}/invoke",
+        },
         payload: PayloadRule::Field("parameters"),
     },
     ActionSpec {
@@ -275,7 +295,10 @@ pub const ACTIONS: [ActionSpec; 11] = [
 impl SignedAction {
     /// This action's row of the signing table.
     pub fn spec(self) -> &'static ActionSpec {
-        ACTIONS.iter().find(|s| s.action == self).expect("every action has a row in ACTIONS")
+        ACTIONS
+            .iter()
+            .find(|s| s.action == self)
+            .expect("every action has a row in ACTIONS")
     }
 
     /// The action whose `action:` name is `name` (method/path actions have none).
@@ -307,7 +330,9 @@ impl ActionSpec {
     pub fn scope(&self, param: impl Fn(&str) -> Option<String>) -> Option<Scope> {
         match self.scope {
             ScopeRule::Action(ProductRule::Dash) => Some(Scope::action(self.name, "-")),
-            ScopeRule::Action(ProductRule::PathParam(p)) => Some(Scope::action(self.name, param(p)?)),
+            ScopeRule::Action(ProductRule::PathParam(p)) => {
+                Some(Scope::action(self.name, param(p)?))
+            }
             ScopeRule::MethodPath { path } => {
                 Some(Scope::method_path(self.method, fill_template(path, param)?))
             }
@@ -326,7 +351,9 @@ mod tests {
     use super::*;
 
     fn wallet() -> WalletAddress {
-        "0xAbC0000000000000000000000000000000000dEf".parse().unwrap()
+        "0xAbC0000000000000000000000000000000000dEf"
+            .parse()
+            .unwrap()
     }
 
     #[test]
@@ -342,7 +369,13 @@ mod tests {
     fn method_path_message_layout() {
         let spec = SignedAction::ToolActionInvoke.spec();
         let scope = spec
-            .scope(|p| Some(if p == "productSlug" { "weather".into() } else { "get-forecast".into() }))
+            .scope(|p| {
+                Some(if p == "productSlug" {
+                    "weather".into()
+                } else {
+                    "get-forecast".into()
+                })
+            })
             .unwrap();
         let m = build_message(&wallet(), "n", "r", &scope, Some("abc"));
         assert!(m.ends_with(
@@ -360,21 +393,43 @@ mod tests {
         let hashed = |rule: PayloadRule| {
             rule.candidates(&body)
                 .into_iter()
-                .map(|c| c.map(|v| canonical::to_canonical(&v, canonical::Escaping::Utf8, canonical::KeyOrder::CodePoint)))
+                .map(|c| {
+                    c.map(|v| {
+                        canonical::to_canonical(
+                            &v,
+                            canonical::Escaping::Utf8,
+                            canonical::KeyOrder::CodePoint,
+                        )
+                    })
+                })
                 .collect::<Vec<_>>()
         };
         assert_eq!(hashed(PayloadRule::Empty), vec![None]);
-        assert_eq!(hashed(PayloadRule::Field("parameters")), vec![Some(r#"{"a":2,"b":1}"#.into())]);
-        assert_eq!(hashed(PayloadRule::Field("missing")), vec![Some("{}".into())]);
+        assert_eq!(
+            hashed(PayloadRule::Field("parameters")),
+            vec![Some(r#"{"a":2,"b":1}"#.into())]
+        );
+        assert_eq!(
+            hashed(PayloadRule::Field("missing")),
+            vec![Some("{}".into())]
+        );
         assert_eq!(
             hashed(PayloadRule::Fields(&["limit", "skip"])),
-            vec![Some(r#"{"limit":5}"#.into()), Some(r#"{"limit":5,"skip":null}"#.into())]
+            vec![
+                Some(r#"{"limit":5}"#.into()),
+                Some(r#"{"limit":5,"skip":null}"#.into())
+            ]
         );
-        assert_eq!(hashed(PayloadRule::FieldsOrEmpty(&["instance_id"])), vec![None]);
+        assert_eq!(
+            hashed(PayloadRule::FieldsOrEmpty(&["instance_id"])),
+            vec![None]
+        );
         assert_eq!(hashed(PayloadRule::Fields(&[])), vec![Some("{}".into())]);
         assert_eq!(
             hashed(PayloadRule::BodyWithoutEnvelope),
-            vec![Some(r#"{"limit":5,"parameters":{"a":2,"b":1},"proof_text":"p"}"#.into())]
+            vec![Some(
+                r#"{"limit":5,"parameters":{"a":2,"b":1},"proof_text":"p"}"#.into()
+            )]
         );
     }
 

@@ -21,16 +21,14 @@ use zeroize::Zeroizing;
 
 /// Half the secp256k1 group order, big-endian: the largest accepted `s`.
 const HALF_ORDER: [u8; 32] = [
-    0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-    0xff, 0x5d, 0x57, 0x6e, 0x73, 0x57, 0xa4, 0x50, 0x1d, 0xdf, 0xe9, 0x2f, 0x46, 0x68, 0x1b,
-    0x20, 0xa0,
+    0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0x5d, 0x57, 0x6e, 0x73, 0x57, 0xa4, 0x50, 0x1d, 0xdf, 0xe9, 0x2f, 0x46, 0x68, 0x1b, 0x20, 0xa0,
 ];
 
 /// The secp256k1 group order, big-endian.
 pub const CURVE_ORDER: [u8; 32] = [
-    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-    0xfe, 0xba, 0xae, 0xdc, 0xe6, 0xaf, 0x48, 0xa0, 0x3b, 0xbf, 0xd2, 0x5e, 0x8c, 0xd0, 0x36,
-    0x41, 0x41,
+    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe,
+    0xba, 0xae, 0xdc, 0xe6, 0xaf, 0x48, 0xa0, 0x3b, 0xbf, 0xd2, 0x5e, 0x8c, 0xd0, 0x36, 0x41, 0x41,
 ];
 
 /// Why a signature was refused.
@@ -98,7 +96,8 @@ impl Signature {
         if r.iter().all(|&b| b == 0) || s.iter().all(|&b| b == 0) {
             return Err(SignatureError::OutOfRange);
         }
-        let recid = RecoveryId::try_from(i32::from(recid)).map_err(|_| SignatureError::BadRecoveryId(v))?;
+        let recid =
+            RecoveryId::try_from(i32::from(recid)).map_err(|_| SignatureError::BadRecoveryId(v))?;
         let inner = RecoverableSignature::from_compact(&bytes[..64], recid)
             .map_err(|_| SignatureError::OutOfRange)?;
         Ok(Signature { inner })
@@ -176,7 +175,9 @@ pub struct InvalidPrivateKey;
 impl PrivateKey {
     /// From 32 raw bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, InvalidPrivateKey> {
-        SecretKey::from_slice(bytes).map(|key| PrivateKey { key }).map_err(|_| InvalidPrivateKey)
+        SecretKey::from_slice(bytes)
+            .map(|key| PrivateKey { key })
+            .map_err(|_| InvalidPrivateKey)
     }
 
     /// From `0x` + 64 hex digits (the prefix is optional).
@@ -192,7 +193,8 @@ impl PrivateKey {
     pub fn random() -> Self {
         let mut bytes = Zeroizing::new([0u8; 32]);
         loop {
-            getrandom::fill(&mut bytes[..]).expect("the operating system's randomness source failed");
+            getrandom::fill(&mut bytes[..])
+                .expect("the operating system's randomness source failed");
             // Fails only for 0 or >= n: a probability of about 2^-128.
             if let Ok(key) = Self::from_bytes(&bytes[..]) {
                 return key;
@@ -213,7 +215,9 @@ impl PrivateKey {
     /// Signs a 32-byte digest (RFC 6979 deterministic nonce, low S).
     pub fn sign_digest(&self, digest: &B256) -> Signature {
         let message = Message::from_digest(digest.0);
-        Signature { inner: SECP256K1.sign_ecdsa_recoverable(&message, &self.key) }
+        Signature {
+            inner: SECP256K1.sign_ecdsa_recoverable(&message, &self.key),
+        }
     }
 
     /// Signs an EIP-191 personal-sign message.
@@ -232,7 +236,10 @@ mod tests {
             "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318",
         )
         .unwrap();
-        assert_eq!(key.address().to_string(), "0x2c7536e3605d9c16a7a3d7b1898e529396a65c23");
+        assert_eq!(
+            key.address().to_string(),
+            "0x2c7536e3605d9c16a7a3d7b1898e529396a65c23"
+        );
         let sig = key.sign_message("hello");
         assert_eq!(sig.recover_message("hello").unwrap(), key.address());
         assert_ne!(sig.recover_message("hello!").unwrap(), key.address());
@@ -267,13 +274,28 @@ mod tests {
     #[test]
     fn malformed_encodings() {
         let good = PrivateKey::random().sign_message("m").to_hex();
-        assert_eq!(Signature::parse(&good[2..]), Err(SignatureError::MissingPrefix));
-        assert_eq!(Signature::parse(&good[..130]), Err(SignatureError::WrongLength(128)));
-        assert_eq!(Signature::parse(&format!("{good}00")), Err(SignatureError::WrongLength(132)));
-        assert_eq!(Signature::parse(&good.replace('a', "g")).unwrap_err(), SignatureError::NotHex);
+        assert_eq!(
+            Signature::parse(&good[2..]),
+            Err(SignatureError::MissingPrefix)
+        );
+        assert_eq!(
+            Signature::parse(&good[..130]),
+            Err(SignatureError::WrongLength(128))
+        );
+        assert_eq!(
+            Signature::parse(&format!("{good}00")),
+            Err(SignatureError::WrongLength(132))
+        );
+        assert_eq!(
+            Signature::parse(&good.replace('a', "g")).unwrap_err(),
+            SignatureError::NotHex
+        );
         let mut bad_v = good.clone();
         bad_v.replace_range(130..132, "1d");
-        assert_eq!(Signature::parse(&bad_v), Err(SignatureError::BadRecoveryId(29)));
+        assert_eq!(
+            Signature::parse(&bad_v),
+            Err(SignatureError::BadRecoveryId(29))
+        );
         let zero_r = format!("0x{}{}", "00".repeat(32), &good[66..]);
         assert_eq!(Signature::parse(&zero_r), Err(SignatureError::OutOfRange));
     }

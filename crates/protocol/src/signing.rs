@@ -31,9 +31,21 @@ pub fn sign_parts(
         canonical::to_canonical(p, canonical::Escaping::Utf8, canonical::KeyOrder::CodePoint)
     });
     let payload_hash = payload_canonical.as_deref().map(canonical::sha256_hex);
-    let message = build_message(&key.address(), session_nonce, request_id, &scope, payload_hash.as_deref());
+    let message = build_message(
+        &key.address(),
+        session_nonce,
+        request_id,
+        &scope,
+        payload_hash.as_deref(),
+    );
     let signature = key.sign_message(&message);
-    SignedParts { scope, payload_canonical, payload_hash, message, signature }
+    SignedParts {
+        scope,
+        payload_canonical,
+        payload_hash,
+        message,
+        signature,
+    }
 }
 
 /// Why a request could not be built.
@@ -71,8 +83,14 @@ pub fn sign_body(
     let body_value = JsonValue::from_serde(&Value::Object(fields.clone()));
     let payload = spec.payload.primary(&body_value);
     let parts = sign_parts(key, session_nonce, request_id, scope, payload.as_ref());
-    fields.insert("wallet_address".into(), Value::String(key.address().to_string()));
-    fields.insert("session_nonce".into(), Value::String(session_nonce.to_owned()));
+    fields.insert(
+        "wallet_address".into(),
+        Value::String(key.address().to_string()),
+    );
+    fields.insert(
+        "session_nonce".into(),
+        Value::String(session_nonce.to_owned()),
+    );
     fields.insert("request_id".into(), Value::String(request_id.to_owned()));
     fields.insert("signature".into(), Value::String(parts.signature.to_hex()));
     Ok((fields, parts))

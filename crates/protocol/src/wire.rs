@@ -136,7 +136,12 @@ impl ErrorBody {
         self.details
             .get("checklist")
             .and_then(|c| c.as_array())
-            .map(|items| items.iter().filter_map(|i| i.as_str().map(str::to_owned)).collect())
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|i| i.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

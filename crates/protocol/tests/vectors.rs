@@ -1,7 +1,9 @@
 //! Checks this crate against known-answer vectors made by an independent implementation
 //! (Python's `json`, a separate JS canonicalizer and viem): see `tests/vectors/README.md`.
 
-use agentpmt_protocol::canonical::{self, accepted_forms, sha256_hex, Escaping, JsonValue, KeyOrder};
+use agentpmt_protocol::canonical::{
+    self, accepted_forms, sha256_hex, Escaping, JsonValue, KeyOrder,
+};
 use agentpmt_protocol::message::{build_message, SignedAction};
 use agentpmt_protocol::{eip191_hash, PrivateKey, Signature, WalletAddress};
 use serde_json::Value;
@@ -12,7 +14,9 @@ fn vectors() -> Value {
 }
 
 fn s<'a>(v: &'a Value, key: &str) -> &'a str {
-    v[key].as_str().unwrap_or_else(|| panic!("{key} is a string in {v}"))
+    v[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("{key} is a string in {v}"))
 }
 
 #[test]
@@ -22,16 +26,27 @@ fn canonical_forms_match_python() {
     assert!(cases.len() >= 15);
     for case in cases {
         let name = s(case, "name");
-        let parsed = canonical::parse(s(case, "body").as_bytes()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let parsed =
+            canonical::parse(s(case, "body").as_bytes()).unwrap_or_else(|e| panic!("{name}: {e}"));
         let utf8 = canonical::to_canonical(&parsed, Escaping::Utf8, KeyOrder::CodePoint);
         let ascii = canonical::to_canonical(&parsed, Escaping::Ascii, KeyOrder::CodePoint);
         assert_eq!(utf8, s(case, "utf8"), "{name}: raw UTF-8 form");
         assert_eq!(ascii, s(case, "ascii"), "{name}: ASCII-escaped form");
         assert_eq!(sha256_hex(&utf8), s(case, "utf8_sha256"), "{name}");
         assert_eq!(sha256_hex(&ascii), s(case, "ascii_sha256"), "{name}");
-        assert_eq!(canonical::payload_hash(&parsed), s(case, "utf8_sha256"), "{name}: primary hash");
-        let hashes: Vec<String> = accepted_forms(&parsed).into_iter().map(|f| f.hash).collect();
-        assert!(hashes.contains(&s(case, "ascii_sha256").to_owned()), "{name}: escaped form accepted");
+        assert_eq!(
+            canonical::payload_hash(&parsed),
+            s(case, "utf8_sha256"),
+            "{name}: primary hash"
+        );
+        let hashes: Vec<String> = accepted_forms(&parsed)
+            .into_iter()
+            .map(|f| f.hash)
+            .collect();
+        assert!(
+            hashes.contains(&s(case, "ascii_sha256").to_owned()),
+            "{name}: escaped form accepted"
+        );
     }
 }
 
@@ -40,10 +55,21 @@ fn canonical_forms_match_javascript() {
     let v = vectors();
     for case in v["canonical_js"].as_array().unwrap() {
         let name = s(case, "name");
-        let parsed = canonical::parse(s(case, "body").as_bytes()).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(canonical::to_canonical(&parsed, Escaping::Utf8, KeyOrder::Utf16), s(case, "js"), "{name}");
-        let accepted: Vec<String> = accepted_forms(&parsed).into_iter().map(|f| f.hash).collect();
-        assert!(accepted.contains(&s(case, "js_sha256").to_owned()), "{name}: JS form accepted");
+        let parsed =
+            canonical::parse(s(case, "body").as_bytes()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            canonical::to_canonical(&parsed, Escaping::Utf8, KeyOrder::Utf16),
+            s(case, "js"),
+            "{name}"
+        );
+        let accepted: Vec<String> = accepted_forms(&parsed)
+            .into_iter()
+            .map(|f| f.hash)
+            .collect();
+        assert!(
+            accepted.contains(&s(case, "js_sha256").to_owned()),
+            "{name}: JS form accepted"
+        );
     }
 }
 
@@ -86,13 +112,22 @@ fn messages_for_every_action_match_viem() {
             .into_iter()
             .flat_map(|c| match c {
                 None => vec![None],
-                Some(p) => accepted_forms(&p).into_iter().map(|f| Some(f.hash)).collect(),
+                Some(p) => accepted_forms(&p)
+                    .into_iter()
+                    .map(|f| Some(f.hash))
+                    .collect(),
             })
             .collect();
         let expected = (!expected_hash.is_empty()).then(|| expected_hash.to_owned());
-        assert!(accepted.contains(&expected), "{name}: hash {expected_hash} not accepted: {accepted:?}");
+        assert!(
+            accepted.contains(&expected),
+            "{name}: hash {expected_hash} not accepted: {accepted:?}"
+        );
         if name != "invoke_python_client_ascii_escaped" {
-            let primary = spec.payload.primary(&body).map(|p| canonical::payload_hash(&p));
+            let primary = spec
+                .payload
+                .primary(&body)
+                .map(|p| canonical::payload_hash(&p));
             assert_eq!(primary, expected, "{name}: primary payload hash");
         }
         if let Some(c) = case["payload_canonical"].as_str() {
@@ -100,9 +135,12 @@ fn messages_for_every_action_match_viem() {
         }
 
         // The message text.
-        let wallet: WalletAddress = s(&serde_json::from_str::<Value>(s(case, "body")).unwrap(), "wallet_address")
-            .parse()
-            .unwrap();
+        let wallet: WalletAddress = s(
+            &serde_json::from_str::<Value>(s(case, "body")).unwrap(),
+            "wallet_address",
+        )
+        .parse()
+        .unwrap();
         let session = match body.get("session_nonce") {
             Some(JsonValue::String(n)) => n.clone(),
             _ => panic!("{name}: session_nonce"),
@@ -113,14 +151,29 @@ fn messages_for_every_action_match_viem() {
         };
         let message = build_message(&wallet, &session, &request, &scope, expected.as_deref());
         assert_eq!(message, s(case, "message"), "{name}: message");
-        assert_eq!(format!("{}", eip191_hash(&message)), s(case, "eip191_hash"), "{name}: EIP-191 hash");
+        assert_eq!(
+            format!("{}", eip191_hash(&message)),
+            s(case, "eip191_hash"),
+            "{name}: EIP-191 hash"
+        );
 
         // Signing is deterministic (RFC 6979): ours equals viem's; viem's recovers to the signer.
         let key = PrivateKey::from_hex(s(case, "private_key")).unwrap();
-        assert_eq!(key.address().to_string(), s(case, "address"), "{name}: address");
-        assert_eq!(key.sign_message(&message).to_hex(), s(case, "signature"), "{name}: signature");
+        assert_eq!(
+            key.address().to_string(),
+            s(case, "address"),
+            "{name}: address"
+        );
+        assert_eq!(
+            key.sign_message(&message).to_hex(),
+            s(case, "signature"),
+            "{name}: signature"
+        );
         let sig = Signature::parse(s(case, "signature")).unwrap();
-        assert_eq!(sig.recover_message(&message).unwrap().to_string(), s(case, "recovered_address"));
+        assert_eq!(
+            sig.recover_message(&message).unwrap().to_string(),
+            s(case, "recovered_address")
+        );
     }
     for action in agentpmt_protocol::message::ACTIONS.iter().map(|a| a.action) {
         assert!(covered.contains(&action), "no vector for {action:?}");
@@ -131,13 +184,28 @@ fn messages_for_every_action_match_viem() {
 fn personal_sign_matches_viem() {
     let v = vectors();
     let cases = v["personal_sign"].as_array().unwrap();
-    assert!(cases.iter().any(|c| s(c, "text").starts_with("0x")), "a 0x-prefixed text is covered");
+    assert!(
+        cases.iter().any(|c| s(c, "text").starts_with("0x")),
+        "a 0x-prefixed text is covered"
+    );
     for case in cases {
         let text = s(case, "text");
-        assert_eq!(format!("{}", eip191_hash(text)), s(case, "eip191_hash"), "{text:?}");
+        assert_eq!(
+            format!("{}", eip191_hash(text)),
+            s(case, "eip191_hash"),
+            "{text:?}"
+        );
         let key = PrivateKey::from_hex(s(case, "private_key")).unwrap();
-        assert_eq!(key.sign_message(text).to_hex(), s(case, "signature"), "{text:?}");
+        assert_eq!(
+            key.sign_message(text).to_hex(),
+            s(case, "signature"),
+            "{text:?}"
+        );
         let sig = Signature::parse(s(case, "signature")).unwrap();
-        assert_eq!(sig.recover_message(text).unwrap().to_string(), s(case, "address"), "{text:?}");
+        assert_eq!(
+            sig.recover_message(text).unwrap().to_string(),
+            s(case, "address"),
+            "{text:?}"
+        );
     }
 }

@@ -46,7 +46,11 @@ pub struct ApiFailure {
 
 impl std::fmt::Display for ApiFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "HTTP {} {}: {}", self.status, self.error_code, self.message)?;
+        write!(
+            f,
+            "HTTP {} {}: {}",
+            self.status, self.error_code, self.message
+        )?;
         for step in &self.checklist {
             write!(f, "\n  - {step}")?;
         }
@@ -112,17 +116,30 @@ impl Client {
     }
 
     /// A client signing with the key in an encrypted keystore file (v3 JSON).
-    pub fn from_keystore(base_url: &str, keystore: &std::path::Path, password: &str) -> Result<Self> {
+    pub fn from_keystore(
+        base_url: &str,
+        keystore: &std::path::Path,
+        password: &str,
+    ) -> Result<Self> {
         Self::new(base_url, keystore::load(keystore, password)?)
     }
 
     /// Like [`Client::new`] with a caller-configured `reqwest::Client`.
-    pub fn with_http_client(base_url: &str, key: PrivateKey, http: reqwest::Client) -> Result<Self> {
+    pub fn with_http_client(
+        base_url: &str,
+        key: PrivateKey,
+        http: reqwest::Client,
+    ) -> Result<Self> {
         let base_url = base_url.trim_end_matches('/').to_owned();
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
             return Err(Error::InvalidUrl(base_url));
         }
-        Ok(Client { http, base_url, key, session: Mutex::new(None) })
+        Ok(Client {
+            http,
+            base_url,
+            key,
+            session: Mutex::new(None),
+        })
     }
 
     /// The signing wallet.
@@ -137,7 +154,9 @@ impl Client {
 
     /// Creates a new session nonce (not cached; signed calls manage their own).
     pub async fn create_session(&self) -> Result<SessionResponse> {
-        let body = SessionRequest { wallet_address: self.wallet() };
+        let body = SessionRequest {
+            wallet_address: self.wallet(),
+        };
         let response = self
             .http
             .post(format!("{}/api/external/auth/session", self.base_url))
@@ -157,7 +176,10 @@ impl Client {
         }
         let fresh = self.create_session().await?;
         let lifetime = Duration::from_secs(fresh.expires_in).saturating_sub(SESSION_RENEW_MARGIN);
-        *cached = Some(CachedSession { nonce: fresh.session_nonce.clone(), renew_at: Instant::now() + lifetime });
+        *cached = Some(CachedSession {
+            nonce: fresh.session_nonce.clone(),
+            renew_at: Instant::now() + lifetime,
+        });
         Ok(fresh.session_nonce)
     }
 
@@ -177,7 +199,12 @@ impl Client {
         fields: Map<String, Value>,
     ) -> Result<T> {
         let spec = action.spec();
-        let param = |name: &str| path_params.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned());
+        let param = |name: &str| {
+            path_params
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        };
         let url = agentpmt_protocol::message::fill_template(spec.route, param)
             .ok_or_else(|| BuildError::MissingPathParam(spec.route.to_owned()))?;
         let mut renewed = false;
@@ -185,9 +212,14 @@ impl Client {
             let nonce = self.session_nonce().await?;
             let request_id = uuid::Uuid::new_v4().to_string();
             let (body, _) = sign_body(&self.key, spec, param, &nonce, &request_id, fields.clone())?;
-            let method = reqwest::Method::from_bytes(spec.method.as_bytes()).unwrap_or(reqwest::Method::POST);
-            let response =
-                self.http.request(method, format!("{}{url}", self.base_url)).json(&body).send().await?;
+            let method = reqwest::Method::from_bytes(spec.method.as_bytes())
+                .unwrap_or(reqwest::Method::POST);
+            let response = self
+                .http
+                .request(method, format!("{}{url}", self.base_url))
+                .json(&body)
+                .send()
+                .await?;
             match decode::<T>(response).await {
                 Err(Error::Api(failure))
                     if !renewed
@@ -207,7 +239,8 @@ impl Client {
 
     /// The wallet's credit balance.
     pub async fn balance(&self) -> Result<BalanceResponse> {
-        self.signed_call(SignedAction::Balance, &[], Map::new()).await
+        self.signed_call(SignedAction::Balance, &[], Map::new())
+            .await
     }
 }
 
@@ -216,7 +249,10 @@ async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T> {
     let status = response.status().as_u16();
     let bytes = response.bytes().await?;
     if (200..300).contains(&status) {
-        return serde_json::from_slice(&bytes).map_err(|e| Error::Decode { status, message: e.to_string() });
+        return serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
+            status,
+            message: e.to_string(),
+        });
     }
     let body: ErrorBody = serde_json::from_slice(&bytes).map_err(|_| Error::Decode {
         status,

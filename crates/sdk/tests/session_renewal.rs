@@ -25,13 +25,20 @@ type Shared = Arc<Mutex<Stub>>;
 async fn session(State(stub): State<Shared>) -> Json<Value> {
     let mut stub = stub.lock().unwrap();
     stub.sessions += 1;
-    Json(json!({"session_nonce": format!("n{}", stub.sessions), "expires_in": 900,
-        "expires_at": "2030-01-01T00:00:00.000Z", "wallet_address": "0x"}))
+    Json(
+        json!({"session_nonce": format!("n{}", stub.sessions), "expires_in": 900,
+        "expires_at": "2030-01-01T00:00:00.000Z", "wallet_address": "0x"}),
+    )
 }
 
 fn error(code: &str) -> (StatusCode, Json<Value>) {
-    (StatusCode::UNAUTHORIZED, Json(json!({"success": false, "error": "Unauthorized", "message": "nope",
-        "error_code": code, "code": code, "detail": "nope", "details": {"checklist": ["make a new session"]}})))
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(
+            json!({"success": false, "error": "Unauthorized", "message": "nope",
+        "error_code": code, "code": code, "detail": "nope", "details": {"checklist": ["make a new session"]}}),
+        ),
+    )
 }
 
 async fn balance(State(stub): State<Shared>, Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
@@ -40,8 +47,17 @@ async fn balance(State(stub): State<Shared>, Json(body): Json<Value>) -> (Status
     let request_id = body["request_id"].as_str().unwrap().to_owned();
     let wallet = body["wallet_address"].as_str().unwrap().parse().unwrap();
     // The stub checks the signature like a real server would.
-    let message = build_message(&wallet, &nonce, &request_id, &Scope::action("balance", "-"), None);
-    let recovered = Signature::parse(body["signature"].as_str().unwrap()).unwrap().recover_message(&message).unwrap();
+    let message = build_message(
+        &wallet,
+        &nonce,
+        &request_id,
+        &Scope::action("balance", "-"),
+        None,
+    );
+    let recovered = Signature::parse(body["signature"].as_str().unwrap())
+        .unwrap()
+        .recover_message(&message)
+        .unwrap();
     assert_eq!(recovered, wallet);
     stub.calls.push((nonce.clone(), request_id));
     if stub.always_invalid {
@@ -53,8 +69,13 @@ async fn balance(State(stub): State<Shared>, Json(body): Json<Value>) -> (Status
     if stub.expired.contains(&nonce) {
         return error("EXTERNAL_SIGNATURE_SESSION_NONCE_EXPIRED");
     }
-    (StatusCode::OK, Json(json!({"success": true, "wallet_address": wallet.to_string(), "balance_credits": 42,
-        "balance_usd": 0.42, "credits_per_usd": 100})))
+    (
+        StatusCode::OK,
+        Json(
+            json!({"success": true, "wallet_address": wallet.to_string(), "balance_credits": 42,
+        "balance_usd": 0.42, "credits_per_usd": 100}),
+        ),
+    )
 }
 
 async fn spawn_stub(stub: Shared) -> String {
@@ -94,8 +115,13 @@ async fn gives_up_after_one_renewal_and_surfaces_the_error() {
     stub.lock().unwrap().always_invalid = true;
     let client = Client::new(&spawn_stub(stub.clone()).await, PrivateKey::random()).unwrap();
     let err = client.balance().await.unwrap_err();
-    assert_eq!(err.code(), Some(ErrorCode::EXTERNAL_SIGNATURE_SESSION_NONCE_INVALID));
-    let Error::Api(failure) = err else { panic!("an API error") };
+    assert_eq!(
+        err.code(),
+        Some(ErrorCode::EXTERNAL_SIGNATURE_SESSION_NONCE_INVALID)
+    );
+    let Error::Api(failure) = err else {
+        panic!("an API error")
+    };
     assert_eq!(failure.status, 401);
     assert_eq!(failure.checklist, vec!["make a new session".to_owned()]);
     assert_eq!(stub.lock().unwrap().calls.len(), 2, "exactly one retry");
@@ -103,5 +129,8 @@ async fn gives_up_after_one_renewal_and_surfaces_the_error() {
 
 #[tokio::test]
 async fn refuses_non_http_urls() {
-    assert!(matches!(Client::new("ftp://x", PrivateKey::random()), Err(Error::InvalidUrl(_))));
+    assert!(matches!(
+        Client::new("ftp://x", PrivateKey::random()),
+        Err(Error::InvalidUrl(_))
+    ));
 }

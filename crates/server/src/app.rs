@@ -79,7 +79,10 @@ impl Server {
         let admin_token_digest = config.admin_token_digest()?;
         let db = Db::connect(
             &config.database_url,
-            &DbOptions { max_connections: config.db_max_connections, ..DbOptions::default() },
+            &DbOptions {
+                max_connections: config.db_max_connections,
+                ..DbOptions::default()
+            },
         )
         .await?;
         db.migrate().await?;
@@ -92,14 +95,26 @@ impl Server {
             .unwrap_or_else(|| format!("http://{local}"))
             .into();
         let sessions = SessionStore::new(Duration::from_secs(config.session_ttl_secs), 100_000);
-        let state = AppState(Arc::new(Inner { db, config, sessions, admin_token_digest, public_url }));
+        let state = AppState(Arc::new(Inner {
+            db,
+            config,
+            sessions,
+            admin_token_digest,
+            public_url,
+        }));
         let router = build_router(state.clone());
-        Ok(Server { listener, state, router })
+        Ok(Server {
+            listener,
+            state,
+            router,
+        })
     }
 
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// The shared state (tests use its database handle).
@@ -109,14 +124,21 @@ impl Server {
 
     /// Serves until `shutdown` completes, then finishes in-flight requests and stops
     /// background work.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let sweeper = tokio::spawn(sweep_sessions(self.state.clone(), stop_rx));
         tracing::info!(address = %self.local_addr(), public_url = %self.state.public_url,
             backend = ?self.state.db.backend(), "serving the External Agent API");
-        let served = axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
         let _ = stop_tx.send(true);
         let _ = sweeper.await;
         self.state.db.close().await;
@@ -145,12 +167,17 @@ pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
-            ApiError::internal(anyhow::anyhow!("handler panicked")).into_response()
-        }))
+        .layer(CatchPanicLayer::custom(
+            |_panic: Box<dyn std::any::Any + Send>| {
+                ApiError::internal(anyhow::anyhow!("handler panicked")).into_response()
+            },
+        ))
         .layer(middleware::from_fn_with_state(timeout, enforce_timeout))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
-        .layer(middleware::from_fn_with_state(state.clone(), request_context))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_context,
+        ))
         .with_state(state)
 }
 
@@ -159,13 +186,18 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(ErrorCode::METHOD_NOT_ALLOWED, "This route does not accept this HTTP method")
+    ApiError::new(
+        ErrorCode::METHOD_NOT_ALLOWED,
+        "This route does not accept this HTTP method",
+    )
 }
 
 async fn enforce_timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
-        Err(_) => ApiError::new(ErrorCode::REQUEST_TIMEOUT, "The request took too long").into_response(),
+        Err(_) => {
+            ApiError::new(ErrorCode::REQUEST_TIMEOUT, "The request took too long").into_response()
+        }
     }
 }
 
@@ -187,7 +219,10 @@ async fn request_context(State(state): State<AppState>, req: Request, next: Next
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| req.uri().path().chars().take(200).collect());
     let started = Instant::now();
-    let ctx = RequestContext { request_id: request_id.clone(), public_url: state.public_url.clone() };
+    let ctx = RequestContext {
+        request_id: request_id.clone(),
+        public_url: state.public_url.clone(),
+    };
     let mut response = REQUEST_CONTEXT.scope(ctx, next.run(req)).await;
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);

@@ -61,7 +61,11 @@ pub struct ServerConfig {
     pub admin_token: Option<SecretString>,
 
     /// Hex SHA-256 of the operator token, instead of the token itself.
-    #[arg(long, env = "AGENTPMT_ADMIN_TOKEN_SHA256", conflicts_with = "admin_token")]
+    #[arg(
+        long,
+        env = "AGENTPMT_ADMIN_TOKEN_SHA256",
+        conflicts_with = "admin_token"
+    )]
     pub admin_token_sha256: Option<String>,
 
     /// Largest accepted request body, in bytes.
@@ -111,7 +115,9 @@ impl ServerConfig {
         use secrecy::ExposeSecret;
         use sha2::{Digest, Sha256};
         if let Some(token) = &self.admin_token {
-            return Ok(Some(Sha256::digest(token.expose_secret().as_bytes()).into()));
+            return Ok(Some(
+                Sha256::digest(token.expose_secret().as_bytes()).into(),
+            ));
         }
         match &self.admin_token_sha256 {
             None => Ok(None),

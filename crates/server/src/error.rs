@@ -48,7 +48,13 @@ pub type ApiResult<T> = Result<T, ApiError>;
 impl ApiError {
     /// An error with `code` and a human-readable `message`.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError { code, message: message.into(), details: Map::new(), issues: None, source: None }
+        ApiError {
+            code,
+            message: message.into(),
+            details: Map::new(),
+            issues: None,
+            source: None,
+        }
     }
 
     /// Adds a field to `details`.
@@ -99,7 +105,10 @@ impl ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
         if crate::db::is_unavailable(&err) {
-            let mut e = ApiError::new(ErrorCode::SERVICE_UNAVAILABLE, "The database is unavailable");
+            let mut e = ApiError::new(
+                ErrorCode::SERVICE_UNAVAILABLE,
+                "The database is unavailable",
+            );
             e.source = Some(err.into());
             e
         } else {
@@ -122,14 +131,18 @@ impl IntoResponse for ApiError {
                     request_id = %request_id, error_code = %self.code, error = format!("{source:#}"),
                     "request failed"
                 ),
-                None => tracing::warn!(request_id = %request_id, error_code = %self.code, "request failed"),
+                None => {
+                    tracing::warn!(request_id = %request_id, error_code = %self.code, "request failed")
+                }
             }
         }
         let mut details = self.details;
         details
             .entry("checklist")
             .or_insert_with(|| json!(self.code.checklist()));
-        details.entry("recovery").or_insert_with(|| json!(self.code.recovery()));
+        details
+            .entry("recovery")
+            .or_insert_with(|| json!(self.code.recovery()));
         let detail = match self.issues {
             Some(issues) => serde_json::to_value(issues).unwrap_or(Value::Null),
             None => Value::String(self.message.clone()),
@@ -148,9 +161,10 @@ impl IntoResponse for ApiError {
         });
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, axum::Json(body)).into_response();
-        response
-            .headers_mut()
-            .insert(axum::http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response.headers_mut().insert(
+            axum::http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
         response
     }
 }

@@ -15,7 +15,10 @@ use serde::de::DeserializeOwned;
 pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
     Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(ErrorCode::PAYLOAD_TOO_LARGE, "The request body is too large")
+            ApiError::new(
+                ErrorCode::PAYLOAD_TOO_LARGE,
+                "The request body is too large",
+            )
         } else {
             ApiError::invalid_field(&["body"], "body_read_error", rejection.body_text())
         }
@@ -55,19 +58,28 @@ fn json_error(err: JsonError) -> ApiError {
 /// Deserializes `T` from JSON bytes, mapping serde's error to a located 422 issue.
 /// `root` is the first `loc` element (`body`, `query`, `path`).
 pub fn deserialize<T: DeserializeOwned>(bytes: &[u8], root: &str) -> Result<T, ValidationIssue> {
-    let input: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { bytes };
+    let input: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        bytes
+    };
     let mut de = serde_json::Deserializer::from_slice(input);
     serde_path_to_error::deserialize(&mut de).map_err(|err| serde_issue(root, err))
 }
 
 /// Turns a serde error with its path into a 422 issue in the FastAPI style.
-pub fn serde_issue(root: &str, err: serde_path_to_error::Error<serde_json::Error>) -> ValidationIssue {
+pub fn serde_issue(
+    root: &str,
+    err: serde_path_to_error::Error<serde_json::Error>,
+) -> ValidationIssue {
     let mut loc: Vec<LocItem> = vec![root.into()];
     for segment in err.path().iter() {
         match segment {
             serde_path_to_error::Segment::Seq { index } => loc.push(LocItem::Index(*index as u64)),
             serde_path_to_error::Segment::Map { key } => loc.push(LocItem::Key(key.clone())),
-            serde_path_to_error::Segment::Enum { variant } => loc.push(LocItem::Key(variant.clone())),
+            serde_path_to_error::Segment::Enum { variant } => {
+                loc.push(LocItem::Key(variant.clone()))
+            }
             serde_path_to_error::Segment::Unknown => {}
         }
     }
@@ -106,7 +118,11 @@ pub fn serde_issue(root: &str, err: serde_path_to_error::Error<serde_json::Error
     } else {
         "value_error"
     };
-    ValidationIssue { loc, msg, kind: kind.to_owned() }
+    ValidationIssue {
+        loc,
+        msg,
+        kind: kind.to_owned(),
+    }
 }
 
 /// A JSON body parsed strictly (duplicate keys refused) and deserialized into `T`.
@@ -123,7 +139,9 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = read_body(req, state).await?;
         parse_object(&bytes)?;
-        deserialize(&bytes, "body").map(ApiJson).map_err(|issue| ApiError::validation(vec![issue]))
+        deserialize(&bytes, "body")
+            .map(ApiJson)
+            .map_err(|issue| ApiError::validation(vec![issue]))
     }
 }
 
@@ -142,6 +160,8 @@ where
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| ApiPath(p.0))
-            .map_err(|rejection| ApiError::invalid_field(&["path"], "value_error", rejection.body_text()))
+            .map_err(|rejection| {
+                ApiError::invalid_field(&["path"], "value_error", rejection.body_text())
+            })
     }
 }

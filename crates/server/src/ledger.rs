@@ -185,7 +185,10 @@ pub struct EntryTotals {
 }
 
 /// Sum and count of a wallet's entries (the sum always equals the balance).
-pub async fn totals(conn: &mut impl AsConn, wallet: &WalletAddress) -> Result<EntryTotals, sqlx::Error> {
+pub async fn totals(
+    conn: &mut impl AsConn,
+    wallet: &WalletAddress,
+) -> Result<EntryTotals, sqlx::Error> {
     let found = sql_fetch_optional!(
         conn.conn(),
         EntryTotals,
@@ -193,5 +196,8 @@ pub async fn totals(conn: &mut impl AsConn, wallet: &WalletAddress) -> Result<En
          FROM ledger_entries WHERE wallet_address = $1",
         wallet.to_string()
     )?;
-    Ok(found.unwrap_or(EntryTotals { sum_credits: 0, entry_count: 0 }))
+    Ok(found.unwrap_or(EntryTotals {
+        sum_credits: 0,
+        entry_count: 0,
+    }))
 }

@@ -33,7 +33,9 @@ pub const MAX_ADJUSTMENT_CREDITS: i64 = 1_000_000_000;
 
 /// This area's routes.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(get_wallet)).routes(routes!(adjust_credits))
+    OpenApiRouter::new()
+        .routes(routes!(get_wallet))
+        .routes(routes!(adjust_credits))
 }
 
 /// Proof that the request carried the admin token.
@@ -43,24 +45,39 @@ pub struct Admin;
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let Some(expected) = state.admin_token_digest else {
-            return Err(ApiError::new(ErrorCode::ADMIN_API_DISABLED, "The operator API is disabled on this server"));
+            return Err(ApiError::new(
+                ErrorCode::ADMIN_API_DISABLED,
+                "The operator API is disabled on this server",
+            ));
         };
         let presented = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim);
         let Some(presented) = presented else {
-            return Err(ApiError::new(ErrorCode::ADMIN_UNAUTHORIZED, "Missing admin bearer token"));
+            return Err(ApiError::new(
+                ErrorCode::ADMIN_UNAUTHORIZED,
+                "Missing admin bearer token",
+            ));
         };
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         if bool::from(digest.ct_eq(&expected)) {
             Ok(Admin)
         } else {
-            Err(ApiError::new(ErrorCode::ADMIN_UNAUTHORIZED, "Wrong admin bearer token"))
+            Err(ApiError::new(
+                ErrorCode::ADMIN_UNAUTHORIZED,
+                "Wrong admin bearer token",
+            ))
         }
     }
 }
@@ -74,7 +91,9 @@ pub struct WalletPath {
 fn parse_wallet(path: WalletPath) -> ApiResult<WalletAddress> {
     path.address
         .parse()
-        .map_err(|e: agentpmt_protocol::InvalidAddress| ApiError::invalid_field(&["path", "address"], "value_error", e.to_string()))
+        .map_err(|e: agentpmt_protocol::InvalidAddress| {
+            ApiError::invalid_field(&["path", "address"], "value_error", e.to_string())
+        })
 }
 
 /// A wallet's balance, ledger totals and its 100 most recent entries (operator).
@@ -153,7 +172,11 @@ pub async fn adjust_credits(
     }
     let reason = request.reason.trim();
     if reason.is_empty() || reason.chars().count() > 500 {
-        return Err(ApiError::invalid_field(&["body", "reason"], "value_error", "reason must be 1 to 500 characters"));
+        return Err(ApiError::invalid_field(
+            &["body", "reason"],
+            "value_error",
+            "reason must be 1 to 500 characters",
+        ));
     }
     if let Some(key) = &request.idempotency_key {
         if key.is_empty() || key.chars().count() > 128 || key.chars().any(char::is_control) {
@@ -184,7 +207,12 @@ pub async fn adjust_credits(
             let balance = ledger::balance(&mut tx, &wallet).await?;
             return Ok((
                 StatusCode::OK,
-                Json(CreditAdjustmentResponse { success: true, entry: existing.view(), balance_credits: balance, idempotent_replay: true }),
+                Json(CreditAdjustmentResponse {
+                    success: true,
+                    entry: existing.view(),
+                    balance_credits: balance,
+                    idempotent_replay: true,
+                }),
             ));
         }
         let posted = ledger::post(
@@ -207,23 +235,37 @@ pub async fn adjust_credits(
                 let balance = entry.balance_after;
                 return Ok((
                     StatusCode::CREATED,
-                    Json(CreditAdjustmentResponse { success: true, entry: entry.view(), balance_credits: balance, idempotent_replay: false }),
+                    Json(CreditAdjustmentResponse {
+                        success: true,
+                        entry: entry.view(),
+                        balance_credits: balance,
+                        idempotent_replay: false,
+                    }),
                 ));
             }
             Err(LedgerError::DuplicateEntry) => continue,
             Err(LedgerError::Insufficient { balance, requested }) => {
                 return Err(ApiError::new(
                     ErrorCode::INSUFFICIENT_CREDITS,
-                    format!("Cannot remove {} credits: the balance is {balance}", -requested),
+                    format!(
+                        "Cannot remove {} credits: the balance is {balance}",
+                        -requested
+                    ),
                 )
                 .with_detail("balance_credits", balance)
                 .with_detail("requested_credits", requested));
             }
             Err(LedgerError::ZeroAmount) => {
-                return Err(ApiError::invalid_field(&["body", "amount_credits"], "value_error", "amount_credits must be non-zero"))
+                return Err(ApiError::invalid_field(
+                    &["body", "amount_credits"],
+                    "value_error",
+                    "amount_credits must be non-zero",
+                ))
             }
             Err(LedgerError::Db(e)) => return Err(e.into()),
         }
     }
-    Err(ApiError::internal(anyhow::anyhow!("idempotent adjustment did not settle after a duplicate entry")))
+    Err(ApiError::internal(anyhow::anyhow!(
+        "idempotent adjustment did not settle after a duplicate entry"
+    )))
 }

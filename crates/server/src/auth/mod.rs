@@ -42,7 +42,11 @@ pub async fn create_session(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<SessionRequest>,
 ) -> ApiResult<Json<SessionResponse>> {
-    let record = state.sessions.create(&state.db, &request.wallet_address).await.map_err(ApiError::from)?;
+    let record = state
+        .sessions
+        .create(&state.db, &request.wallet_address)
+        .await
+        .map_err(ApiError::from)?;
     Ok(Json(SessionResponse {
         session_nonce: record.nonce,
         expires_in: state.sessions.ttl_secs(),

@@ -38,7 +38,10 @@ impl SessionStore {
     pub fn new(ttl: Duration, cache_capacity: u64) -> Self {
         SessionStore {
             ttl_ms: ttl.as_millis() as i64,
-            cache: Cache::builder().max_capacity(cache_capacity).time_to_live(ttl).build(),
+            cache: Cache::builder()
+                .max_capacity(cache_capacity)
+                .time_to_live(ttl)
+                .build(),
         }
     }
 
@@ -48,9 +51,14 @@ impl SessionStore {
     }
 
     /// Issues a fresh nonce for `wallet`.
-    pub async fn create(&self, db: &Db, wallet: &WalletAddress) -> Result<SessionRecord, sqlx::Error> {
+    pub async fn create(
+        &self,
+        db: &Db,
+        wallet: &WalletAddress,
+    ) -> Result<SessionRecord, sqlx::Error> {
         let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).map_err(|e| sqlx::Error::Protocol(format!("randomness: {e}")))?;
+        getrandom::fill(&mut bytes)
+            .map_err(|e| sqlx::Error::Protocol(format!("randomness: {e}")))?;
         let now = now_ms();
         let record = SessionRecord {
             nonce: hex::encode(bytes),
@@ -102,7 +110,11 @@ impl SessionStore {
             "DELETE FROM request_replays WHERE session_nonce IN (SELECT nonce FROM auth_sessions WHERE expires_at_ms < $1)",
             cutoff
         )?;
-        let removed = sql_execute!(tx.conn(), "DELETE FROM auth_sessions WHERE expires_at_ms < $1", cutoff)?;
+        let removed = sql_execute!(
+            tx.conn(),
+            "DELETE FROM auth_sessions WHERE expires_at_ms < $1",
+            cutoff
+        )?;
         tx.commit().await?;
         Ok(removed)
     }

@@ -22,7 +22,9 @@ use crate::time::now_ms;
 use agentpmt_protocol::canonical::{self, JsonValue};
 use agentpmt_protocol::message::{build_message, ActionSpec};
 use agentpmt_protocol::wire::{LocItem, ValidationIssue};
-use agentpmt_protocol::{ErrorCode, Scope, Signature, SignedAction, WalletAddress, ENVELOPE_FIELDS};
+use agentpmt_protocol::{
+    ErrorCode, Scope, Signature, SignedAction, WalletAddress, ENVELOPE_FIELDS,
+};
 use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -89,8 +91,10 @@ where
         let params = RawPathParams::from_request_parts(&mut parts, state)
             .await
             .map_err(|r| ApiError::invalid_field(&["path"], "value_error", r.body_text()))?;
-        let params: Vec<(String, String)> =
-            params.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+        let params: Vec<(String, String)> = params
+            .iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
         let bytes = read_body(Request::from_parts(parts, body), state).await?;
         let json = parse_object(&bytes)?;
 
@@ -108,12 +112,24 @@ where
         };
 
         let spec = E::ACTION.spec();
-        let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-        let scope = spec
-            .scope(param)
-            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("route lacks a path parameter of {:?}", spec.action)))?;
+        let param = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let scope = spec.scope(param).ok_or_else(|| {
+            ApiError::internal(anyhow::anyhow!(
+                "route lacks a path parameter of {:?}",
+                spec.action
+            ))
+        })?;
         let signer = verify(state, spec, &[scope], &json, envelope).await?;
-        Ok(Signed { signer, body, _endpoint: PhantomData })
+        Ok(Signed {
+            signer,
+            body,
+            _endpoint: PhantomData,
+        })
     }
 }
 
@@ -133,7 +149,11 @@ impl Envelope {
             let loc = vec![LocItem::from("body"), LocItem::from(name)];
             match body.get(name) {
                 None | Some(JsonValue::Null) => {
-                    issues.push(ValidationIssue { loc, msg: "Field required".into(), kind: "missing".into() });
+                    issues.push(ValidationIssue {
+                        loc,
+                        msg: "Field required".into(),
+                        kind: "missing".into(),
+                    });
                     None
                 }
                 Some(JsonValue::String(s)) => Some(s.clone()),
@@ -163,15 +183,27 @@ impl Envelope {
                 None
             }
         });
-        let session_nonce = session_nonce.and_then(|n| check_token(issues, "session_nonce", n, MAX_SESSION_NONCE_LEN));
-        let request_id = request_id.and_then(|r| check_token(issues, "request_id", r, MAX_REQUEST_ID_LEN));
-        Some(Envelope { wallet: wallet?, session_nonce: session_nonce?, request_id: request_id?, signature: signature? })
+        let session_nonce = session_nonce
+            .and_then(|n| check_token(issues, "session_nonce", n, MAX_SESSION_NONCE_LEN));
+        let request_id =
+            request_id.and_then(|r| check_token(issues, "request_id", r, MAX_REQUEST_ID_LEN));
+        Some(Envelope {
+            wallet: wallet?,
+            session_nonce: session_nonce?,
+            request_id: request_id?,
+            signature: signature?,
+        })
     }
 }
 
 /// A nonce or request id: 1..=max characters, no control characters (a newline would
 /// forge message lines).
-fn check_token(issues: &mut Vec<ValidationIssue>, name: &str, value: String, max: usize) -> Option<String> {
+fn check_token(
+    issues: &mut Vec<ValidationIssue>,
+    name: &str,
+    value: String,
+    max: usize,
+) -> Option<String> {
     let len = value.chars().count();
     let msg = if len == 0 {
         "must not be empty".to_owned()
@@ -202,11 +234,22 @@ fn payload_lines(spec: &ActionSpec, body: &JsonValue) -> Vec<PayloadLine> {
     let mut lines: Vec<PayloadLine> = Vec::new();
     for candidate in spec.payload.candidates(body) {
         match candidate {
-            None => lines.push(PayloadLine { form: "empty", canonical: None, hash: None }),
+            None => lines.push(PayloadLine {
+                form: "empty",
+                canonical: None,
+                hash: None,
+            }),
             Some(value) => {
                 for form in canonical::accepted_forms(&value) {
-                    if lines.iter().all(|l| l.hash.as_deref() != Some(form.hash.as_str())) {
-                        lines.push(PayloadLine { form: form.name, canonical: Some(form.canonical), hash: Some(form.hash) });
+                    if lines
+                        .iter()
+                        .all(|l| l.hash.as_deref() != Some(form.hash.as_str()))
+                    {
+                        lines.push(PayloadLine {
+                            form: form.name,
+                            canonical: Some(form.canonical),
+                            hash: Some(form.hash),
+                        });
                     }
                 }
             }
@@ -225,11 +268,17 @@ pub async fn verify(
     envelope: Envelope,
 ) -> ApiResult<Signer> {
     let signature = Signature::parse(&envelope.signature).map_err(|e| {
-        ApiError::new(ErrorCode::EXTERNAL_SIGNATURE_MALFORMED, format!("Malformed signature: {e}"))
-            .with_detail("reason", e.to_string())
+        ApiError::new(
+            ErrorCode::EXTERNAL_SIGNATURE_MALFORMED,
+            format!("Malformed signature: {e}"),
+        )
+        .with_detail("reason", e.to_string())
     })?;
 
-    let session = state.sessions.find(&state.db, &envelope.session_nonce).await?;
+    let session = state
+        .sessions
+        .find(&state.db, &envelope.session_nonce)
+        .await?;
     let wallet_text = envelope.wallet.to_string();
     let session = match session {
         Some(s) if s.wallet_address == wallet_text => s,
@@ -261,7 +310,9 @@ pub async fn verify(
                 scope,
                 line.hash.as_deref(),
             );
-            let Ok(recovered) = signature.recover_message(&message) else { continue };
+            let Ok(recovered) = signature.recover_message(&message) else {
+                continue;
+            };
             any_recovered = true;
             if si == 0 && pi == 0 {
                 primary_recovered = Some(recovered);
@@ -284,7 +335,14 @@ pub async fn verify(
         )
         .with_detail("reason", "unrecoverable"));
     }
-    Err(mismatch(spec, scopes, body, &envelope, &lines, primary_recovered))
+    Err(mismatch(
+        spec,
+        scopes,
+        body,
+        &envelope,
+        &lines,
+        primary_recovered,
+    ))
 }
 
 fn mismatch(
@@ -312,7 +370,11 @@ fn mismatch(
         .as_ref()
         .filter(|c| c.len() <= MAX_ECHOED_CANONICAL)
         .cloned();
-    let payload_keys = spec.payload.primary(body).map(|p| p.top_level_keys()).unwrap_or_default();
+    let payload_keys = spec
+        .payload
+        .primary(body)
+        .map(|p| p.top_level_keys())
+        .unwrap_or_default();
     let paths: Vec<&str> = scopes
         .iter()
         .filter_map(|s| match s {
@@ -321,7 +383,9 @@ fn mismatch(
         })
         .collect();
     let (scope_a, scope_b) = match &scopes[0] {
-        Scope::Action { action, product } => (json!({"action": action}), json!({"product": product})),
+        Scope::Action { action, product } => {
+            (json!({"action": action}), json!({"product": product}))
+        }
         Scope::MethodPath { method, path } => (json!({"method": method}), json!({"path": path})),
     };
     let mut err = ApiError::new(
@@ -334,7 +398,10 @@ fn mismatch(
         "recovered_wallet_for_expected_message",
         recovered.map(|r| r.to_string()).unwrap_or_default(),
     )
-    .with_detail("expected_payload_hash", primary.hash.clone().unwrap_or_default())
+    .with_detail(
+        "expected_payload_hash",
+        primary.hash.clone().unwrap_or_default(),
+    )
     .with_detail("accepted_payload_hashes", accepted)
     .with_detail("payload_canonical", canonical)
     .with_detail("payload_canonical_top_level_keys", payload_keys)

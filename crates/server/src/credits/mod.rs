@@ -8,7 +8,9 @@ use crate::app::AppState;
 use crate::auth::{Signed, SignedEndpoint};
 use crate::error::ApiResult;
 use crate::ledger;
-use agentpmt_protocol::wire::{credits_to_usd, BalanceResponse, ErrorBody, SignedEnvelope, CREDITS_PER_USD};
+use agentpmt_protocol::wire::{
+    credits_to_usd, BalanceResponse, ErrorBody, SignedEnvelope, CREDITS_PER_USD,
+};
 use agentpmt_protocol::SignedAction;
 use axum::extract::State;
 use axum::Json;

@@ -28,7 +28,10 @@ pub enum Backend {
 /// Connection pools of the configured engine.
 #[derive(Debug, Clone)]
 pub enum Db {
-    Sqlite { writer: SqlitePool, reader: SqlitePool },
+    Sqlite {
+        writer: SqlitePool,
+        reader: SqlitePool,
+    },
     Postgres(PgPool),
 }
 
@@ -43,7 +46,10 @@ pub struct DbOptions {
 
 impl Default for DbOptions {
     fn default() -> Self {
-        DbOptions { max_connections: 16, acquire_timeout: Duration::from_secs(5) }
+        DbOptions {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -223,6 +229,9 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
 pub fn is_unavailable(err: &sqlx::Error) -> bool {
     matches!(
         err,
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_)
+        sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
     )
 }

@@ -17,7 +17,14 @@ backend_tests!(
 );
 
 async fn disabled_without_token(backend: Backend) {
-    let app = spawn_app_with(backend, AppOptions { admin_token: false, ..AppOptions::default() }).await;
+    let app = spawn_app_with(
+        backend,
+        AppOptions {
+            admin_token: false,
+            ..AppOptions::default()
+        },
+    )
+    .await;
     let wallet = PrivateKey::random().address();
     let (status, body) = app.adjust(&wallet, 100).await;
     assert_envelope(status, &body, 403, "ADMIN_API_DISABLED");
@@ -30,7 +37,9 @@ async fn wrong_or_missing_token_is_401(backend: Backend) {
     for request in [
         app.http.get(&url),
         app.http.get(&url).bearer_auth("wrong-token-wrong-token"),
-        app.http.get(&url).header("authorization", format!("Basic {ADMIN_TOKEN}")),
+        app.http
+            .get(&url)
+            .header("authorization", format!("Basic {ADMIN_TOKEN}")),
     ] {
         let response = request.send().await.unwrap();
         let status = response.status();
@@ -49,7 +58,13 @@ async fn grant_and_view(backend: Backend) {
     assert_eq!(body["entry"]["reason"], json!("test"));
     assert_eq!(body["idempotent_replay"], json!(false));
     app.adjust(&wallet, -500).await;
-    let (status, view) = app.admin(Method::GET, &format!("/api/admin/wallets/{}", wallet.to_checksum()), None).await;
+    let (status, view) = app
+        .admin(
+            Method::GET,
+            &format!("/api/admin/wallets/{}", wallet.to_checksum()),
+            None,
+        )
+        .await;
     assert_eq!(status, 200, "{view}");
     assert_eq!(view["wallet_address"], json!(wallet.to_string()));
     assert_eq!(view["balance_credits"], json!(1500));
@@ -61,7 +76,9 @@ async fn grant_and_view(backend: Backend) {
     assert_eq!(entries[0]["balance_after"], json!(1500));
     // An unknown wallet is simply empty.
     let other = PrivateKey::random().address();
-    let (status, view) = app.admin(Method::GET, &format!("/api/admin/wallets/{other}"), None).await;
+    let (status, view) = app
+        .admin(Method::GET, &format!("/api/admin/wallets/{other}"), None)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(view["balance_credits"], json!(0));
 }
@@ -102,9 +119,14 @@ async fn concurrent_same_idempotency_key_posts_once(backend: Backend) {
     let wallet = PrivateKey::random().address();
     let path = format!("/api/admin/wallets/{wallet}/credits");
     let body = json!({"amount_credits": 250, "reason": "race", "idempotency_key": "race-1"});
-    let results = futures::future::join_all((0..20).map(|_| app.admin(Method::POST, &path, Some(&body)))).await;
+    let results =
+        futures::future::join_all((0..20).map(|_| app.admin(Method::POST, &path, Some(&body))))
+            .await;
     let created = results.iter().filter(|(s, _)| *s == 201).count();
-    let replayed = results.iter().filter(|(s, b)| *s == 200 && b["idempotent_replay"] == json!(true)).count();
+    let replayed = results
+        .iter()
+        .filter(|(s, b)| *s == 200 && b["idempotent_replay"] == json!(true))
+        .count();
     assert_eq!((created, replayed), (1, 19), "{results:?}");
     assert_eq!(app.scalar("SELECT COUNT(*) FROM ledger_entries").await, 1);
     assert_eq!(app.scalar("SELECT balance_credits FROM wallets").await, 250);
@@ -128,8 +150,13 @@ async fn bad_input_is_422(backend: Backend) {
         let (status, response) = app.admin(Method::POST, &path, Some(&body)).await;
         assert_envelope(status, &response, 422, "VALIDATION_ERROR");
     }
-    let (status, response) =
-        app.admin(Method::POST, "/api/admin/wallets/0xnot-an-address/credits", Some(&json!({"amount_credits": 5, "reason": "x"}))).await;
+    let (status, response) = app
+        .admin(
+            Method::POST,
+            "/api/admin/wallets/0xnot-an-address/credits",
+            Some(&json!({"amount_credits": 5, "reason": "x"})),
+        )
+        .await;
     assert_envelope(status, &response, 422, "VALIDATION_ERROR");
     assert_eq!(app.scalar("SELECT COUNT(*) FROM ledger_entries").await, 0);
 }

@@ -5,13 +5,22 @@ use crate::helpers::*;
 use agentpmt_protocol::PrivateKey;
 use serde_json::json;
 
-backend_tests!(unknown_wallet_has_zero, balance_follows_the_ledger, sdk_reads_the_balance);
+backend_tests!(
+    unknown_wallet_has_zero,
+    balance_follows_the_ledger,
+    sdk_reads_the_balance
+);
 
 async fn unknown_wallet_has_zero(backend: Backend) {
     let app = spawn_app(backend).await;
     let key = PrivateKey::random();
     let nonce = app.session(&key.address()).await;
-    let (status, body) = app.post("/api/external/credits/balance", &app.balance_body(&key, &nonce, "r")).await;
+    let (status, body) = app
+        .post(
+            "/api/external/credits/balance",
+            &app.balance_body(&key, &nonce, "r"),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["success"], json!(true));
     assert_eq!(body["balance_credits"], json!(0));
@@ -27,7 +36,12 @@ async fn balance_follows_the_ledger(backend: Backend) {
     assert_eq!(app.adjust(&key.address(), 1500).await.0, 201);
     assert_eq!(app.adjust(&key.address(), -7).await.0, 201);
     let nonce = app.session(&key.address()).await;
-    let (status, body) = app.post("/api/external/credits/balance", &app.balance_body(&key, &nonce, "r")).await;
+    let (status, body) = app
+        .post(
+            "/api/external/credits/balance",
+            &app.balance_body(&key, &nonce, "r"),
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(body["balance_credits"], json!(1493));
     assert_eq!(body["balance_usd"], json!(14.93));

@@ -6,7 +6,12 @@ use crate::helpers::*;
 use agentpmt_protocol::PrivateKey;
 use serde_json::json;
 
-backend_tests!(unknown_route_and_wrong_method, oversized_body_is_413_and_writes_nothing, malformed_json_is_422, request_id_is_echoed);
+backend_tests!(
+    unknown_route_and_wrong_method,
+    oversized_body_is_413_and_writes_nothing,
+    malformed_json_is_422,
+    request_id_is_echoed
+);
 
 async fn unknown_route_and_wrong_method(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -26,7 +31,10 @@ async fn oversized_body_is_413_and_writes_nothing(backend: Backend) {
     let details = assert_envelope(status, &response, 413, "PAYLOAD_TOO_LARGE");
     assert!(details["checklist"].is_array());
     let (status, response) = app
-        .post("/api/external/auth/session", &json!({"wallet_address": key.address().to_string(), "pad": "y".repeat(70_000)}))
+        .post(
+            "/api/external/auth/session",
+            &json!({"wallet_address": key.address().to_string(), "pad": "y".repeat(70_000)}),
+        )
         .await;
     assert_envelope(status, &response, 413, "PAYLOAD_TOO_LARGE");
     assert_eq!(app.replay_count().await, 0);
@@ -34,7 +42,10 @@ async fn oversized_body_is_413_and_writes_nothing(backend: Backend) {
     // Just under the limit is fine.
     let mut body = app.balance_body(&key, &nonce, "almost");
     body["padding"] = json!("x".repeat(60 * 1024));
-    assert_eq!(app.post("/api/external/credits/balance", &body).await.0, 200);
+    assert_eq!(
+        app.post("/api/external/credits/balance", &body).await.0,
+        200
+    );
 }
 
 async fn malformed_json_is_422(backend: Backend) {
@@ -57,7 +68,13 @@ async fn malformed_json_is_422(backend: Backend) {
 
 async fn request_id_is_echoed(backend: Backend) {
     let app = spawn_app(backend).await;
-    let response = app.http.get(app.url("/nope")).header("x-request-id", "corr-123").send().await.unwrap();
+    let response = app
+        .http
+        .get(app.url("/nope"))
+        .header("x-request-id", "corr-123")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.headers()["x-request-id"], "corr-123");
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["request_id"], json!("corr-123"));

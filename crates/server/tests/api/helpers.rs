@@ -71,7 +71,10 @@ async fn fresh_postgres_schema() -> String {
     let admin = sqlx::PgPool::connect(&base)
         .await
         .unwrap_or_else(|e| panic!("PostgreSQL at {base} is required for this test: {e}"));
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     // Remove schemas that earlier runs left behind (older than an hour).
     let stale: Vec<String> = sqlx::query_scalar(
         "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'agentpmt_t_%'",
@@ -80,9 +83,15 @@ async fn fresh_postgres_schema() -> String {
     .await
     .unwrap();
     for schema in stale {
-        let created: u64 = schema.split('_').nth(2).and_then(|t| t.parse().ok()).unwrap_or(0);
+        let created: u64 = schema
+            .split('_')
+            .nth(2)
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0);
         if created + 3600 < now {
-            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&admin).await;
+            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                .execute(&admin)
+                .await;
         }
     }
     let schema = format!(
@@ -90,7 +99,10 @@ async fn fresh_postgres_schema() -> String {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     );
-    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.unwrap();
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&admin)
+        .await
+        .unwrap();
     admin.close().await;
     let separator = if base.contains('?') { '&' } else { '?' };
     format!("{base}{separator}options=-c%20search_path%3D{schema}")
@@ -106,7 +118,11 @@ pub struct AppOptions {
 
 impl Default for AppOptions {
     fn default() -> Self {
-        AppOptions { admin_token: true, session_ttl_secs: 900, max_body_bytes: 64 * 1024 }
+        AppOptions {
+            admin_token: true,
+            session_ttl_secs: 900,
+            max_body_bytes: 64 * 1024,
+        }
     }
 }
 
@@ -128,7 +144,10 @@ pub async fn spawn_app_with(backend: Backend, options: AppOptions) -> TestApp {
     let (database_url, dir) = match backend {
         Backend::Sqlite => {
             let dir = tempfile::tempdir().unwrap();
-            (format!("sqlite://{}/agentpmt.db", dir.path().display()), Some(dir))
+            (
+                format!("sqlite://{}/agentpmt.db", dir.path().display()),
+                Some(dir),
+            )
         }
         Backend::Postgres => (fresh_postgres_schema().await, None),
     };
@@ -141,7 +160,9 @@ pub async fn spawn_on(database_url: &str, options: AppOptions) -> TestApp {
     let config = ServerConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
         database_url: database_url.to_owned(),
-        admin_token: options.admin_token.then(|| SecretString::from(ADMIN_TOKEN.to_owned())),
+        admin_token: options
+            .admin_token
+            .then(|| SecretString::from(ADMIN_TOKEN.to_owned())),
         session_ttl_secs: options.session_ttl_secs,
         max_body_bytes: options.max_body_bytes,
         db_max_connections: 8,
@@ -153,7 +174,10 @@ pub async fn spawn_on(database_url: &str, options: AppOptions) -> TestApp {
     tokio::spawn(server.run_until(std::future::pending()));
     TestApp {
         base_url: format!("http://{addr}"),
-        http: reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap(),
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()
+            .unwrap(),
         state,
         database_url: database_url.to_owned(),
         _dir: None,
@@ -166,7 +190,11 @@ impl TestApp {
     }
 
     /// POSTs raw bytes; returns status and JSON body (Null when not JSON).
-    pub async fn post_bytes(&self, path: &str, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
+    pub async fn post_bytes(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, Value) {
         let response = self
             .http
             .post(self.url(path))
@@ -177,11 +205,15 @@ impl TestApp {
             .unwrap();
         let status = response.status();
         let bytes = response.bytes().await.unwrap();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        self.post_bytes(path, serde_json::to_vec(body).unwrap()).await
+        self.post_bytes(path, serde_json::to_vec(body).unwrap())
+            .await
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
@@ -192,15 +224,27 @@ impl TestApp {
 
     /// A session nonce for `wallet`.
     pub async fn session(&self, wallet: &WalletAddress) -> String {
-        let (status, body) =
-            self.post("/api/external/auth/session", &json!({"wallet_address": wallet.to_string()})).await;
+        let (status, body) = self
+            .post(
+                "/api/external/auth/session",
+                &json!({"wallet_address": wallet.to_string()}),
+            )
+            .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body["session_nonce"].as_str().unwrap().to_owned()
     }
 
     /// Admin request with the test token.
-    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (StatusCode, Value) {
-        let mut request = self.http.request(method, self.url(path)).bearer_auth(ADMIN_TOKEN);
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(ADMIN_TOKEN);
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -221,22 +265,41 @@ impl TestApp {
 
     /// A signed balance body.
     pub fn balance_body(&self, key: &PrivateKey, nonce: &str, request_id: &str) -> Value {
-        signed(key, SignedAction::Balance, &[], nonce, request_id, Map::new())
+        signed(
+            key,
+            SignedAction::Balance,
+            &[],
+            nonce,
+            request_id,
+            Map::new(),
+        )
     }
 
     /// Runs a scalar query (i64 result) on the server's database.
     pub async fn scalar(&self, sql: &str) -> i64 {
         match &self.state.db {
-            Db::Sqlite { writer, .. } => sqlx::query_scalar::<_, i64>(sql).fetch_one(writer).await.unwrap(),
-            Db::Postgres(pool) => sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await.unwrap(),
+            Db::Sqlite { writer, .. } => sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(writer)
+                .await
+                .unwrap(),
+            Db::Postgres(pool) => sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(pool)
+                .await
+                .unwrap(),
         }
     }
 
     /// Executes a statement on the server's database.
     pub async fn execute(&self, sql: &str) -> Result<u64, sqlx::Error> {
         match &self.state.db {
-            Db::Sqlite { writer, .. } => sqlx::query(sql).execute(writer).await.map(|r| r.rows_affected()),
-            Db::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(|r| r.rows_affected()),
+            Db::Sqlite { writer, .. } => sqlx::query(sql)
+                .execute(writer)
+                .await
+                .map(|r| r.rows_affected()),
+            Db::Postgres(pool) => sqlx::query(sql)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected()),
         }
     }
 
@@ -255,29 +318,70 @@ pub fn signed(
     request_id: &str,
     fields: Map<String, Value>,
 ) -> Value {
-    let param = |name: &str| params.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned());
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_owned())
+    };
     let (body, _) = sign_body(key, action.spec(), param, nonce, request_id, fields).unwrap();
     Value::Object(body)
 }
 
 /// Asserts the common error envelope and returns `details`.
-pub fn assert_envelope(status: StatusCode, body: &Value, expected_status: u16, code: &str) -> Value {
-    assert_eq!(status.as_u16(), expected_status, "unexpected status, body: {body}");
+pub fn assert_envelope(
+    status: StatusCode,
+    body: &Value,
+    expected_status: u16,
+    code: &str,
+) -> Value {
+    assert_eq!(
+        status.as_u16(),
+        expected_status,
+        "unexpected status, body: {body}"
+    );
     assert_eq!(body["success"], json!(false), "{body}");
     assert_eq!(body["error_code"], json!(code), "{body}");
     assert_eq!(body["code"], json!(code), "{body}");
-    assert!(body["error"].as_str().is_some_and(|s| !s.is_empty()), "{body}");
-    assert!(body["message"].as_str().is_some_and(|s| !s.is_empty()), "{body}");
-    assert!(body["request_id"].as_str().is_some_and(|s| !s.is_empty()), "{body}");
-    assert!(body["help_url"].as_str().is_some_and(|s| s.ends_with("/api/external/agent-help")), "{body}");
-    assert!(body["help_doc"].as_str().is_some_and(|s| s.starts_with("http")), "{body}");
-    let checklist = body["details"]["checklist"].as_array().expect("details.checklist");
-    assert!(!checklist.is_empty() && checklist.iter().all(|c| c.is_string()), "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|s| !s.is_empty()),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().is_some_and(|s| !s.is_empty()),
+        "{body}"
+    );
+    assert!(
+        body["request_id"].as_str().is_some_and(|s| !s.is_empty()),
+        "{body}"
+    );
+    assert!(
+        body["help_url"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("/api/external/agent-help")),
+        "{body}"
+    );
+    assert!(
+        body["help_doc"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("http")),
+        "{body}"
+    );
+    let checklist = body["details"]["checklist"]
+        .as_array()
+        .expect("details.checklist");
+    assert!(
+        !checklist.is_empty() && checklist.iter().all(|c| c.is_string()),
+        "{body}"
+    );
     if expected_status == 422 {
         let issues = body["detail"].as_array().expect("422 detail is a list");
         assert!(!issues.is_empty());
         for issue in issues {
-            assert!(issue["loc"].is_array() && issue["msg"].is_string() && issue["type"].is_string(), "{issue}");
+            assert!(
+                issue["loc"].is_array() && issue["msg"].is_string() && issue["type"].is_string(),
+                "{issue}"
+            );
         }
     } else {
         assert!(body["detail"].is_string(), "detail is a string: {body}");

@@ -18,18 +18,39 @@ async fn document_lists_every_route(backend: Backend) {
         ("/api/admin/wallets/{address}/credits", "post"),
     ] {
         let operation = &paths[path][method];
-        assert!(operation.is_object(), "{method} {path} missing from the document");
-        assert!(operation["responses"].as_object().is_some_and(|r| !r.is_empty()));
+        assert!(
+            operation.is_object(),
+            "{method} {path} missing from the document"
+        );
+        assert!(operation["responses"]
+            .as_object()
+            .is_some_and(|r| !r.is_empty()));
     }
     let schemas = doc["components"]["schemas"].as_object().unwrap();
-    for schema in ["ErrorBody", "SessionRequest", "SessionResponse", "BalanceResponse", "SignedEnvelope"] {
+    for schema in [
+        "ErrorBody",
+        "SessionRequest",
+        "SessionResponse",
+        "BalanceResponse",
+        "SignedEnvelope",
+    ] {
         assert!(schemas.contains_key(schema), "schema {schema} missing");
     }
     // Every documented path answers something other than 404 "No such route".
     for path in paths.keys() {
         let concrete = path.replace("{address}", "0x2c7536e3605d9c16a7a3d7b1898e529396a65c23");
-        let response = app.http.post(app.url(&concrete)).body("{}").send().await.unwrap();
+        let response = app
+            .http
+            .post(app.url(&concrete))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
         let body: serde_json::Value = response.json().await.unwrap_or_default();
-        assert_ne!(body["error_code"], serde_json::json!("NOT_FOUND"), "{path} is documented but not routed");
+        assert_ne!(
+            body["error_code"],
+            serde_json::json!("NOT_FOUND"),
+            "{path} is documented but not routed"
+        );
     }
 }

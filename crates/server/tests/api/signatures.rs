@@ -30,7 +30,9 @@ async fn valid_request_is_accepted(backend: Backend) {
     let app = spawn_app(backend).await;
     let key = PrivateKey::random();
     let nonce = app.session(&key.address()).await;
-    let (status, body) = app.post(BALANCE, &app.balance_body(&key, &nonce, "req-1")).await;
+    let (status, body) = app
+        .post(BALANCE, &app.balance_body(&key, &nonce, "req-1"))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["wallet_address"], json!(key.address().to_string()));
     assert_eq!(app.replay_count().await, 1);
@@ -47,10 +49,20 @@ async fn replay_is_409_and_changes_nothing(backend: Backend) {
     assert_eq!(details["request_id"], json!("same-id"));
     assert_eq!(app.replay_count().await, 1);
     // A fresh request_id in the same session works.
-    assert_eq!(app.post(BALANCE, &app.balance_body(&key, &nonce, "other-id")).await.0, 200);
+    assert_eq!(
+        app.post(BALANCE, &app.balance_body(&key, &nonce, "other-id"))
+            .await
+            .0,
+        200
+    );
     // The same request_id in a new session is a different request.
     let nonce2 = app.session(&key.address()).await;
-    assert_eq!(app.post(BALANCE, &app.balance_body(&key, &nonce2, "same-id")).await.0, 200);
+    assert_eq!(
+        app.post(BALANCE, &app.balance_body(&key, &nonce2, "same-id"))
+            .await
+            .0,
+        200
+    );
 }
 
 async fn fifty_concurrent_copies_exactly_one_succeeds(backend: Backend) {
@@ -64,7 +76,12 @@ async fn fifty_concurrent_copies_exactly_one_succeeds(backend: Backend) {
         .iter()
         .filter(|(s, b)| *s == 409 && b["error_code"] == json!("EXTERNAL_SIGNATURE_REQUEST_REPLAY"))
         .count();
-    assert_eq!((ok, replays), (1, 49), "{:?}", results.iter().map(|(s, _)| s.as_u16()).collect::<Vec<_>>());
+    assert_eq!(
+        (ok, replays),
+        (1, 49),
+        "{:?}",
+        results.iter().map(|(s, _)| s.as_u16()).collect::<Vec<_>>()
+    );
     assert_eq!(app.replay_count().await, 1);
 }
 
@@ -72,15 +89,29 @@ async fn nonce_of_another_wallet_is_invalid(backend: Backend) {
     let app = spawn_app(backend).await;
     let (alice, bob) = (PrivateKey::random(), PrivateKey::random());
     let bobs_nonce = app.session(&bob.address()).await;
-    let (status, body) = app.post(BALANCE, &app.balance_body(&alice, &bobs_nonce, "r1")).await;
-    assert_envelope(status, &body, 401, "EXTERNAL_SIGNATURE_SESSION_NONCE_INVALID");
+    let (status, body) = app
+        .post(BALANCE, &app.balance_body(&alice, &bobs_nonce, "r1"))
+        .await;
+    assert_envelope(
+        status,
+        &body,
+        401,
+        "EXTERNAL_SIGNATURE_SESSION_NONCE_INVALID",
+    );
 }
 
 async fn unknown_nonce_is_invalid(backend: Backend) {
     let app = spawn_app(backend).await;
     let key = PrivateKey::random();
-    let (status, body) = app.post(BALANCE, &app.balance_body(&key, "no-such-nonce", "r1")).await;
-    assert_envelope(status, &body, 401, "EXTERNAL_SIGNATURE_SESSION_NONCE_INVALID");
+    let (status, body) = app
+        .post(BALANCE, &app.balance_body(&key, "no-such-nonce", "r1"))
+        .await;
+    assert_envelope(
+        status,
+        &body,
+        401,
+        "EXTERNAL_SIGNATURE_SESSION_NONCE_INVALID",
+    );
 }
 
 async fn expired_nonce_is_expired(backend: Backend) {
@@ -94,8 +125,15 @@ async fn expired_nonce_is_expired(backend: Backend) {
     ))
     .await
     .unwrap();
-    let (status, body) = app.post(BALANCE, &app.balance_body(&key, "old-nonce", "r1")).await;
-    let details = assert_envelope(status, &body, 401, "EXTERNAL_SIGNATURE_SESSION_NONCE_EXPIRED");
+    let (status, body) = app
+        .post(BALANCE, &app.balance_body(&key, "old-nonce", "r1"))
+        .await;
+    let details = assert_envelope(
+        status,
+        &body,
+        401,
+        "EXTERNAL_SIGNATURE_SESSION_NONCE_EXPIRED",
+    );
     assert!(details["expired_at"].is_string());
     assert_eq!(app.replay_count().await, 0);
 }
@@ -108,10 +146,18 @@ async fn tampered_fields_are_wallet_mismatch_with_diagnostics(backend: Backend) 
     body["request_id"] = json!("tampered-id");
     let (status, response) = app.post(BALANCE, &body).await;
     let details = assert_envelope(status, &response, 401, "EXTERNAL_SIGNATURE_WALLET_MISMATCH");
-    let expected = build_message(&key.address(), &nonce, "tampered-id", &Scope::action("balance", "-"), None);
+    let expected = build_message(
+        &key.address(),
+        &nonce,
+        "tampered-id",
+        &Scope::action("balance", "-"),
+        None,
+    );
     assert_eq!(details["expected_message"], json!(expected));
     assert_eq!(details["expected_wallet"], json!(key.address().to_string()));
-    let recovered = details["recovered_wallet_for_expected_message"].as_str().unwrap();
+    let recovered = details["recovered_wallet_for_expected_message"]
+        .as_str()
+        .unwrap();
     assert!(recovered.starts_with("0x") && recovered != key.address().to_string());
     assert_eq!(details["expected_payload_hash"], json!(""));
     assert_eq!(details["expected_action"], json!("balance"));
@@ -127,28 +173,40 @@ async fn signature_by_another_key_is_wallet_mismatch(backend: Backend) {
     let app = spawn_app(backend).await;
     let (owner, thief) = (PrivateKey::random(), PrivateKey::random());
     let nonce = app.session(&owner.address()).await;
-    let message = build_message(&owner.address(), &nonce, "r1", &Scope::action("balance", "-"), None);
+    let message = build_message(
+        &owner.address(),
+        &nonce,
+        "r1",
+        &Scope::action("balance", "-"),
+        None,
+    );
     let mut body = app.balance_body(&owner, &nonce, "r1");
     body["signature"] = json!(thief.sign_message(&message).to_hex());
     let (status, response) = app.post(BALANCE, &body).await;
     let details = assert_envelope(status, &response, 401, "EXTERNAL_SIGNATURE_WALLET_MISMATCH");
-    assert_eq!(details["recovered_wallet_for_expected_message"], json!(thief.address().to_string()));
+    assert_eq!(
+        details["recovered_wallet_for_expected_message"],
+        json!(thief.address().to_string())
+    );
 }
 
 async fn malformed_signatures(backend: Backend) {
     let app = spawn_app(backend).await;
     let key = PrivateKey::random();
     let nonce = app.session(&key.address()).await;
-    let good = app.balance_body(&key, &nonce, "r1")["signature"].as_str().unwrap().to_owned();
+    let good = app.balance_body(&key, &nonce, "r1")["signature"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let cases: Vec<String> = vec![
-        good[2..].to_owned(),                              // no 0x
-        good[..130].to_owned(),                            // 64 bytes
-        format!("{good}00"),                               // 66 bytes
-        format!("{}zz", &good[..130]),                     // not hex
-        format!("{}1d", &good[..130]),                     // v = 29
-        format!("{}02", &good[..130]),                     // v = 2
-        format!("0x{}{}", "00".repeat(32), &good[66..]),   // r = 0
-        format!("0x{}", "ff".repeat(65)),                  // r, s out of range
+        good[2..].to_owned(),                            // no 0x
+        good[..130].to_owned(),                          // 64 bytes
+        format!("{good}00"),                             // 66 bytes
+        format!("{}zz", &good[..130]),                   // not hex
+        format!("{}1d", &good[..130]),                   // v = 29
+        format!("{}02", &good[..130]),                   // v = 2
+        format!("0x{}{}", "00".repeat(32), &good[66..]), // r = 0
+        format!("0x{}", "ff".repeat(65)),                // r, s out of range
         String::new(),
         "0x".to_owned(),
     ];
@@ -184,7 +242,10 @@ async fn high_s_twin_is_refused(backend: Backend) {
     body["signature"] = json!(high_s_twin(body["signature"].as_str().unwrap()));
     let (status, response) = app.post(BALANCE, &body).await;
     let details = assert_envelope(status, &response, 401, "EXTERNAL_SIGNATURE_MALFORMED");
-    assert!(details["reason"].as_str().unwrap().contains("high s"), "{details}");
+    assert!(
+        details["reason"].as_str().unwrap().contains("high s"),
+        "{details}"
+    );
 }
 
 async fn v_zero_and_one_are_accepted(backend: Backend) {
@@ -202,9 +263,12 @@ async fn mixed_case_wallet_is_accepted(backend: Backend) {
     let app = spawn_app(backend).await;
     let key = PrivateKey::random();
     let nonce = app.session(&key.address()).await;
-    for (i, wallet) in [key.address().to_checksum(), key.address().to_string().to_uppercase().replace("0X", "0x")]
-        .into_iter()
-        .enumerate()
+    for (i, wallet) in [
+        key.address().to_checksum(),
+        key.address().to_string().to_uppercase().replace("0X", "0x"),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let mut body = app.balance_body(&key, &nonce, &format!("r{i}"));
         body["wallet_address"] = json!(wallet);
@@ -247,7 +311,12 @@ async fn failed_verification_writes_nothing(backend: Backend) {
     // Missing fields are all reported at once, each with its location.
     let (status, response) = app.post(BALANCE, &json!({})).await;
     assert_envelope(status, &response, 422, "VALIDATION_ERROR");
-    let locs: Vec<Value> = response["detail"].as_array().unwrap().iter().map(|i| i["loc"].clone()).collect();
+    let locs: Vec<Value> = response["detail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["loc"].clone())
+        .collect();
     for field in ["wallet_address", "session_nonce", "request_id", "signature"] {
         assert!(locs.contains(&json!(["body", field])), "{locs:?}");
     }
@@ -278,14 +347,25 @@ async fn replay_records_outlive_pruned_sessions(backend: Backend) {
     .unwrap();
     let removed = app.state.sessions.prune(&app.state.db).await.unwrap();
     assert_eq!(removed, 1);
-    assert_eq!(app.scalar("SELECT COUNT(*) FROM request_replays WHERE session_nonce = 'dead'").await, 0);
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM request_replays WHERE session_nonce = 'dead'")
+            .await,
+        0
+    );
     // The live session's replay record survives pruning, so the replay is still refused.
     assert_eq!(app.replay_count().await, 1);
     let (status, response) = app.post(BALANCE, &body).await;
     assert_envelope(status, &response, 409, "EXTERNAL_SIGNATURE_REQUEST_REPLAY");
     // The pruned session is gone: reusing it is refused.
-    let (status, response) = app.post(BALANCE, &app.balance_body(&key, "dead", "old")).await;
-    assert_envelope(status, &response, 401, "EXTERNAL_SIGNATURE_SESSION_NONCE_INVALID");
+    let (status, response) = app
+        .post(BALANCE, &app.balance_body(&key, "dead", "old"))
+        .await;
+    assert_envelope(
+        status,
+        &response,
+        401,
+        "EXTERNAL_SIGNATURE_SESSION_NONCE_INVALID",
+    );
 }
 
 async fn instances_on_one_database_share_sessions_and_replays(backend: Backend) {
@@ -294,7 +374,12 @@ async fn instances_on_one_database_share_sessions_and_replays(backend: Backend) 
     let key = PrivateKey::random();
     let nonce = a.session(&key.address()).await;
     // A session issued by one instance works on the other.
-    assert_eq!(b.post(BALANCE, &b.balance_body(&key, &nonce, "on-b")).await.0, 200);
+    assert_eq!(
+        b.post(BALANCE, &b.balance_body(&key, &nonce, "on-b"))
+            .await
+            .0,
+        200
+    );
     // One signed request raced against both instances executes once.
     let body = a.balance_body(&key, &nonce, "raced");
     let results = futures::future::join_all((0..20).map(|i| {
