@@ -1,5 +1,6 @@
 //! Assembling and running the server: state, routes, middleware, background work.
 
+use crate::auth::replay::ReplayClaims;
 use crate::auth::sessions::SessionStore;
 use crate::config::{ConfigError, ServerConfig};
 use crate::db::{Db, DbOptions};
@@ -26,6 +27,8 @@ pub struct Inner {
     pub db: Db,
     pub config: ServerConfig,
     pub sessions: SessionStore,
+    /// Batched replay claims of read-only signed endpoints.
+    pub replay_claims: ReplayClaims,
     /// SHA-256 of the admin token; `None` disables the operator API.
     pub admin_token_digest: Option<[u8; 32]>,
     /// Absolute base URL of this server.
@@ -95,10 +98,12 @@ impl Server {
             .unwrap_or_else(|| format!("http://{local}"))
             .into();
         let sessions = SessionStore::new(Duration::from_secs(config.session_ttl_secs), 100_000);
+        let replay_claims = ReplayClaims::start(db.clone());
         let state = AppState(Arc::new(Inner {
             db,
             config,
             sessions,
+            replay_claims,
             admin_token_digest,
             public_url,
         }));

@@ -3,6 +3,7 @@
 //! Endpoints:
 //! - `POST /api/external/auth/session` — issue a session nonce for a wallet.
 
+pub mod replay;
 pub mod sessions;
 pub mod signed;
 

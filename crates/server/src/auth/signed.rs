@@ -15,7 +15,7 @@
 
 use super::sessions::claim_request;
 use crate::app::AppState;
-use crate::db::Tx;
+use crate::db::{AsConn, Tx};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{deserialize, parse_object, read_body};
 use crate::time::now_ms;
@@ -68,8 +68,34 @@ impl<E: SignedEndpoint> Signed<E> {
     /// Claims the (session, request_id) replay record in `tx` and hands out the signer and
     /// the body. A replay answers 409 `EXTERNAL_SIGNATURE_REQUEST_REPLAY`.
     pub async fn claim(self, tx: &mut Tx) -> ApiResult<(Signer, E::Body)> {
+        self.claim_on(tx).await
+    }
+
+    /// For endpoints without side effects (reads): claims the replay record in a statement
+    /// of its own, batched with other requests' claims (see [`super::replay`]), so reading
+    /// needs no write transaction. Also returns the wallet's credit balance at the claim.
+    pub async fn claim_read_only(self, state: &AppState) -> ApiResult<(Signer, E::Body, i64)> {
         let s = &self.signer;
-        if !claim_request(tx, &s.session_nonce, &s.request_id, &s.wallet, s.action).await? {
+        let claimed = state
+            .replay_claims
+            .claim(&s.session_nonce, &s.request_id, &s.wallet, s.action)
+            .await
+            .map_err(ApiError::internal)?;
+        let balance = claimed.unwrap_or_default();
+        let (signer, body) = self.answer(claimed.is_some())?;
+        Ok((signer, body, balance))
+    }
+
+    async fn claim_on(self, conn: &mut impl AsConn) -> ApiResult<(Signer, E::Body)> {
+        let s = &self.signer;
+        let claimed =
+            claim_request(conn, &s.session_nonce, &s.request_id, &s.wallet, s.action).await?;
+        self.answer(claimed)
+    }
+
+    fn answer(self, claimed: bool) -> ApiResult<(Signer, E::Body)> {
+        let s = &self.signer;
+        if !claimed {
             return Err(ApiError::new(
                 ErrorCode::EXTERNAL_SIGNATURE_REQUEST_REPLAY,
                 "This request_id was already used for this session",

@@ -7,7 +7,6 @@
 use crate::app::AppState;
 use crate::auth::{Signed, SignedEndpoint};
 use crate::error::ApiResult;
-use crate::ledger;
 use agentpmt_protocol::wire::{
     credits_to_usd, BalanceResponse, ErrorBody, SignedEnvelope, CREDITS_PER_USD,
 };
@@ -58,10 +57,7 @@ pub async fn balance(
     State(state): State<AppState>,
     signed: Signed<BalanceEndpoint>,
 ) -> ApiResult<Json<BalanceResponse>> {
-    let mut tx = state.db.begin().await?;
-    let (signer, _) = signed.claim(&mut tx).await?;
-    let credits = ledger::balance(&mut tx, &signer.wallet).await?;
-    tx.commit().await?;
+    let (signer, _, credits) = signed.claim_read_only(&state).await?;
     Ok(Json(BalanceResponse {
         success: true,
         wallet_address: signer.wallet.to_string(),

@@ -7,7 +7,8 @@
 //!
 //! SQLite runs in WAL mode with `synchronous=NORMAL`: one writer connection (all write
 //! transactions, serialized, so SQLite never sees competing writers) and a pool of
-//! read-only connections.
+//! reader connections (`query_only`; not opened read-only, which breaks WAL readers that
+//! race a checkpoint with SQLITE_IOERR_SHORT_READ).
 
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -103,7 +104,7 @@ impl Db {
             SqlitePoolOptions::new()
                 .max_connections(options.max_connections.clamp(1, 8))
                 .acquire_timeout(options.acquire_timeout)
-                .connect_with(base.read_only(true))
+                .connect_with(base.pragma("query_only", "ON"))
                 .await?
         };
         Ok(Db::Sqlite { writer, reader })
@@ -130,6 +131,14 @@ impl Db {
         Ok(match self {
             Db::Sqlite { writer, .. } => Tx::Sqlite(writer.begin().await?),
             Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        })
+    }
+
+    /// A connection for a single autocommit write (each statement is its own transaction).
+    pub async fn write(&self) -> Result<Conn, sqlx::Error> {
+        Ok(match self {
+            Db::Sqlite { writer, .. } => Conn::Sqlite(writer.acquire().await?),
+            Db::Postgres(pool) => Conn::Postgres(pool.acquire().await?),
         })
     }
 
