@@ -153,7 +153,8 @@ impl Server {
 
 /// Every route plus fallbacks and middleware, around `state`.
 pub fn build_router(state: AppState) -> Router {
-    let (api, document) = api_router();
+    let (api, mut document) = api_router();
+    openapi::document_self(&mut document);
     let document = Arc::new(document);
     let api = api.route(
         "/openapi.json",

@@ -22,6 +22,7 @@ use utoipa::{Modify, OpenApi};
         (name = "auth", description = "Wallet sessions"),
         (name = "credits", description = "Credit balance"),
         (name = "admin", description = "Operator API (admin bearer token)"),
+        (name = "meta", description = "About this server"),
     )
 )]
 struct ApiDoc;
@@ -41,4 +42,24 @@ impl Modify for AdminSecurity {
 /// The document before the routes add their paths.
 pub fn base_document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
+}
+
+/// Adds `GET /openapi.json` (served by the router itself) to the document.
+pub fn document_self(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::{HttpMethod, OperationBuilder};
+    use utoipa::openapi::{ContentBuilder, ResponseBuilder};
+    let operation = OperationBuilder::new()
+        .tag("meta")
+        .summary(Some("This OpenAPI document"))
+        .response(
+            "200",
+            ResponseBuilder::new()
+                .description("The OpenAPI 3.1 document of this server")
+                .content("application/json", ContentBuilder::new().build())
+                .build(),
+        )
+        .build();
+    openapi
+        .paths
+        .add_path_operation("/openapi.json", vec![HttpMethod::Get], operation);
 }

@@ -7,6 +7,7 @@ mod admin;
 mod balance;
 mod envelope;
 mod ledger;
+mod logs;
 mod openapi;
 mod payload_forms;
 mod sessions;

@@ -16,6 +16,7 @@ async fn document_lists_every_route(backend: Backend) {
         ("/api/external/credits/balance", "post"),
         ("/api/admin/wallets/{address}", "get"),
         ("/api/admin/wallets/{address}/credits", "post"),
+        ("/openapi.json", "get"),
     ] {
         let operation = &paths[path][method];
         assert!(
