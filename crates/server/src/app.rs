@@ -247,7 +247,9 @@ async fn request_context(State(state): State<AppState>, req: Request, next: Next
 
 /// Prunes long-expired sessions and their replay records every ten minutes.
 async fn sweep_sessions(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    let period = Duration::from_secs(600);
+    // The first sweep comes one period after start-up, not at once.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
         tokio::select! {
             _ = tick.tick() => {
