@@ -66,16 +66,16 @@ impl SessionStore {
             created_at_ms: now,
             expires_at_ms: now + self.ttl_ms,
         };
-        let mut tx = db.begin().await?;
+        // One autocommit statement: no transaction round trips for a single insert.
+        let mut conn = db.write().await?;
         sql_execute!(
-            tx.conn(),
+            conn.conn(),
             "INSERT INTO auth_sessions (nonce, wallet_address, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4)",
             &record.nonce,
             &record.wallet_address,
             record.created_at_ms,
             record.expires_at_ms
         )?;
-        tx.commit().await?;
         self.cache.insert(record.nonce.clone(), record.clone());
         Ok(record)
     }

@@ -408,11 +408,13 @@ fn mismatch(
             Scope::Action { .. } => None,
         })
         .collect();
-    let (scope_a, scope_b) = match &scopes[0] {
+    let (scope_lines, scope_values) = match &scopes[0] {
         Scope::Action { action, product } => {
-            (json!({"action": action}), json!({"product": product}))
+            (["expected_action", "expected_product"], [action, product])
         }
-        Scope::MethodPath { method, path } => (json!({"method": method}), json!({"path": path})),
+        Scope::MethodPath { method, path } => {
+            (["expected_method", "expected_path"], [method, path])
+        }
     };
     let mut err = ApiError::new(
         ErrorCode::EXTERNAL_SIGNATURE_WALLET_MISMATCH,
@@ -433,12 +435,8 @@ fn mismatch(
     .with_detail("payload_canonical_top_level_keys", payload_keys)
     .with_detail("accepted_path_candidates", paths)
     .with_detail("excluded_from_payload", ENVELOPE_FIELDS.to_vec());
-    for part in [scope_a, scope_b] {
-        if let serde_json::Value::Object(map) = part {
-            for (k, v) in map {
-                err = err.with_detail(&format!("expected_{k}"), v);
-            }
-        }
+    for (key, value) in scope_lines.into_iter().zip(scope_values) {
+        err = err.with_detail(key, value.clone());
     }
     err
 }

@@ -195,9 +195,18 @@ impl TestApp {
         path: &str,
         body: impl Into<reqwest::Body>,
     ) -> (StatusCode, Value) {
+        self.post_to(self.url(path), body).await
+    }
+
+    /// POSTs raw bytes to an absolute URL (e.g. a probe server sharing this app's state).
+    pub async fn post_to(
+        &self,
+        url: String,
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, Value) {
         let response = self
             .http
-            .post(self.url(path))
+            .post(url)
             .header("content-type", "application/json")
             .body(body)
             .send()
@@ -301,6 +310,17 @@ impl TestApp {
                 .await
                 .map(|r| r.rows_affected()),
         }
+    }
+
+    /// Stores a session directly (e.g. one that expired long ago).
+    pub async fn insert_session(&self, nonce: &str, wallet: &WalletAddress, expires_at_ms: i64) {
+        self.execute(&format!(
+            "INSERT INTO auth_sessions (nonce, wallet_address, created_at_ms, expires_at_ms) \
+             VALUES ('{nonce}', '{wallet}', {}, {expires_at_ms})",
+            expires_at_ms - 900_000
+        ))
+        .await
+        .unwrap();
     }
 
     /// Rows written by signed requests so far.

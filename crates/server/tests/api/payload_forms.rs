@@ -70,19 +70,6 @@ async fn spawn_probe(app: &TestApp) -> String {
     format!("http://{addr}")
 }
 
-async fn post_text(app: &TestApp, url: String, body: String) -> (reqwest::StatusCode, Value) {
-    let response = app
-        .http
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap())
-}
-
 /// Signs `scope` over the payload text `payload_canonical` (already canonical) by hand.
 fn sign_text(
     key: &PrivateKey,
@@ -147,12 +134,9 @@ async fn raw_and_escaped_forms_are_both_accepted(backend: Backend) {
             ),
             Escaping::Utf8 => serde_json::to_string_pretty(&body).unwrap(),
         };
-        let (status, response) = post_text(
-            &app,
-            format!("{probe}/api/external/jobs/job-1/complete"),
-            text,
-        )
-        .await;
+        let (status, response) = app
+            .post_to(format!("{probe}/api/external/jobs/job-1/complete"), text)
+            .await;
         assert_eq!(status, 200, "{form}: {response}");
         assert_eq!(response["payload_form"], json!(form));
     }
@@ -180,12 +164,12 @@ async fn number_lexemes_are_hashed_as_sent(backend: Backend) {
         key.address()
     );
     // The payload is the body without the envelope: {"proof_text": {...}}.
-    let (status, response) = post_text(
-        &app,
-        format!("{probe}/api/external/jobs/job-1/complete"),
-        body.clone(),
-    )
-    .await;
+    let (status, response) = app
+        .post_to(
+            format!("{probe}/api/external/jobs/job-1/complete"),
+            body.clone(),
+        )
+        .await;
     assert_envelope(status, &response, 401, "EXTERNAL_SIGNATURE_WALLET_MISMATCH");
     let wrapped = format!(r#"{{"proof_text":{canonical}}}"#);
     let signature = sign_text(&key, &nonce, "n2", &complete_scope(), &wrapped);
@@ -193,12 +177,9 @@ async fn number_lexemes_are_hashed_as_sent(backend: Backend) {
         r#"{{"wallet_address":"{}","session_nonce":"{nonce}","request_id":"n2","signature":"{signature}","proof_text":{payload_text}}}"#,
         key.address()
     );
-    let (status, response) = post_text(
-        &app,
-        format!("{probe}/api/external/jobs/job-1/complete"),
-        body,
-    )
-    .await;
+    let (status, response) = app
+        .post_to(format!("{probe}/api/external/jobs/job-1/complete"), body)
+        .await;
     assert_eq!(status, 200, "{response}");
 }
 
@@ -225,12 +206,12 @@ async fn utf16_key_order_is_accepted(backend: Backend) {
         &complete_scope(),
         &js_canonical
     ));
-    let (status, response) = post_text(
-        &app,
-        format!("{probe}/api/external/jobs/job-1/complete"),
-        body.to_string(),
-    )
-    .await;
+    let (status, response) = app
+        .post_to(
+            format!("{probe}/api/external/jobs/job-1/complete"),
+            body.to_string(),
+        )
+        .await;
     assert_eq!(status, 200, "{response}");
     assert_eq!(response["payload_form"], json!("utf8_utf16_key_order"));
 }
@@ -252,12 +233,12 @@ async fn tampered_payload_reports_the_expected_hash(backend: Backend) {
         fields,
     );
     body["proof_text"] = json!("tampered");
-    let (status, response) = post_text(
-        &app,
-        format!("{probe}/api/external/jobs/job-1/complete"),
-        body.to_string(),
-    )
-    .await;
+    let (status, response) = app
+        .post_to(
+            format!("{probe}/api/external/jobs/job-1/complete"),
+            body.to_string(),
+        )
+        .await;
     let details = assert_envelope(status, &response, 401, "EXTERNAL_SIGNATURE_WALLET_MISMATCH");
     let sent_canonical = r#"{"proof_text":"tampered","reservation_id":"res-1"}"#;
     assert_eq!(
@@ -284,12 +265,12 @@ async fn tampered_payload_reports_the_expected_hash(backend: Backend) {
         "t2",
         fields,
     );
-    let (status, response) = post_text(
-        &app,
-        format!("{probe}/api/external/jobs/job-2/complete"),
-        body.to_string(),
-    )
-    .await;
+    let (status, response) = app
+        .post_to(
+            format!("{probe}/api/external/jobs/job-2/complete"),
+            body.to_string(),
+        )
+        .await;
     assert_envelope(status, &response, 401, "EXTERNAL_SIGNATURE_WALLET_MISMATCH");
     assert_eq!(app.replay_count().await, 0);
 }
@@ -309,12 +290,9 @@ async fn fields_rule_accepts_omitted_and_null(backend: Backend) {
             "wallet_address": key.address().to_string(), "session_nonce": nonce, "request_id": request_id,
             "signature": sign_text(&key, &nonce, &request_id, &scope, hashed), "limit": 5,
         });
-        let (status, response) = post_text(
-            &app,
-            format!("{probe}/api/external/jobs/list"),
-            body.to_string(),
-        )
-        .await;
+        let (status, response) = app
+            .post_to(format!("{probe}/api/external/jobs/list"), body.to_string())
+            .await;
         assert_eq!(status, 200, "{hashed}: {response}");
     }
 }
@@ -336,7 +314,7 @@ async fn tool_invoke_signs_method_and_path(backend: Backend) {
         fields.clone(),
     );
     let url = format!("{probe}/api/external/tools/weather/actions/get-forecast/invoke");
-    let (status, response) = post_text(&app, url.clone(), body.to_string()).await;
+    let (status, response) = app.post_to(url.clone(), body.to_string()).await;
     assert_eq!(status, 200, "{response}");
 
     // Signing action/product lines instead of method/path is refused, with the path to sign.
@@ -357,7 +335,7 @@ async fn tool_invoke_signs_method_and_path(backend: Backend) {
         fields.clone(),
     );
     body["signature"] = json!(wrong);
-    let (status, response) = post_text(&app, url.clone(), body.to_string()).await;
+    let (status, response) = app.post_to(url.clone(), body.to_string()).await;
     let details = assert_envelope(status, &response, 401, "EXTERNAL_SIGNATURE_WALLET_MISMATCH");
     assert_eq!(
         details["accepted_path_candidates"],
@@ -388,5 +366,5 @@ async fn tool_invoke_signs_method_and_path(backend: Backend) {
         body["signature"],
         json!(key.sign_message(&message).to_hex())
     );
-    assert_eq!(post_text(&app, url, body.to_string()).await.0, 200);
+    assert_eq!(app.post_to(url, body.to_string()).await.0, 200);
 }

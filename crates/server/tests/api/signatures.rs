@@ -118,13 +118,7 @@ async fn expired_nonce_is_expired(backend: Backend) {
     let app = spawn_app(backend).await;
     let key = PrivateKey::random();
     let past = agentpmt_server::time::now_ms() - 1_000;
-    app.execute(&format!(
-        "INSERT INTO auth_sessions (nonce, wallet_address, created_at_ms, expires_at_ms) VALUES ('old-nonce', '{}', {}, {past})",
-        key.address(),
-        past - 900_000
-    ))
-    .await
-    .unwrap();
+    app.insert_session("old-nonce", &key.address(), past).await;
     let (status, body) = app
         .post(BALANCE, &app.balance_body(&key, "old-nonce", "r1"))
         .await;
@@ -332,13 +326,8 @@ async fn replay_records_outlive_pruned_sessions(backend: Backend) {
     let body = app.balance_body(&key, &live, "kept");
     assert_eq!(app.post(BALANCE, &body).await.0, 200);
     let long_ago = agentpmt_server::time::now_ms() - 3 * 24 * 3600 * 1000;
-    app.execute(&format!(
-        "INSERT INTO auth_sessions (nonce, wallet_address, created_at_ms, expires_at_ms) VALUES ('dead', '{}', {long_ago}, {})",
-        key.address(),
-        long_ago + 900_000
-    ))
-    .await
-    .unwrap();
+    app.insert_session("dead", &key.address(), long_ago + 900_000)
+        .await;
     app.execute(&format!(
         "INSERT INTO request_replays (session_nonce, request_id, wallet_address, action, created_at_ms) VALUES ('dead', 'old', '{}', 'balance', {long_ago})",
         key.address()
