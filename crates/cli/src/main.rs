@@ -3,6 +3,7 @@
 //! - `agentpmt wallet new|import|show`: the local wallet, an encrypted keystore file
 //!   (Web3 Secret Storage v3) at `<home>/keystore/wallet.json`.
 //! - `agentpmt balance`: the wallet's credit balance (a signed request).
+//! - `agentpmt credits buy N`: buy credits with an x402 payment signed by the wallet.
 //! - `agentpmt sign`: builds and signs a request message and shows every intermediate
 //!   (canonical payload, hash, exact message, signature) to debug client signing.
 //!
@@ -11,6 +12,7 @@
 //! errors. Environment variables are listed in [`ENVIRONMENT_HELP`].
 
 mod balance;
+mod credits;
 mod keys;
 mod output;
 mod sign;
@@ -68,6 +70,9 @@ enum Command {
     Wallet(wallet::WalletCommand),
     /// Show the wallet's credit balance (a signed request to the server).
     Balance,
+    /// Buy credits with USDC (x402).
+    #[command(subcommand)]
+    Credits(credits::CreditsCommand),
     /// Sign a request message and show every step: canonical payload, hash, message, signature.
     Sign(sign::SignArgs),
 }
@@ -93,6 +98,9 @@ fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
     match cli.command {
         Command::Wallet(command) => wallet::run(command, &keystore, out),
         Command::Balance => runtime.block_on(balance::run(&cli.server, &keystore, out)),
+        Command::Credits(command) => {
+            runtime.block_on(credits::run(command, &cli.server, &keystore, out))
+        }
         Command::Sign(args) => runtime.block_on(sign::run(args, &cli.server, &keystore, out)),
     }
 }

@@ -567,3 +567,39 @@ fn server_down_is_a_clear_error() {
         .as_str()
         .is_some_and(|e| e.contains("cannot reach the server")));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credits_buy_pays_the_challenge_and_shows_the_new_balance() {
+    let server = spawn_server().await;
+    let home = Home::new();
+    let wallet = home.new_wallet();
+    let mut cmd = home.cmd();
+    cmd.args(["--server", &server.url, "credits", "buy", "1000"]);
+    let assert = run(cmd).await.success();
+    let text = stdout_of(&assert);
+    let progress = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    assert!(progress.contains("authorization signed"), "{progress}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("balance:") && l.ends_with(" 1000")),
+        "{text}"
+    );
+    assert!(text.contains("eip155:1337"), "{text}");
+
+    let mut cmd = home.cmd();
+    cmd.args(["--server", &server.url, "--json", "credits", "buy", "500"]);
+    let bought = json_of(&run(cmd).await.success());
+    assert_eq!(bought["wallet_address"], wallet.as_str());
+    assert_eq!(bought["balance_credits"], 1500);
+    assert_eq!(bought["status"], "settled");
+
+    // An invalid pack is the server's clear error, and the suggestion is shown.
+    let mut cmd = home.cmd();
+    cmd.args(["--server", &server.url, "credits", "buy", "600"]);
+    let failed = run(cmd).await.failure();
+    let err = String::from_utf8_lossy(&failed.get_output().stderr).into_owned();
+    assert!(
+        err.contains("INVALID_CREDIT_PACK") && err.contains("1000"),
+        "{err}"
+    );
+}

@@ -160,6 +160,79 @@ error_codes! {
         "This idempotency key was already used with a different request.",
         "Use a new idempotency key for a different request, or resend the original request unchanged.",
         ["Generate a new idempotency key for a new operation."];
+    /// A credit purchase asked for a number of credits that is not a valid pack.
+    INVALID_CREDIT_PACK = 400,
+        "Credits are sold in packs that are multiples of 500.",
+        "Send credits as a multiple of 500; details.suggested_credits is the next valid pack.",
+        ["Use details.suggested_credits, or any positive multiple of 500 credits (100 credits = 1 USD)."];
+    /// The requested chain or token is not offered by this server.
+    UNSUPPORTED_PAYMENT_NETWORK = 400,
+        "This server does not accept payments on that chain or in that token.",
+        "Pick one of the networks listed in details.offered (or omit chain_id and token for the default).",
+        [
+            "Omit chain_id and token to pay on the server's default network.",
+            "Otherwise send a chain_id and token listed in details.offered.",
+        ];
+    /// The x402 payment header could not be decoded.
+    PAYMENT_MALFORMED = 400,
+        "The payment header is not a base64-encoded x402 payment payload.",
+        "Send PAYMENT-SIGNATURE (or X-PAYMENT / PAYMENT) as standard base64 of the x402 v2 PaymentPayload JSON.",
+        [
+            "Base64-encode (standard alphabet, padded) the UTF-8 JSON of the payment payload.",
+            "The payload needs x402Version, accepted (a copy of one entry of accepts), and payload {signature, authorization}.",
+            "authorization holds from, to, value, validAfter, validBefore (decimal strings) and nonce (0x + 64 hex).",
+        ];
+    /// The x402 payment was decoded but does not satisfy the requirements.
+    PAYMENT_INVALID = 402,
+        "The x402 payment does not satisfy the payment requirements.",
+        "Read details.reason, sign a new authorization for one entry of accepts (in the PAYMENT-REQUIRED header) and retry.",
+        [
+            "Copy one entry of accepts verbatim into accepted.",
+            "Sign EIP-712 TransferWithAuthorization with the domain {name: extra.name, version: extra.version, chainId, verifyingContract: asset}.",
+            "Use to = payTo and value = amount exactly; validAfter <= now < validBefore (leave at least 6 seconds).",
+            "Sign with the key of authorization.from and make sure it holds enough of the token.",
+        ];
+    /// Settlement of a verified payment failed on chain; nothing was charged.
+    PAYMENT_SETTLEMENT_FAILED = 402,
+        "Settlement of the payment failed; no credits were granted.",
+        "Read details.reason (also in the PAYMENT-RESPONSE header); fix it (for example the token balance) and pay again.",
+        [
+            "Check the payer's token balance on the chain of the payment.",
+            "Sign a new authorization with a fresh nonce and retry.",
+        ];
+    /// The payment authorization is being settled by another request.
+    PAYMENT_IN_PROGRESS = 409,
+        "This payment authorization is being settled by another request.",
+        "Wait a few seconds, then check the balance or repeat the request with the same request_id.",
+        [
+            "Do not sign a new authorization for the same purchase: the first one may still settle.",
+            "Repeat the original request (same request_id and body) to get its outcome.",
+        ];
+    /// The payment authorization or transaction was already used.
+    PAYMENT_ALREADY_USED = 409,
+        "This payment authorization or transaction has already been used.",
+        "Sign a new authorization (fresh nonce) for a new purchase; to see an earlier purchase, repeat it with its request_id.",
+        [
+            "Every purchase needs its own EIP-3009 authorization nonce or its own transaction.",
+            "details.purchase_id names the purchase that used it.",
+        ];
+    /// A sponsored purchase lacks a valid sponsor signature.
+    SPONSOR_SIGNATURE_INVALID = 401,
+        "A purchase paid by another wallet needs that wallet's sponsor_signature.",
+        "Sign details.expected_message with the payer wallet (EIP-191) and send it as sponsor_signature.",
+        [
+            "Set payer_wallet_address to the paying wallet (authorization.from or the transfer sender).",
+            "Sign details.expected_message with the payer key and send it as sponsor_signature.",
+        ];
+    /// The referenced on-chain transfer does not pay for this purchase.
+    TRANSFER_INVALID = 402,
+        "The transaction does not contain a transfer that pays for this purchase.",
+        "Send the hash of a successful transfer of exactly the price, in the chosen token, to the payTo address.",
+        [
+            "Transfer exactly the price (credits x 10,000 base units for USDC) to the payTo address of the 402 challenge.",
+            "Wait until the transaction is mined before sending its hash.",
+            "Send from payer_wallet_address (or from wallet_address).",
+        ];
     /// The request took longer than the server allows.
     REQUEST_TIMEOUT = 503,
         "The request did not complete in time.",

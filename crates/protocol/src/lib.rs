@@ -7,6 +7,7 @@
 //! - [`errors`]: the error codes with status, meaning and recovery.
 //! - [`wire`]: request and response bodies.
 //! - [`address`]: wallet addresses.
+//! - [`x402`]: x402 v2 payments (challenge, payment payload, EIP-3009 authorization).
 
 pub mod address;
 pub mod canonical;
@@ -15,6 +16,7 @@ pub mod message;
 pub mod signature;
 pub mod signing;
 pub mod wire;
+pub mod x402;
 
 pub use address::{InvalidAddress, WalletAddress};
 pub use canonical::{JsonError, JsonValue};

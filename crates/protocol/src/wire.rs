@@ -209,3 +209,127 @@ pub struct AdminWalletView {
     /// The most recent entries, newest first (at most 100).
     pub recent_entries: Vec<LedgerEntryView>,
 }
+
+/// Credits are sold in packs that are multiples of this.
+pub const CREDIT_PACK_SIZE: i64 = 500;
+
+/// The next valid pack for a requested amount (at least one pack).
+pub fn suggested_pack(credits: i64) -> i64 {
+    if credits <= CREDIT_PACK_SIZE {
+        return CREDIT_PACK_SIZE;
+    }
+    credits
+        .checked_add(CREDIT_PACK_SIZE - 1)
+        .map(|c| c / CREDIT_PACK_SIZE * CREDIT_PACK_SIZE)
+        .unwrap_or(i64::MAX / CREDIT_PACK_SIZE * CREDIT_PACK_SIZE)
+}
+
+/// Exact decimal text of `cents / 100` (no floating point): `505` → `"5.05"`.
+pub fn cents_text(cents: i64) -> String {
+    let sign = if cents < 0 { "-" } else { "" };
+    let abs = cents.unsigned_abs();
+    format!("{sign}{}.{:02}", abs / 100, abs % 100)
+}
+
+/// The message a sponsor (the paying wallet) signs with EIP-191 when it pays for another
+/// wallet's credits. `reference` is `nonce:<authorization nonce>` for x402 payments or
+/// `tx:<transaction hash>` for transfers.
+pub fn sponsor_message(payer: &str, recipient: &str, credits: i64, reference: &str) -> String {
+    format!(
+        "agentpmt-external-sponsor\npayer:{}\nrecipient:{}\ncredits:{credits}\n{reference}",
+        payer.to_ascii_lowercase(),
+        recipient.to_ascii_lowercase()
+    )
+}
+
+/// `POST /api/external/credits/purchase` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PurchaseRequest {
+    /// Wallet receiving the credits.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub wallet_address: WalletAddress,
+    /// Credits to buy: a positive multiple of 500 (100 credits = 1 USD).
+    pub credits: i64,
+    /// `x402` (pay with an EIP-3009 authorization in the payment header) or `transfer`
+    /// (`transaction_hash` of a token transfer the payer already made to `payTo`).
+    pub payment_method: String,
+    /// The paying wallet, when it differs from `wallet_address` (sponsored purchase).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub payer_wallet_address: Option<WalletAddress>,
+    /// Idempotency key: the same key and body return the first result again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// On-chain transfer paying for the purchase (`payment_method: transfer`); also an
+    /// idempotency key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction_hash: Option<String>,
+    /// Contact e-mail for the receipt (stored, optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Chain of the payment (default: the server's default network, Base on production).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_id: Option<u64>,
+    /// Token symbol (`USDC` or `EURC`; default `USDC`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// EIP-191 signature of the payer over [`sponsor_message`], required when the payer is
+    /// not `wallet_address`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sponsor_signature: Option<String>,
+}
+
+/// How a purchase was paid.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PurchasePayment {
+    /// `x402` or `transfer`.
+    pub method: String,
+    /// CAIP-2 network (`eip155:8453`).
+    pub network: String,
+    /// Chain id.
+    pub chain_id: u64,
+    /// Token symbol.
+    pub token: String,
+    /// Token contract.
+    pub asset: String,
+    /// Price in the token's atomic units (decimal string).
+    pub amount_base_units: String,
+    /// Price in USD, exact decimal text.
+    pub amount_usd: String,
+    /// The paying wallet.
+    pub payer_wallet_address: String,
+    /// The receiving wallet.
+    pub pay_to: String,
+    /// Settlement transaction hash.
+    pub transaction: String,
+    /// `evm` (settled by this server), `facilitator`, or `dev` (no chain: test credits).
+    pub settlement: String,
+}
+
+/// `POST /api/external/credits/purchase` response (200 settled, 202 pending).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PurchaseResponse {
+    pub success: bool,
+    /// `settled` (credits granted) or `pending` (settlement broadcast, outcome not known yet:
+    /// repeat the same request to learn it; never sign again).
+    pub status: String,
+    /// Purchase id.
+    pub purchase_id: String,
+    /// Credited wallet (lowercase).
+    pub wallet_address: String,
+    /// Credits bought.
+    pub credits_purchased: i64,
+    /// Balance after the purchase (null while pending).
+    pub balance_credits: Option<i64>,
+    /// The idempotency key sent, if any.
+    pub request_id: Option<String>,
+    /// Settlement transaction hash (empty while unknown).
+    pub transaction_hash: String,
+    /// Payment details.
+    pub payment: PurchasePayment,
+    /// Human-readable summary.
+    pub message: String,
+}

@@ -18,7 +18,10 @@
 pub mod keystore;
 
 use agentpmt_protocol::signing::{sign_body, BuildError};
-use agentpmt_protocol::wire::{BalanceResponse, ErrorBody, SessionRequest, SessionResponse};
+use agentpmt_protocol::wire::{
+    BalanceResponse, ErrorBody, PurchaseResponse, SessionRequest, SessionResponse,
+};
+use agentpmt_protocol::x402::{self, PaymentRequired, PaymentRequirements};
 pub use agentpmt_protocol::{ErrorCode, PrivateKey, SignedAction, WalletAddress};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -242,6 +245,114 @@ impl Client {
         self.signed_call(SignedAction::Balance, &[], Map::new())
             .await
     }
+
+    /// Buys `credits` (a multiple of 500) with an x402 payment signed by this wallet:
+    /// asks for the 402 challenge, signs an EIP-3009 authorization for its first accepted
+    /// network (or the one `chain_id` / `token` select), sends it, and, while settlement is
+    /// pending, repeats the same request (same `request_id`, never a new signature) until it
+    /// settles, fails, or `wait` passes. `progress` hears each step.
+    pub async fn buy_credits(
+        &self,
+        credits: i64,
+        chain_id: Option<u64>,
+        token: Option<&str>,
+        wait: Duration,
+        mut progress: impl FnMut(PurchaseProgress<'_>),
+    ) -> Result<PurchaseResponse> {
+        let url = format!("{}/api/external/credits/purchase", self.base_url);
+        let mut body = serde_json::json!({
+            "wallet_address": self.key.address().to_string(),
+            "credits": credits,
+            "payment_method": "x402",
+            "request_id": uuid::Uuid::new_v4().to_string(),
+        });
+        if let Some(chain_id) = chain_id {
+            body["chain_id"] = chain_id.into();
+        }
+        if let Some(token) = token {
+            body["token"] = token.into();
+        }
+        let response = self.http.post(&url).json(&body).send().await?;
+        if response.status().as_u16() != 402 {
+            return decode(response).await;
+        }
+        let header = response
+            .headers()
+            .get(x402::HEADER_PAYMENT_REQUIRED)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let required: PaymentRequired = match header {
+            Some(h) => x402::decode_header(&h).map_err(|e| Error::Decode {
+                status: 402,
+                message: e.to_string(),
+            })?,
+            None => decode_json(402, &response.bytes().await?)?,
+        };
+        let requirement = required.accepts.first().ok_or_else(|| Error::Decode {
+            status: 402,
+            message: "the challenge offers no way to pay".into(),
+        })?;
+        progress(PurchaseProgress::Challenge(requirement));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let payment =
+            x402::sign_authorization(&self.key, requirement, Some(required.resource.clone()), now)
+                .map_err(|e| Error::Decode {
+                    status: 402,
+                    message: e.to_string(),
+                })?;
+        let header = x402::encode_header(&payment);
+        progress(PurchaseProgress::Signed);
+        let deadline = Instant::now() + wait;
+        loop {
+            let response = self
+                .http
+                .post(&url)
+                .header(x402::HEADER_PAYMENT_SIGNATURE, &header)
+                .json(&body)
+                .send()
+                .await?;
+            let status = response.status().as_u16();
+            let conflict_in_progress = status == 409;
+            let result: Result<PurchaseResponse> = decode(response).await;
+            match result {
+                Ok(r) if r.status == "pending" && Instant::now() < deadline => {
+                    progress(PurchaseProgress::Pending(&r));
+                }
+                Err(Error::Api(f))
+                    if conflict_in_progress
+                        && f.code == Some(ErrorCode::PAYMENT_IN_PROGRESS)
+                        && Instant::now() < deadline =>
+                {
+                    progress(PurchaseProgress::Waiting);
+                }
+                other => return other,
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+}
+
+/// Steps of [`Client::buy_credits`].
+#[derive(Debug)]
+pub enum PurchaseProgress<'a> {
+    /// The server asked for this payment.
+    Challenge(&'a PaymentRequirements),
+    /// The authorization is signed and being sent.
+    Signed,
+    /// Settlement was broadcast; waiting for its outcome.
+    Pending(&'a PurchaseResponse),
+    /// Another request is settling this purchase; waiting.
+    Waiting,
+}
+
+fn decode_json<T: DeserializeOwned>(status: u16, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Decode {
+        status,
+        message: e.to_string(),
+    })
 }
 
 /// Decodes a success body as `T`, or an error body as [`Error::Api`].

@@ -5,6 +5,7 @@ use crate::auth::sessions::SessionStore;
 use crate::config::{ConfigError, ServerConfig};
 use crate::db::{Db, DbOptions};
 use crate::error::{ApiError, RequestContext, REQUEST_CONTEXT};
+use crate::payments::Payments;
 use crate::{admin, auth, credits, openapi};
 use agentpmt_protocol::ErrorCode;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -33,6 +34,8 @@ pub struct Inner {
     pub admin_token_digest: Option<[u8; 32]>,
     /// Absolute base URL of this server.
     pub public_url: Arc<str>,
+    /// Payment networks and settlement backends.
+    pub payments: Payments,
 }
 
 /// Cheaply clonable handle to [`Inner`].
@@ -80,6 +83,26 @@ impl Server {
     /// Connects to the database, applies migrations and binds the listening socket.
     pub async fn build(config: ServerConfig) -> Result<Server, Error> {
         let admin_token_digest = config.admin_token_digest()?;
+        let networks = config.networks()?;
+        let payments = {
+            use secrecy::ExposeSecret;
+            Payments::new(
+                networks,
+                config
+                    .settlement_private_key
+                    .as_ref()
+                    .map(|k| k.expose_secret()),
+                Duration::from_millis(config.receipt_poll_ms.max(10)),
+                config.fault,
+            )
+            .map_err(ConfigError::from)?
+        };
+        if payments.networks.is_dev() {
+            tracing::warn!(
+                network = "eip155:1337",
+                "payments run on the DEV NETWORK: signatures and fields are checked, no chain is used and no funds move; configure --payments-config for real chains"
+            );
+        }
         let db = Db::connect(
             &config.database_url,
             &DbOptions {
@@ -106,6 +129,7 @@ impl Server {
             replay_claims,
             admin_token_digest,
             public_url,
+            payments,
         }));
         let router = build_router(state.clone());
         Ok(Server {
@@ -134,7 +158,8 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let sweeper = tokio::spawn(sweep_sessions(self.state.clone(), stop_rx));
+        let sweeper = tokio::spawn(sweep_sessions(self.state.clone(), stop_rx.clone()));
+        let reconciler = tokio::spawn(reconcile_payments(self.state.clone(), stop_rx));
         tracing::info!(address = %self.local_addr(), public_url = %self.state.public_url,
             backend = ?self.state.db.backend(), "serving the External Agent API");
         let served = axum::serve(
@@ -146,6 +171,7 @@ impl Server {
         .await;
         let _ = stop_tx.send(true);
         let _ = sweeper.await;
+        let _ = reconciler.await;
         self.state.db.close().await;
         served.map_err(Error::Io)
     }
@@ -257,6 +283,25 @@ async fn sweep_sessions(state: AppState, mut stop: tokio::sync::watch::Receiver<
                     Ok(0) => {}
                     Ok(n) => tracing::info!(sessions = n, "pruned expired sessions"),
                     Err(e) => tracing::warn!(error = %e, "session pruning failed"),
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Reconciles settlements whose outcome is unknown: once at start-up (a crash between
+/// broadcast and credit), then every `reconcile_interval_secs`.
+async fn reconcile_payments(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let period = Duration::from_secs(state.config.reconcile_interval_secs.max(1));
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                match state.payments.reconcile_open(&state.db).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(purchases = n, "reconciled open settlements"),
+                    Err(e) => tracing::warn!(error = %e.message(), "settlement reconciliation failed"),
                 }
             }
             _ = stop.changed() => return,

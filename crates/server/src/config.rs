@@ -14,7 +14,12 @@
 //! | `--request-timeout-secs` | `AGENTPMT_REQUEST_TIMEOUT_SECS` | `30` |
 //! | `--db-max-connections` | `AGENTPMT_DB_MAX_CONNECTIONS` | `16` |
 //! | `--log-format` | `AGENTPMT_LOG_FORMAT` | `text` |
+//! | `--payments-config` | `AGENTPMT_PAYMENTS_CONFIG` | none (the dev network) |
+//! | `--settlement-private-key` | `AGENTPMT_SETTLEMENT_PRIVATE_KEY` | none |
+//! | `--reconcile-interval-secs` | `AGENTPMT_RECONCILE_INTERVAL_SECS` | `30` |
 
+use crate::payments::networks::{NetworkConfigError, Networks, PaymentsFile};
+use crate::payments::Fault;
 use clap::{Args, ValueEnum};
 use secrecy::SecretString;
 use std::net::SocketAddr;
@@ -25,6 +30,8 @@ pub const DEFAULT_SESSION_TTL_SECS: u64 = 900;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_DB_MAX_CONNECTIONS: u32 = 16;
+pub const DEFAULT_RECONCILE_INTERVAL_SECS: u64 = 30;
+pub const DEFAULT_RECEIPT_POLL_MS: u64 = 500;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -83,6 +90,39 @@ pub struct ServerConfig {
     /// Log format.
     #[arg(long, env = "AGENTPMT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// TOML file of accepted payment networks (see the README); none: the dev network.
+    #[arg(long, env = "AGENTPMT_PAYMENTS_CONFIG")]
+    pub payments_config: Option<String>,
+
+    /// Gas-paying private key (hex) of `evm` settlement.
+    #[arg(long, env = "AGENTPMT_SETTLEMENT_PRIVATE_KEY", hide_env_values = true,
+          value_parser = parse_key)]
+    pub settlement_private_key: Option<SecretString>,
+
+    /// How often open settlements are reconciled from chain state, in seconds.
+    #[arg(long, env = "AGENTPMT_RECONCILE_INTERVAL_SECS", default_value_t = DEFAULT_RECONCILE_INTERVAL_SECS)]
+    pub reconcile_interval_secs: u64,
+
+    /// Payment networks given directly (embedding and tests); wins over `payments_config`.
+    #[arg(skip)]
+    pub payments: Option<PaymentsFile>,
+
+    /// Receipt polling interval of `evm` settlement, in milliseconds.
+    #[arg(skip = DEFAULT_RECEIPT_POLL_MS)]
+    pub receipt_poll_ms: u64,
+
+    /// Injected fault (tests of recovery paths only).
+    #[arg(skip)]
+    pub fault: Option<Fault>,
+}
+
+fn parse_key(s: &str) -> Result<SecretString, String> {
+    let hex = s.trim().strip_prefix("0x").unwrap_or(s.trim());
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("the settlement key must be 32 bytes of hex".into());
+    }
+    Ok(SecretString::from(s.trim().to_owned()))
 }
 
 fn parse_secret(s: &str) -> Result<SecretString, String> {
@@ -105,11 +145,26 @@ impl Default for ServerConfig {
             request_timeout_secs: DEFAULT_REQUEST_TIMEOUT_SECS,
             db_max_connections: DEFAULT_DB_MAX_CONNECTIONS,
             log_format: LogFormat::Text,
+            payments_config: None,
+            settlement_private_key: None,
+            reconcile_interval_secs: DEFAULT_RECONCILE_INTERVAL_SECS,
+            payments: None,
+            receipt_poll_ms: DEFAULT_RECEIPT_POLL_MS,
+            fault: None,
         }
     }
 }
 
 impl ServerConfig {
+    /// The accepted payment networks: `payments`, else the file, else the dev network.
+    pub fn networks(&self) -> Result<Networks, ConfigError> {
+        Ok(match (&self.payments, &self.payments_config) {
+            (Some(file), _) => Networks::resolve(file)?,
+            (None, Some(path)) => Networks::load(path)?,
+            (None, None) => Networks::dev(),
+        })
+    }
+
     /// The SHA-256 of the configured admin token, if any.
     pub fn admin_token_digest(&self) -> Result<Option<[u8; 32]>, ConfigError> {
         use secrecy::ExposeSecret;
@@ -136,4 +191,8 @@ impl ServerConfig {
 pub enum ConfigError {
     #[error("--admin-token-sha256 must be 64 hex digits")]
     AdminTokenDigest,
+    #[error(transparent)]
+    Payments(#[from] NetworkConfigError),
+    #[error(transparent)]
+    Settlement(#[from] crate::payments::settle::SettlerError),
 }

@@ -40,6 +40,10 @@ pub struct ApiError {
     details: Map<String, Value>,
     issues: Option<Vec<ValidationIssue>>,
     source: Option<anyhow::Error>,
+    /// Extra top-level body fields (e.g. the x402 challenge beside the envelope).
+    fields: Map<String, Value>,
+    /// Extra response headers (e.g. `PAYMENT-RESPONSE`).
+    headers: Vec<(axum::http::HeaderName, HeaderValue)>,
 }
 
 /// Result alias for handlers.
@@ -54,7 +58,24 @@ impl ApiError {
             details: Map::new(),
             issues: None,
             source: None,
+            fields: Map::new(),
+            headers: Vec::new(),
         }
+    }
+
+    /// Adds a top-level body field; envelope fields keep their values.
+    pub fn with_field(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.fields.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// Adds a response header (ignored when the value is not a valid header value).
+    pub fn with_header(mut self, name: &'static str, value: &str) -> Self {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            self.headers
+                .push((axum::http::HeaderName::from_static(name), value));
+        }
+        self
     }
 
     /// Adds a field to `details`.
@@ -147,7 +168,7 @@ impl IntoResponse for ApiError {
             Some(issues) => serde_json::to_value(issues).unwrap_or(Value::Null),
             None => Value::String(self.message.clone()),
         };
-        let body = json!({
+        let envelope = json!({
             "success": false,
             "error": status_label(status),
             "message": self.message,
@@ -159,12 +180,20 @@ impl IntoResponse for ApiError {
             "help_doc": format!("{public_url}/docs"),
             "details": details,
         });
+        let mut body = self.fields;
+        if let Value::Object(envelope) = envelope {
+            body.extend(envelope);
+        }
+        let body = Value::Object(body);
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, axum::Json(body)).into_response();
         response.headers_mut().insert(
             axum::http::header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
         );
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, value);
+        }
         response
     }
 }

@@ -17,6 +17,8 @@ use agentpmt_protocol::WalletAddress;
 pub mod kind {
     /// An operator's grant or removal through the admin API.
     pub const ADMIN_ADJUSTMENT: &str = "admin_adjustment";
+    /// Credits bought with an x402 payment or an on-chain transfer.
+    pub const CREDIT_PURCHASE: &str = "credit_purchase";
 }
 
 /// A change to post.

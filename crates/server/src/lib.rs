@@ -1,8 +1,8 @@
 //! The External Agent API server.
 //!
 //! One module per area of the API, each with its routes and queries:
-//! [`auth`] (sessions, signed-request verification), [`credits`] (balance), [`admin`]
-//! (operator API). Shared pieces: [`db`] (SQLite/PostgreSQL), [`ledger`] (credit ledger),
+//! [`auth`] (sessions, signed-request verification), [`credits`] (balance, purchase), [`admin`]
+//! (operator API), [`payments`] (x402 networks, verification, settlement, reconciliation). Shared pieces: [`db`] (SQLite/PostgreSQL), [`ledger`] (credit ledger),
 //! [`error`] (the error envelope), [`extract`] (body and path extractors), [`config`].
 
 pub mod admin;
@@ -15,6 +15,7 @@ pub mod error;
 pub mod extract;
 pub mod ledger;
 pub mod openapi;
+pub mod payments;
 pub mod time;
 
 pub use app::{AppState, Error, Server};

@@ -3,6 +3,10 @@
 //! Endpoints:
 //! - `POST /api/external/credits/balance` — signed (`action:balance`, `product:-`, empty
 //!   payload): the wallet's spendable credits.
+//! - `POST /api/external/credits/purchase` — buy credits with x402 or a transfer
+//!   ([`purchase`]).
+
+pub mod purchase;
 
 use crate::app::AppState;
 use crate::auth::{Signed, SignedEndpoint};
@@ -19,7 +23,9 @@ use utoipa_axum::routes;
 
 /// This area's routes.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(balance))
+    OpenApiRouter::new()
+        .routes(routes!(balance))
+        .routes(routes!(purchase::purchase))
 }
 
 /// The balance request has no fields besides the envelope.

@@ -114,6 +114,12 @@ pub struct AppOptions {
     pub admin_token: bool,
     pub session_ttl_secs: u64,
     pub max_body_bytes: usize,
+    /// Payment networks (None: the dev network).
+    pub payments: Option<agentpmt_server::payments::networks::PaymentsFile>,
+    /// Gas-paying key of evm settlement.
+    pub settlement_key: Option<String>,
+    pub fault: Option<agentpmt_server::payments::Fault>,
+    pub reconcile_interval_secs: u64,
 }
 
 impl Default for AppOptions {
@@ -122,6 +128,10 @@ impl Default for AppOptions {
             admin_token: true,
             session_ttl_secs: 900,
             max_body_bytes: 64 * 1024,
+            payments: None,
+            settlement_key: None,
+            fault: None,
+            reconcile_interval_secs: 3600,
         }
     }
 }
@@ -166,6 +176,11 @@ pub async fn spawn_on(database_url: &str, options: AppOptions) -> TestApp {
         session_ttl_secs: options.session_ttl_secs,
         max_body_bytes: options.max_body_bytes,
         db_max_connections: 8,
+        payments: options.payments.clone(),
+        settlement_private_key: options.settlement_key.clone().map(SecretString::from),
+        fault: options.fault,
+        reconcile_interval_secs: options.reconcile_interval_secs,
+        receipt_poll_ms: 50,
         ..ServerConfig::default()
     };
     let server = Server::build(config).await.expect("server starts");

@@ -14,6 +14,7 @@ async fn document_lists_every_route(backend: Backend) {
     for (path, method) in [
         ("/api/external/auth/session", "post"),
         ("/api/external/credits/balance", "post"),
+        ("/api/external/credits/purchase", "post"),
         ("/api/admin/wallets/{address}", "get"),
         ("/api/admin/wallets/{address}/credits", "post"),
         ("/openapi.json", "get"),
@@ -34,6 +35,8 @@ async fn document_lists_every_route(backend: Backend) {
         "SessionResponse",
         "BalanceResponse",
         "SignedEnvelope",
+        "PurchaseRequest",
+        "PurchaseResponse",
     ] {
         assert!(schemas.contains_key(schema), "schema {schema} missing");
     }

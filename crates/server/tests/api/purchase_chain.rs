@@ -1,0 +1,511 @@
+//! Credit purchases settled on a real chain (anvil + the repository's EIP-3009 token):
+//! end to end, parallel replays of one authorization, refused payments, reverted
+//! settlement, a crash between broadcast and credit, transfers, and the official x402 client.
+
+use crate::backend_tests;
+use crate::chain::{repo_root, Chain, GAS_KEY};
+use crate::helpers::{spawn_app_with, spawn_on, AppOptions, Backend, TestApp};
+use crate::purchase::{now_secs, pay, purchase, requirement_of, settle_response};
+use agentpmt_protocol::x402::{encode_header, sign_authorization, PaymentRequirements};
+use agentpmt_protocol::PrivateKey;
+use agentpmt_server::payments::Fault;
+use alloy::primitives::U256;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+backend_tests!(
+    purchase_settles_on_chain,
+    one_authorization_in_twenty_parallel_purchases_pays_once,
+    refused_payments_move_nothing,
+    failed_settlement_grants_nothing,
+    crash_after_broadcast_is_credited_once_after_restart,
+    transfer_purchase_credits_once,
+    official_x402_client_buys_credits
+);
+
+const PRICE: u64 = 5_000_000;
+
+async fn spawn(backend: Backend, chain: &Chain, fault: Option<Fault>) -> TestApp {
+    spawn_app_with(
+        backend,
+        AppOptions {
+            payments: Some(chain.payments()),
+            settlement_key: Some(GAS_KEY.into()),
+            fault,
+            ..AppOptions::default()
+        },
+    )
+    .await
+}
+
+async fn credits(app: &TestApp, wallet: &str) -> i64 {
+    app.scalar(&format!(
+        "SELECT COALESCE(MAX(balance_credits), 0) FROM wallets WHERE address = '{wallet}'"
+    ))
+    .await
+}
+
+async fn challenge(app: &TestApp, body: &Value) -> PaymentRequirements {
+    let (status, challenge, headers) = purchase(app, body, None).await;
+    requirement_of(status, &challenge, &headers)
+}
+
+async fn purchase_settles_on_chain(backend: Backend) {
+    let chain = Chain::start().await;
+    let app = spawn(backend, &chain, None).await;
+    let payer = PrivateKey::random();
+    chain.mint(payer.address().address(), 12 * PRICE).await;
+    let wallet = payer.address().to_string();
+    let body = json!({"wallet_address": wallet, "credits": 500, "payment_method": "x402", "chain_id": 31337, "token": "USDC"});
+    let req = challenge(&app, &body).await;
+    assert_eq!(req.network, "eip155:31337");
+    assert_eq!(req.asset, chain.token.to_checksum(None));
+    assert_eq!(req.pay_to, chain.pay_to.to_checksum(None));
+    assert!(req.extra.get("settlement").is_none());
+    let (status, paid, headers) =
+        purchase(&app, &body, Some(("PAYMENT-SIGNATURE", &pay(&payer, &req)))).await;
+    assert_eq!(status, StatusCode::OK, "{paid}");
+    assert_eq!(paid["balance_credits"], 500);
+    assert_eq!(paid["payment"]["settlement"], "evm");
+    let settled = settle_response(&headers);
+    assert!(settled.success);
+    assert_eq!(settled.network, "eip155:31337");
+    assert_eq!(settled.transaction, paid["transaction_hash"]);
+    assert_eq!(chain.balance(chain.pay_to).await, U256::from(PRICE));
+    assert_eq!(
+        chain.balance(payer.address().address()).await,
+        U256::from(11 * PRICE)
+    );
+    assert_eq!(credits(&app, &wallet).await, 500);
+}
+
+async fn one_authorization_in_twenty_parallel_purchases_pays_once(backend: Backend) {
+    let chain = Chain::start().await;
+    let app = spawn(backend, &chain, None).await;
+    let payer = PrivateKey::random();
+    chain.mint(payer.address().address(), 10 * PRICE).await;
+    let wallet = payer.address().to_string();
+    let body = json!({"wallet_address": wallet, "credits": 500, "payment_method": "x402"});
+    let req = challenge(&app, &body).await;
+    let header = pay(&payer, &req);
+    let gas_nonce = chain.gas_key_nonce().await;
+    let results = futures::future::join_all(
+        (0..20).map(|_| purchase(&app, &body, Some(("PAYMENT-SIGNATURE", header.as_str())))),
+    )
+    .await;
+    let ok = results.iter().filter(|r| r.0 == StatusCode::OK).count();
+    assert_eq!(
+        ok,
+        1,
+        "{:?}",
+        results
+            .iter()
+            .map(|r| (r.0, r.1["error_code"].clone()))
+            .collect::<Vec<_>>()
+    );
+    for (status, body, _) in results.iter().filter(|r| r.0 != StatusCode::OK) {
+        assert_eq!(*status, StatusCode::CONFLICT, "{body}");
+        let code = body["error_code"].as_str().unwrap();
+        assert!(
+            code == "PAYMENT_IN_PROGRESS" || code == "PAYMENT_ALREADY_USED",
+            "{code}"
+        );
+    }
+    assert_eq!(
+        chain.gas_key_nonce().await,
+        gas_nonce + 1,
+        "exactly one transaction"
+    );
+    assert_eq!(chain.balance(chain.pay_to).await, U256::from(PRICE));
+    assert_eq!(credits(&app, &wallet).await, 500);
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM ledger_entries WHERE kind = 'credit_purchase'")
+            .await,
+        1
+    );
+}
+
+async fn refused_payments_move_nothing(backend: Backend) {
+    let chain = Chain::start().await;
+    let app = spawn(backend, &chain, None).await;
+    let payer = PrivateKey::random();
+    chain.mint(payer.address().address(), 10 * PRICE).await;
+    let wallet = payer.address().to_string();
+    let body = json!({"wallet_address": wallet, "credits": 500, "payment_method": "x402"});
+    let req = challenge(&app, &body).await;
+    let gas_nonce = chain.gas_key_nonce().await;
+    let now = now_secs();
+
+    // Requirement variants the client signs for (accepted no longer equals the offer, or the
+    // signed fields differ from it).
+    let tweak = |f: &dyn Fn(&mut PaymentRequirements)| {
+        let mut r = req.clone();
+        f(&mut r);
+        r
+    };
+    let other_address = PrivateKey::random().address().to_checksum();
+    let cases: Vec<(String, Value, &str)> = vec![
+        {
+            // Wrong payTo, signed consistently, accepted copied verbatim.
+            let p = sign_authorization(
+                &payer,
+                &tweak(&|r| r.pay_to = other_address.clone()),
+                None,
+                now,
+            )
+            .unwrap();
+            let mut v = serde_json::to_value(&p).unwrap();
+            v["accepted"] = serde_json::to_value(&req).unwrap();
+            (
+                "wrong payTo".into(),
+                v,
+                "invalid_exact_evm_payload_recipient_mismatch",
+            )
+        },
+        {
+            let p = sign_authorization(
+                &payer,
+                &tweak(&|r| r.amount = (PRICE - 1).to_string()),
+                None,
+                now,
+            )
+            .unwrap();
+            let mut v = serde_json::to_value(&p).unwrap();
+            v["accepted"] = serde_json::to_value(&req).unwrap();
+            (
+                "amount too small".into(),
+                v,
+                "invalid_exact_evm_payload_authorization_value",
+            )
+        },
+        {
+            let p = sign_authorization(
+                &payer,
+                &tweak(&|r| r.amount = (PRICE + 1).to_string()),
+                None,
+                now,
+            )
+            .unwrap();
+            let mut v = serde_json::to_value(&p).unwrap();
+            v["accepted"] = serde_json::to_value(&req).unwrap();
+            (
+                "amount too large".into(),
+                v,
+                "invalid_exact_evm_payload_authorization_value",
+            )
+        },
+        {
+            // Signed for another token contract (EIP-712 domain): signature does not verify.
+            let p = sign_authorization(
+                &payer,
+                &tweak(&|r| r.asset = other_address.clone()),
+                None,
+                now,
+            )
+            .unwrap();
+            let mut v = serde_json::to_value(&p).unwrap();
+            v["accepted"] = serde_json::to_value(&req).unwrap();
+            (
+                "wrong asset domain".into(),
+                v,
+                "invalid_exact_evm_payload_signature",
+            )
+        },
+        {
+            let p = sign_authorization(
+                &payer,
+                &tweak(&|r| r.asset = other_address.clone()),
+                None,
+                now,
+            )
+            .unwrap();
+            (
+                "wrong asset accepted".into(),
+                serde_json::to_value(&p).unwrap(),
+                "invalid_payment_requirements",
+            )
+        },
+        {
+            let p = sign_authorization(
+                &payer,
+                &tweak(&|r| r.network = "eip155:8453".into()),
+                None,
+                now,
+            )
+            .unwrap();
+            (
+                "wrong network".into(),
+                serde_json::to_value(&p).unwrap(),
+                "invalid_payment_requirements",
+            )
+        },
+        {
+            let p = sign_authorization(
+                &payer,
+                &tweak(&|r| r.network = "eip155:8453".into()),
+                None,
+                now,
+            )
+            .unwrap();
+            let mut v = serde_json::to_value(&p).unwrap();
+            v["accepted"] = serde_json::to_value(&req).unwrap();
+            (
+                "signed for another chain".into(),
+                v,
+                "invalid_exact_evm_payload_signature",
+            )
+        },
+        {
+            // Expired: signed long ago with a short window.
+            let p = sign_authorization(
+                &payer,
+                &tweak(&|r| r.max_timeout_seconds = 60),
+                None,
+                now - 3600,
+            )
+            .unwrap();
+            let mut v = serde_json::to_value(&p).unwrap();
+            v["accepted"] = serde_json::to_value(&req).unwrap();
+            (
+                "expired".into(),
+                v,
+                "invalid_exact_evm_payload_authorization_valid_before",
+            )
+        },
+        {
+            // Not yet valid: validAfter in the future (re-signed).
+            let p = sign_authorization(&payer, &req, None, now).unwrap();
+            let mut v = serde_json::to_value(&p).unwrap();
+            v["payload"]["authorization"]["validAfter"] = json!((now + 3600).to_string());
+            (
+                "not yet valid (unsigned change)".into(),
+                v,
+                "invalid_exact_evm_payload_signature",
+            )
+        },
+        {
+            let mut future = sign_authorization(&payer, &req, None, now).unwrap();
+            future.payload.authorization.valid_after = (now + 3600).to_string();
+            future.payload.authorization.valid_before = (now + 7200).to_string();
+            let auth = agentpmt_protocol::x402::decode_payment_header(&encode_header(&future))
+                .unwrap()
+                .authorization;
+            let digest = agentpmt_protocol::x402::transfer_digest(&auth, &req.domain().unwrap());
+            future.payload.signature = payer.sign_digest(&digest).to_hex();
+            (
+                "not yet valid".into(),
+                serde_json::to_value(&future).unwrap(),
+                "invalid_exact_evm_payload_authorization_valid_after",
+            )
+        },
+        {
+            // Signer is not authorization.from.
+            let other = PrivateKey::random();
+            let p = sign_authorization(&other, &req, None, now).unwrap();
+            let mut v = serde_json::to_value(&p).unwrap();
+            v["payload"]["authorization"]["from"] = json!(payer.address().to_checksum());
+            (
+                "signer is not from".into(),
+                v,
+                "invalid_exact_evm_payload_signature",
+            )
+        },
+        {
+            let p = sign_authorization(&payer, &req, None, now).unwrap();
+            let mut v = serde_json::to_value(&p).unwrap();
+            v["payload"]["signature"] = json!(format!("0x{}", "11".repeat(65)));
+            (
+                "bad signature".into(),
+                v,
+                "invalid_exact_evm_payload_signature",
+            )
+        },
+    ];
+    for (name, payload, reason) in cases {
+        let (status, err, headers) =
+            purchase(&app, &body, Some(("X-PAYMENT", &encode_header(&payload)))).await;
+        assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{name}: {err}");
+        assert_eq!(err["error_code"], "PAYMENT_INVALID", "{name}");
+        assert_eq!(err["details"]["reason"], reason, "{name}: {err}");
+        let settled = settle_response(&headers);
+        assert!(!settled.success && settled.transaction.is_empty(), "{name}");
+        assert_eq!(settled.error_reason.as_deref(), Some(reason));
+    }
+    for (name, header) in [
+        ("not base64", "%%%".to_owned()),
+        ("not json", encode_header(&"x")),
+    ] {
+        let (status, err, _) = purchase(&app, &body, Some(("PAYMENT-SIGNATURE", &header))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{name}: {err}");
+        assert_eq!(err["error_code"], "PAYMENT_MALFORMED");
+    }
+    assert_eq!(
+        chain.gas_key_nonce().await,
+        gas_nonce,
+        "no transaction was sent"
+    );
+    assert_eq!(chain.balance(chain.pay_to).await, U256::ZERO);
+    assert_eq!(credits(&app, &wallet).await, 0);
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM credit_purchases").await, 0);
+}
+
+async fn failed_settlement_grants_nothing(backend: Backend) {
+    let chain = Chain::start().await;
+    let app = spawn(backend, &chain, None).await;
+    // The payer signs a valid authorization but holds too few tokens.
+    let payer = PrivateKey::random();
+    chain.mint(payer.address().address(), PRICE - 1).await;
+    let wallet = payer.address().to_string();
+    let body = json!({"wallet_address": wallet, "credits": 500, "payment_method": "x402"});
+    let req = challenge(&app, &body).await;
+    let header = pay(&payer, &req);
+    let (status, err, headers) = purchase(&app, &body, Some(("PAYMENT-SIGNATURE", &header))).await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{err}");
+    assert_eq!(err["details"]["reason"], "insufficient_funds");
+    let settled = settle_response(&headers);
+    assert!(!settled.success);
+    assert_eq!(settled.error_reason.as_deref(), Some("insufficient_funds"));
+    assert_eq!(credits(&app, &wallet).await, 0);
+
+    // Once funded, the same authorization pays (it was never used on chain).
+    chain.mint(payer.address().address(), 1).await;
+    let (status, paid, _) = purchase(&app, &body, Some(("PAYMENT-SIGNATURE", &header))).await;
+    assert_eq!(status, StatusCode::OK, "{paid}");
+    assert_eq!(credits(&app, &wallet).await, 500);
+    assert_eq!(chain.balance(chain.pay_to).await, U256::from(PRICE));
+}
+
+async fn crash_after_broadcast_is_credited_once_after_restart(backend: Backend) {
+    let chain = Chain::start().await;
+    let app = spawn(backend, &chain, Some(Fault::CrashAfterBroadcast)).await;
+    let payer = PrivateKey::random();
+    chain.mint(payer.address().address(), PRICE).await;
+    let wallet = payer.address().to_string();
+    let body = json!({"wallet_address": wallet, "credits": 500, "payment_method": "x402", "request_id": "crash-1"});
+    let req = challenge(&app, &body).await;
+    let header = pay(&payer, &req);
+    let (status, err, _) = purchase(&app, &body, Some(("PAYMENT-SIGNATURE", &header))).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{err}");
+    // The transfer happened on chain, the credit did not.
+    assert_eq!(chain.balance(chain.pay_to).await, U256::from(PRICE));
+    assert_eq!(credits(&app, &wallet).await, 0);
+
+    // A restarted server reconciles at start-up from chain state.
+    let restarted = spawn_on(
+        &app.database_url,
+        AppOptions {
+            payments: Some(chain.payments()),
+            settlement_key: Some(GAS_KEY.into()),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    let mut waited = 0;
+    while credits(&restarted, &wallet).await == 0 && waited < 200 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    assert_eq!(credits(&restarted, &wallet).await, 500);
+    // The client's retry gets the settled purchase; nothing is granted twice.
+    let (status, paid, _) = purchase(&restarted, &body, Some(("PAYMENT-SIGNATURE", &header))).await;
+    assert_eq!(status, StatusCode::OK, "{paid}");
+    assert_eq!(paid["balance_credits"], 500);
+    let (status, _, _) = purchase(
+        &restarted,
+        &json!({"wallet_address": wallet, "credits": 500, "payment_method": "x402"}),
+        Some(("PAYMENT-SIGNATURE", &header)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    restarted
+        .state
+        .payments
+        .reconcile_open(&restarted.state.db)
+        .await
+        .unwrap();
+    assert_eq!(credits(&restarted, &wallet).await, 500);
+    assert_eq!(chain.balance(chain.pay_to).await, U256::from(PRICE));
+    assert_eq!(
+        restarted
+            .scalar("SELECT COUNT(*) FROM ledger_entries WHERE kind = 'credit_purchase'")
+            .await,
+        1
+    );
+}
+
+async fn transfer_purchase_credits_once(backend: Backend) {
+    let chain = Chain::start().await;
+    let app = spawn(backend, &chain, None).await;
+    let payer = PrivateKey::random();
+    chain.mint(payer.address().address(), 10 * PRICE).await;
+    let wallet = payer.address().to_string();
+    let tx = chain.transfer(&payer, chain.pay_to, PRICE).await;
+    let body = json!({"wallet_address": wallet, "credits": 500, "payment_method": "transfer", "transaction_hash": tx});
+    let (status, paid, _) = purchase(&app, &body, None).await;
+    assert_eq!(status, StatusCode::OK, "{paid}");
+    assert_eq!(paid["payment"]["method"], "transfer");
+    assert_eq!(paid["transaction_hash"], tx);
+    let (status, again, _) = purchase(&app, &body, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["purchase_id"], paid["purchase_id"]);
+    // Someone else claiming the same transaction for their wallet.
+    let thief = PrivateKey::random().address().to_string();
+    let stolen = json!({"wallet_address": thief, "credits": 500, "payment_method": "transfer", "transaction_hash": tx});
+    let (status, err, _) = purchase(&app, &stolen, None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{err}");
+    assert_eq!(err["error_code"], "PAYMENT_ALREADY_USED");
+    // A transfer of the wrong amount, and one the thief did not make.
+    let short = chain.transfer(&payer, chain.pay_to, PRICE - 1).await;
+    let body = json!({"wallet_address": wallet, "credits": 500, "payment_method": "transfer", "transaction_hash": short});
+    let (status, err, _) = purchase(&app, &body, None).await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{err}");
+    assert_eq!(err["error_code"], "TRANSFER_INVALID");
+    let other = chain.transfer(&payer, chain.pay_to, PRICE).await;
+    let stolen = json!({"wallet_address": thief, "credits": 500, "payment_method": "transfer", "transaction_hash": other});
+    let (status, err, _) = purchase(&app, &stolen, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{err}");
+    assert_eq!(err["error_code"], "SPONSOR_SIGNATURE_INVALID");
+    assert_eq!(credits(&app, &wallet).await, 500);
+    assert_eq!(credits(&app, &thief).await, 0);
+}
+
+async fn official_x402_client_buys_credits(backend: Backend) {
+    let chain = Chain::start().await;
+    let app = spawn(backend, &chain, None).await;
+    let payer = PrivateKey::random();
+    chain.mint(payer.address().address(), 3 * PRICE).await;
+    let wallet = payer.address().to_string();
+    let body = json!({"wallet_address": wallet, "credits": 500, "payment_method": "x402"});
+    let script = repo_root().join("tests/evm/x402-pay.mjs");
+    let output = tokio::process::Command::new("node")
+        .arg(&script)
+        .arg(app.url(crate::purchase::PURCHASE))
+        .arg(body.to_string())
+        .env(
+            "X402_PRIVATE_KEY",
+            format!("0x{}", hex::encode(payer.secret_bytes())),
+        )
+        .output()
+        .await
+        .expect("node runs (Node.js is required; ./scripts/test installs tests/evm)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "x402-pay failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: Value = serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
+    assert_eq!(result["status"], 200, "{result}");
+    assert_eq!(result["body"]["balance_credits"], 500);
+    assert_eq!(result["paymentResponse"]["success"], true, "{result}");
+    assert_eq!(
+        result["paymentResponse"]["transaction"],
+        result["body"]["transaction_hash"]
+    );
+    assert_eq!(credits(&app, &wallet).await, 500);
+    assert_eq!(chain.balance(chain.pay_to).await, U256::from(PRICE));
+    assert_eq!(
+        chain.balance(payer.address().address()).await,
+        U256::from(2 * PRICE)
+    );
+}
