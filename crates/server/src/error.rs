@@ -40,9 +40,15 @@ pub struct ApiError {
     details: Map<String, Value>,
     issues: Option<Vec<ValidationIssue>>,
     source: Option<anyhow::Error>,
-    /// Extra top-level body fields (e.g. the x402 challenge beside the envelope).
+    /// Extra top-level body fields and response headers (rare; boxed to keep errors small).
+    extras: Option<Box<Extras>>,
+}
+
+/// Extra top-level body fields (e.g. the x402 challenge beside the envelope) and response
+/// headers (e.g. `PAYMENT-RESPONSE`).
+#[derive(Debug, Default)]
+struct Extras {
     fields: Map<String, Value>,
-    /// Extra response headers (e.g. `PAYMENT-RESPONSE`).
     headers: Vec<(axum::http::HeaderName, HeaderValue)>,
 }
 
@@ -58,21 +64,25 @@ impl ApiError {
             details: Map::new(),
             issues: None,
             source: None,
-            fields: Map::new(),
-            headers: Vec::new(),
+            extras: None,
         }
     }
 
     /// Adds a top-level body field; envelope fields keep their values.
     pub fn with_field(mut self, key: &str, value: impl Into<Value>) -> Self {
-        self.fields.insert(key.to_owned(), value.into());
+        self.extras
+            .get_or_insert_with(Default::default)
+            .fields
+            .insert(key.to_owned(), value.into());
         self
     }
 
     /// Adds a response header (ignored when the value is not a valid header value).
     pub fn with_header(mut self, name: &'static str, value: &str) -> Self {
         if let Ok(value) = HeaderValue::from_str(value) {
-            self.headers
+            self.extras
+                .get_or_insert_with(Default::default)
+                .headers
                 .push((axum::http::HeaderName::from_static(name), value));
         }
         self
@@ -180,7 +190,8 @@ impl IntoResponse for ApiError {
             "help_doc": format!("{public_url}/docs"),
             "details": details,
         });
-        let mut body = self.fields;
+        let extras = self.extras.map(|e| *e).unwrap_or_default();
+        let mut body = extras.fields;
         if let Value::Object(envelope) = envelope {
             body.extend(envelope);
         }
@@ -191,7 +202,7 @@ impl IntoResponse for ApiError {
             axum::http::header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
         );
-        for (name, value) in self.headers {
+        for (name, value) in extras.headers {
             response.headers_mut().insert(name, value);
         }
         response

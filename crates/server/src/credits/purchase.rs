@@ -440,18 +440,32 @@ async fn x402_purchase(
     let settler = payments
         .settler(offer.network.chain_id)
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no settler for a configured chain")))?;
-    settler
-        .preflight(offer, &payment)
-        .await
-        .map_err(|refusal| {
-            refused(
-                ErrorCode::PAYMENT_INVALID,
-                offer,
-                resource.clone(),
-                refusal,
+    if let Err(refusal) = settler.preflight(offer, &payment).await {
+        // Used on chain meanwhile by a request of ours that won the claim: say so.
+        if refusal.reason == "invalid_exact_evm_nonce_already_used" {
+            if let Some((purchase_id, status)) = store::authorization_holder(
+                &mut state.db.read().await?,
+                offer.network.chain_id as i64,
+                &format!("{:#x}", offer.token.address),
                 &payer.to_string(),
+                &nonce_hex,
             )
-        })?;
+            .await?
+            {
+                return Err(claim_error(ClaimConflict::Payment {
+                    purchase_id,
+                    status,
+                }));
+            }
+        }
+        return Err(refused(
+            ErrorCode::PAYMENT_INVALID,
+            offer,
+            resource.clone(),
+            refusal,
+            &payer.to_string(),
+        ));
+    }
 
     let mut row = new_row(
         request,

@@ -21,16 +21,20 @@ use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolEvent;
 use std::time::Duration;
 
-alloy::sol! {
-    #[sol(rpc)]
-    interface IEip3009 {
-        function transferWithAuthorization(address from, address to, uint256 value, uint256 validAfter, uint256 validBefore, bytes32 nonce, uint8 v, bytes32 r, bytes32 s) external;
-        function authorizationState(address authorizer, bytes32 nonce) external view returns (bool);
-        function balanceOf(address account) external view returns (uint256);
-        event Transfer(address indexed from, address indexed to, uint256 value);
-        event AuthorizationUsed(address indexed authorizer, bytes32 indexed nonce);
+mod abi {
+    #![allow(clippy::too_many_arguments)]
+    alloy::sol! {
+        #[sol(rpc)]
+        interface IEip3009 {
+            function transferWithAuthorization(address from, address to, uint256 value, uint256 validAfter, uint256 validBefore, bytes32 nonce, uint8 v, bytes32 r, bytes32 s) external;
+            function authorizationState(address authorizer, bytes32 nonce) external view returns (bool);
+            function balanceOf(address account) external view returns (uint256);
+            event Transfer(address indexed from, address indexed to, uint256 value);
+            event AuthorizationUsed(address indexed authorizer, bytes32 indexed nonce);
+        }
     }
 }
+use abi::IEip3009;
 
 /// Result of [`Settler::broadcast`].
 #[derive(Debug)]
