@@ -25,7 +25,12 @@ alloy::sol! {
         function balanceOf(address account) external view returns (uint256);
         function transfer(address to, uint256 value) external returns (bool);
         function authorizationState(address authorizer, bytes32 nonce) external view returns (bool);
+        function transferWithAuthorization(address from, address to, uint256 value, uint256 validAfter, uint256 validBefore, bytes32 nonce, bytes signature) external;
     }
+}
+
+fn text_of(v: &serde_json::Value) -> String {
+    v.as_str().unwrap_or_default().to_owned()
 }
 
 /// The repository root.
@@ -186,6 +191,40 @@ impl Chain {
             .await
             .unwrap();
         format!("{:#x}", receipt.transaction_hash)
+    }
+
+    /// Submits an x402 exact-EVM payload's authorization from `submitter` (a facilitator's
+    /// job); returns the transaction hash, or the revert as an error.
+    pub async fn submit_authorization(
+        &self,
+        submitter: &str,
+        payload: &serde_json::Value,
+    ) -> Result<String, String> {
+        let signer: PrivateKeySigner = submitter.parse().unwrap();
+        let provider = ProviderBuilder::new()
+            .wallet(EthereumWallet::from(signer))
+            .connect_http(self.anvil.rpc_url.parse().unwrap());
+        let auth = &payload["authorization"];
+        let text = |k: &str| auth[k].as_str().unwrap_or_default().to_owned();
+        let number = |k: &str| U256::from_str_radix(&text(k), 10).unwrap_or_default();
+        let signature = hex::decode(text_of(&payload["signature"]).trim_start_matches("0x"))
+            .unwrap_or_default();
+        let token = ITestToken::new(self.token, &provider);
+        let call = token.transferWithAuthorization(
+            text("from").parse().map_err(|_| "bad from".to_owned())?,
+            text("to").parse().map_err(|_| "bad to".to_owned())?,
+            number("value"),
+            number("validAfter"),
+            number("validBefore"),
+            text("nonce").parse().map_err(|_| "bad nonce".to_owned())?,
+            Bytes::from(signature),
+        );
+        let pending = call.send().await.map_err(|e| e.to_string())?;
+        let receipt = pending.get_receipt().await.map_err(|e| e.to_string())?;
+        if !receipt.status() {
+            return Err("reverted".into());
+        }
+        Ok(format!("{:#x}", receipt.transaction_hash))
     }
 
     /// The payments configuration of a server settling on this chain.

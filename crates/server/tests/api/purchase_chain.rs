@@ -20,7 +20,8 @@ backend_tests!(
     failed_settlement_grants_nothing,
     crash_after_broadcast_is_credited_once_after_restart,
     transfer_purchase_credits_once,
-    official_x402_client_buys_credits
+    official_x402_client_buys_credits,
+    remote_facilitator_verifies_and_settles
 );
 
 const PRICE: u64 = 5_000_000;
@@ -508,4 +509,112 @@ async fn official_x402_client_buys_credits(backend: Backend) {
         chain.balance(payer.address().address()).await,
         U256::from(2 * PRICE)
     );
+}
+
+/// A small x402 facilitator over HTTP (`/verify`, `/settle`, `/supported`) that settles on
+/// the test chain with its own key, as a remote facilitator would.
+async fn spawn_facilitator(
+    chain: std::sync::Arc<Chain>,
+    settles: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> String {
+    use axum::routing::{get, post};
+    use axum::Json;
+    const FACILITATOR_KEY: &str =
+        "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a";
+    let verify_chain = chain.clone();
+    let verify = move |Json(body): Json<Value>| {
+        let chain = verify_chain.clone();
+        async move {
+            let auth = &body["paymentPayload"]["payload"]["authorization"];
+            let req = &body["paymentRequirements"];
+            let from: alloy::primitives::Address = auth["from"]
+                .as_str()
+                .unwrap_or_default()
+                .parse()
+                .unwrap_or_default();
+            let value =
+                U256::from_str_radix(auth["value"].as_str().unwrap_or("0"), 10).unwrap_or_default();
+            if auth["to"].as_str().map(str::to_lowercase)
+                != req["payTo"].as_str().map(str::to_lowercase)
+            {
+                return Json(
+                    json!({"isValid": false, "invalidReason": "invalid_exact_evm_payload_recipient_mismatch"}),
+                );
+            }
+            if chain.balance(from).await < value {
+                return Json(
+                    json!({"isValid": false, "invalidReason": "insufficient_funds", "invalidMessage": "balance too low", "payer": auth["from"]}),
+                );
+            }
+            Json(json!({"isValid": true, "payer": auth["from"]}))
+        }
+    };
+    let settle = move |Json(body): Json<Value>| {
+        let chain = chain.clone();
+        let settles = settles.clone();
+        async move {
+            settles.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let network = body["paymentRequirements"]["network"].clone();
+            match chain
+                .submit_authorization(FACILITATOR_KEY, &body["paymentPayload"]["payload"])
+                .await
+            {
+                Ok(tx) => Json(json!({"success": true, "transaction": tx, "network": network})),
+                Err(e) => Json(
+                    json!({"success": false, "transaction": "", "network": network,
+                    "errorReason": "invalid_exact_evm_transaction_failed", "errorMessage": e}),
+                ),
+            }
+        }
+    };
+    let app = axum::Router::new()
+        .route("/facilitator/verify", post(verify))
+        .route("/facilitator/settle", post(settle))
+        .route("/facilitator/supported", get(|| async { Json(json!({"kinds": [{"x402Version": 2, "scheme": "exact", "network": "eip155:31337"}]})) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/facilitator")
+}
+
+async fn remote_facilitator_verifies_and_settles(backend: Backend) {
+    use agentpmt_server::payments::networks::SettlementKind;
+    let chain = std::sync::Arc::new(Chain::start().await);
+    let settles = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let url = spawn_facilitator(chain.clone(), settles.clone()).await;
+    let mut payments = chain.payments();
+    payments.networks[0].settlement = SettlementKind::Facilitator;
+    payments.networks[0].facilitator_url = Some(url);
+    let app = spawn_app_with(
+        backend,
+        AppOptions {
+            payments: Some(payments),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+
+    // A payer without funds: the facilitator's verification refuses, nothing is settled.
+    let poor = PrivateKey::random();
+    let body = json!({"wallet_address": poor.address().to_string(), "credits": 500, "payment_method": "x402"});
+    let req = challenge(&app, &body).await;
+    let (status, err, _) =
+        purchase(&app, &body, Some(("PAYMENT-SIGNATURE", &pay(&poor, &req)))).await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{err}");
+    assert_eq!(err["details"]["reason"], "insufficient_funds");
+    assert_eq!(settles.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    let payer = PrivateKey::random();
+    chain.mint(payer.address().address(), PRICE).await;
+    let wallet = payer.address().to_string();
+    let body = json!({"wallet_address": wallet, "credits": 500, "payment_method": "x402"});
+    let req = challenge(&app, &body).await;
+    let (status, paid, headers) =
+        purchase(&app, &body, Some(("PAYMENT-SIGNATURE", &pay(&payer, &req)))).await;
+    assert_eq!(status, StatusCode::OK, "{paid}");
+    assert_eq!(paid["payment"]["settlement"], "facilitator");
+    assert!(settle_response(&headers).success);
+    assert_eq!(settles.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(chain.balance(chain.pay_to).await, U256::from(PRICE));
+    assert_eq!(credits(&app, &wallet).await, 500);
 }
