@@ -3,11 +3,12 @@
 //! Every error response has the envelope
 //! `{success: false, error, message, error_code, code, detail, request_id, help_url,
 //! help_doc, details: {checklist, ...}}`; `detail` repeats `message` as a string, except
-//! for 422 where it is the `[{loc, msg, type}]` list. 5xx bodies are opaque: the cause
+//! for 422 where it is the `[{loc, msg, type}]` list. A 429 adds
+//! `rate_limit: {limit, window_seconds, retry_after_seconds}` and a `Retry-After` header. 5xx bodies are opaque: the cause
 //! goes to the log under the same `request_id`.
 
 use agentpmt_protocol::errors::status_label;
-use agentpmt_protocol::wire::ValidationIssue;
+use agentpmt_protocol::wire::{RateLimitInfo, ValidationIssue};
 use agentpmt_protocol::ErrorCode;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -39,6 +40,7 @@ pub struct ApiError {
     message: String,
     details: Map<String, Value>,
     issues: Option<Vec<ValidationIssue>>,
+    rate_limit: Option<RateLimitInfo>,
     source: Option<anyhow::Error>,
 }
 
@@ -53,8 +55,28 @@ impl ApiError {
             message: message.into(),
             details: Map::new(),
             issues: None,
+            rate_limit: None,
             source: None,
         }
+    }
+
+    /// A 429 `RATE_LIMITED` with the `rate_limit` object and a `Retry-After` header.
+    pub fn rate_limited(message: impl Into<String>, rate_limit: RateLimitInfo) -> Self {
+        let mut err = ApiError::new(ErrorCode::RATE_LIMITED, message);
+        err.rate_limit = Some(rate_limit);
+        err
+    }
+
+    /// A 503 `SERVICE_UNAVAILABLE` whose cause is logged, not sent.
+    pub fn unavailable(message: impl Into<String>, source: impl Into<anyhow::Error>) -> Self {
+        let mut err = ApiError::new(ErrorCode::SERVICE_UNAVAILABLE, message);
+        err.source = Some(source.into());
+        err
+    }
+
+    /// The `rate_limit` of a 429.
+    pub fn rate_limit(&self) -> Option<RateLimitInfo> {
+        self.rate_limit
     }
 
     /// Adds a field to `details`.
@@ -147,7 +169,7 @@ impl IntoResponse for ApiError {
             Some(issues) => serde_json::to_value(issues).unwrap_or(Value::Null),
             None => Value::String(self.message.clone()),
         };
-        let body = json!({
+        let mut body = json!({
             "success": false,
             "error": status_label(status),
             "message": self.message,
@@ -159,12 +181,21 @@ impl IntoResponse for ApiError {
             "help_doc": format!("{public_url}/docs"),
             "details": details,
         });
+        if let Some(rate_limit) = self.rate_limit {
+            body["rate_limit"] = json!(rate_limit);
+        }
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, axum::Json(body)).into_response();
         response.headers_mut().insert(
             axum::http::header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
         );
+        if let Some(rate_limit) = self.rate_limit {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                HeaderValue::from(rate_limit.retry_after_seconds.max(1)),
+            );
+        }
         response
     }
 }

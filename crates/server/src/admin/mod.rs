@@ -231,6 +231,9 @@ pub async fn adjust_credits(
         match posted {
             Ok(entry) => {
                 tx.commit().await?;
+                state
+                    .metrics
+                    .ledger_posting(&entry.kind, entry.amount_credits);
                 tracing::info!(wallet = %wallet, amount_credits = entry.amount_credits, balance_after = entry.balance_after, "admin credit adjustment");
                 let balance = entry.balance_after;
                 return Ok((
