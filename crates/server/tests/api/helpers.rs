@@ -114,6 +114,8 @@ pub struct AppOptions {
     pub admin_token: bool,
     pub session_ttl_secs: u64,
     pub max_body_bytes: usize,
+    /// Any further change to the configuration (limits, trusted proxies, ...).
+    pub configure: Option<fn(&mut ServerConfig)>,
 }
 
 impl Default for AppOptions {
@@ -122,6 +124,17 @@ impl Default for AppOptions {
             admin_token: true,
             session_ttl_secs: 900,
             max_body_bytes: 64 * 1024,
+            configure: None,
+        }
+    }
+}
+
+impl AppOptions {
+    /// Default options with `configure` applied to the configuration.
+    pub fn configured(configure: fn(&mut ServerConfig)) -> Self {
+        AppOptions {
+            configure: Some(configure),
+            ..AppOptions::default()
         }
     }
 }
@@ -157,7 +170,7 @@ pub async fn spawn_app_with(backend: Backend, options: AppOptions) -> TestApp {
 
 /// A second server on an existing database (several instances behind a load balancer).
 pub async fn spawn_on(database_url: &str, options: AppOptions) -> TestApp {
-    let config = ServerConfig {
+    let mut config = ServerConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
         database_url: database_url.to_owned(),
         admin_token: options
@@ -168,6 +181,9 @@ pub async fn spawn_on(database_url: &str, options: AppOptions) -> TestApp {
         db_max_connections: 8,
         ..ServerConfig::default()
     };
+    if let Some(configure) = options.configure {
+        configure(&mut config);
+    }
     let server = Server::build(config).await.expect("server starts");
     let addr = server.local_addr();
     let state = server.state().clone();
@@ -223,6 +239,27 @@ impl TestApp {
     pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
         self.post_bytes(path, serde_json::to_vec(body).unwrap())
             .await
+    }
+
+    /// POSTs a JSON body with extra headers; returns status, headers and JSON body.
+    pub async fn post_with_headers(
+        &self,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut request = self.http.post(self.url(path)).json(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        (
+            status,
+            headers,
+            response.json().await.unwrap_or(Value::Null),
+        )
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {

@@ -5,10 +5,14 @@ mod helpers;
 
 mod admin;
 mod balance;
+mod discovery;
 mod envelope;
+mod identity;
 mod ledger;
 mod logs;
 mod openapi;
+mod operations;
 mod payload_forms;
+mod rate_limits;
 mod sessions;
 mod signatures;
