@@ -4,6 +4,7 @@
 //! - `admin wallet ADDRESS` — balance, ledger totals and recent entries.
 //! - `admin credits grant ADDRESS AMOUNT --reason R [--idempotency-key K]`
 //! - `admin credits remove ADDRESS AMOUNT --reason R [--idempotency-key K]`
+//! - `admin help-tickets [--limit N]` — the newest agent-help tickets.
 //!
 //! New operator commands go into [`AdminCommand`] as the operator API grows.
 
@@ -29,6 +30,12 @@ pub enum AdminCommand {
     /// Grant or remove a wallet's credits.
     #[command(subcommand)]
     Credits(CreditsCommand),
+    /// The newest questions and failing requests agents posted to agent-help.
+    HelpTickets {
+        /// How many, newest first (1-100).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
+        limit: u32,
+    },
 }
 
 /// `admin credits` subcommands.
@@ -104,6 +111,29 @@ pub async fn run(command: AdminCommand, server: &str, out: &Output) -> Result<()
                 ));
             }
             out.emit(&view, &rows);
+        }
+        AdminCommand::HelpTickets { limit } => {
+            let list = client
+                .help_tickets(limit)
+                .await
+                .map_err(|e| output::sdk_error(e, server))?;
+            let rows: Vec<(&str, String)> = list
+                .tickets
+                .iter()
+                .map(|t| {
+                    (
+                        "ticket",
+                        format!(
+                            "{} {} [{}] {}",
+                            t.created_at,
+                            t.ticket_id,
+                            t.error_code.as_deref().unwrap_or("-"),
+                            t.message.chars().take(120).collect::<String>()
+                        ),
+                    )
+                })
+                .collect();
+            out.emit(&list, &rows);
         }
         AdminCommand::Credits(command) => {
             let (adjustment, sign) = match command {

@@ -663,6 +663,21 @@ async fn admin_commands_grant_remove_and_show() {
     assert_eq!(view["balance_credits"], 300);
     assert_eq!(view["ledger_entry_count"], 2);
 
+    let help = reqwest::Client::new()
+        .post(format!("{}/api/external/agent-help", server.url))
+        .json(&json!({"message": "where are my credits?", "error_code": "INSUFFICIENT_CREDITS"}))
+        .send()
+        .await
+        .expect("agent-help");
+    assert_eq!(help.status().as_u16(), 201);
+    let tickets = json_of(
+        &run(admin(&["help-tickets", "--limit", "5"]))
+            .await
+            .success(),
+    );
+    assert_eq!(tickets["tickets"][0]["message"], "where are my credits?");
+    assert_eq!(tickets["tickets"][0]["error_code"], "INSUFFICIENT_CREDITS");
+
     let mut cmd = home.cmd();
     cmd.args(["--server", &server.url, "admin", "wallet", KNOWN_ADDRESS]);
     let refused = run(cmd).await.code(1);

@@ -352,3 +352,28 @@ pub struct HealthResponse {
     #[serde(default)]
     pub checks: Vec<ReadinessCheck>,
 }
+
+/// One agent-help ticket as the operator API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HelpTicketView {
+    pub ticket_id: String,
+    pub message: String,
+    pub request_id: Option<String>,
+    pub error_code: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub context: Option<serde_json::Value>,
+    /// Client IP address the ticket came from.
+    pub source: String,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+}
+
+/// `GET /api/admin/help-tickets` response: newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HelpTicketList {
+    pub success: bool,
+    pub limit: i64,
+    pub tickets: Vec<HelpTicketView>,
+}

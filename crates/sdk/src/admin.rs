@@ -1,7 +1,9 @@
 //! Client of the operator API (`/api/admin/…`), authenticated with the admin bearer token.
 
 use crate::{decode, Error, Result, WalletAddress};
-use agentpmt_protocol::wire::{AdminWalletView, CreditAdjustmentRequest, CreditAdjustmentResponse};
+use agentpmt_protocol::wire::{
+    AdminWalletView, CreditAdjustmentRequest, CreditAdjustmentResponse, HelpTicketList,
+};
 use std::time::Duration;
 use zeroize::Zeroizing;
 
@@ -63,6 +65,20 @@ impl AdminClient {
             ))
             .bearer_auth(self.token.as_str())
             .json(request)
+            .send()
+            .await?;
+        decode(response).await
+    }
+
+    /// `GET /api/admin/help-tickets?limit=N`: the newest agent-help tickets.
+    pub async fn help_tickets(&self, limit: u32) -> Result<HelpTicketList> {
+        let response = self
+            .http
+            .get(format!(
+                "{}/api/admin/help-tickets?limit={limit}",
+                self.base_url
+            ))
+            .bearer_auth(self.token.as_str())
             .send()
             .await?;
         decode(response).await

@@ -17,8 +17,8 @@
 //! | `--trusted-proxies` | `AGENTPMT_TRUSTED_PROXIES` | none (comma-separated IPs or CIDRs) |
 //! | `--agentaddress-limit` | `AGENTPMT_AGENTADDRESS_LIMIT` | `1` |
 //! | `--agentaddress-window-secs` | `AGENTPMT_AGENTADDRESS_WINDOW_SECS` | `60` |
-//! | `--ip-rate-per-sec` | `AGENTPMT_IP_RATE_PER_SEC` | `50` (0: off) |
-//! | `--ip-rate-burst` | `AGENTPMT_IP_RATE_BURST` | `200` |
+//! | `--ip-rate-per-sec` | `AGENTPMT_IP_RATE_PER_SEC` | `100` (0: off) |
+//! | `--ip-rate-burst` | `AGENTPMT_IP_RATE_BURST` | `1000` |
 //! | `--wallet-rate-per-sec` | `AGENTPMT_WALLET_RATE_PER_SEC` | `1000` (0: off) |
 //! | `--wallet-rate-burst` | `AGENTPMT_WALLET_RATE_BURST` | `2000` |
 
@@ -35,8 +35,8 @@ pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_DB_MAX_CONNECTIONS: u32 = 16;
 pub const DEFAULT_AGENTADDRESS_LIMIT: u64 = 1;
 pub const DEFAULT_AGENTADDRESS_WINDOW_SECS: u64 = 60;
-pub const DEFAULT_IP_RATE_PER_SEC: u32 = 50;
-pub const DEFAULT_IP_RATE_BURST: u32 = 200;
+pub const DEFAULT_IP_RATE_PER_SEC: u32 = 100;
+pub const DEFAULT_IP_RATE_BURST: u32 = 1000;
 pub const DEFAULT_WALLET_RATE_PER_SEC: u32 = 1000;
 pub const DEFAULT_WALLET_RATE_BURST: u32 = 2000;
 
