@@ -158,8 +158,13 @@ impl Metrics {
         }
     }
 
-    /// One finished HTTP request.
+    /// One finished HTTP request. Unusual methods count as `OTHER` (clients choose the
+    /// method; the label set must stay bounded).
     pub fn request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        let method = match method {
+            "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS" => method,
+            _ => "OTHER",
+        };
         self.requests
             .get_or_create(&RequestLabels {
                 method: method.to_owned(),
@@ -259,7 +264,10 @@ mod tests {
         m.signature_failure("EXTERNAL_SIGNATURE_WALLET_MISMATCH");
         m.ledger_posting("admin_adjustment", -25);
         m.settlement("settled");
+        m.request("BREW", "unmatched", 405, Duration::from_millis(1));
         let text = m.render();
+        assert!(text.contains("method=\"OTHER\",route=\"unmatched\",status=\"405\"} 1"));
+        assert!(!text.contains("BREW"));
         assert!(text.contains(
             "agentpmt_http_requests_total{method=\"POST\",route=\"/api/external/credits/balance\",status=\"200\"} 1"
         ), "{text}");
