@@ -1,10 +1,9 @@
 //! Client of the operator API (`/api/admin/…`), authenticated with the admin bearer token.
 
-use crate::{decode, Error, Result, WalletAddress};
+use crate::{decode, default_http, Error, Result, WalletAddress};
 use agentpmt_protocol::wire::{
     AdminWalletView, CreditAdjustmentRequest, CreditAdjustmentResponse, HelpTicketList,
 };
-use std::time::Duration;
 use zeroize::Zeroizing;
 
 /// A client of one server's operator API.
@@ -29,10 +28,7 @@ impl AdminClient {
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
             return Err(Error::InvalidUrl(base_url));
         }
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .user_agent(concat!("agentpmt-sdk/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let http = default_http()?;
         Ok(AdminClient {
             http,
             base_url,

@@ -112,10 +112,7 @@ pub struct Client {
 impl Client {
     /// A client for `base_url` (e.g. `http://127.0.0.1:8080`) signing with `key`.
     pub fn new(base_url: &str, key: PrivateKey) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .user_agent(concat!("agentpmt-sdk/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let http = default_http()?;
         Self::with_http_client(base_url, key, http)
     }
 
@@ -277,10 +274,7 @@ impl Client {
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
             return Err(Error::InvalidUrl(base_url.to_owned()));
         }
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .user_agent(concat!("agentpmt-sdk/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let http = default_http()?;
         let response = http
             .post(format!("{base_url}/api/external/agentaddress"))
             .json(&serde_json::json!({}))
@@ -308,6 +302,14 @@ impl Client {
             mnemonic: Zeroizing::new(data.mnemonic.clone()),
         })
     }
+}
+
+/// The HTTP client every SDK client uses unless given one: 60 s timeout, SDK user agent.
+pub(crate) fn default_http() -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .user_agent(concat!("agentpmt-sdk/", env!("CARGO_PKG_VERSION")))
+        .build()?)
 }
 
 /// Decodes a success body as `T`, or an error body as [`Error::Api`].
