@@ -1,7 +1,9 @@
 //! `agentpmt`: command-line client of the External Agent API.
 //!
-//! - `agentpmt wallet new|import|show`: the local wallet, an encrypted keystore file
-//!   (Web3 Secret Storage v3) at `<home>/keystore/wallet.json`.
+//! - `agentpmt wallet new [--remote]|import|show`: the local wallet, an encrypted keystore
+//!   file (Web3 Secret Storage v3) at `<home>/keystore/wallet.json`; `--remote` has the
+//!   server generate it (`POST /api/external/agentaddress`).
+//! - `agentpmt admin wallet|credits …`: the operator API, with `AGENTPMT_ADMIN_TOKEN`.
 //! - `agentpmt balance`: the wallet's credit balance (a signed request).
 //! - `agentpmt credits buy N`: buy credits with an x402 payment signed by the wallet.
 //! - `agentpmt sign`: builds and signs a request message and shows every intermediate
@@ -11,6 +13,7 @@
 //! success, 1 when the command failed (the server's error envelope is shown), 2 for usage
 //! errors. Environment variables are listed in [`ENVIRONMENT_HELP`].
 
+mod admin;
 mod balance;
 mod credits;
 mod keys;
@@ -36,7 +39,8 @@ Environment:
   AGENTPMT_KEYSTORE_PASSWORD  keystore password (otherwise asked on the terminal)
   AGENTPMT_PRIVATE_KEY        0x-hex private key used instead of the keystore by every command
                               that signs (for scripts and CI), and the input of `wallet import`.
-                              A private key is never accepted as a command-line argument.";
+                              A private key is never accepted as a command-line argument.
+  AGENTPMT_ADMIN_TOKEN        the server's admin token, for `agentpmt admin ...`";
 
 /// Command-line client of the External Agent API.
 #[derive(Debug, Parser)]
@@ -75,6 +79,9 @@ enum Command {
     Credits(credits::CreditsCommand),
     /// Sign a request message and show every step: canonical payload, hash, message, signature.
     Sign(sign::SignArgs),
+    /// Operator commands (needs AGENTPMT_ADMIN_TOKEN).
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
 }
 
 fn main() -> ExitCode {
@@ -96,7 +103,11 @@ fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     match cli.command {
-        Command::Wallet(command) => wallet::run(command, &keystore, out),
+        Command::Wallet(command) => {
+            drop(runtime);
+            wallet::run(command, &keystore, &cli.server, out)
+        }
+        Command::Admin(command) => runtime.block_on(admin::run(command, &cli.server, out)),
         Command::Balance => runtime.block_on(balance::run(&cli.server, &keystore, out)),
         Command::Credits(command) => {
             runtime.block_on(credits::run(command, &cli.server, &keystore, out))

@@ -1,7 +1,8 @@
-//! `agentpmt wallet new|import|show`: the local wallet, kept as an encrypted keystore file.
+//! `agentpmt wallet new [--remote]|import|show`: the local wallet, kept as an encrypted
+//! keystore file. `--remote` has the server generate it (an AgentAddress).
 
 use crate::keys::{self, Origin};
-use crate::output::Output;
+use crate::output::{self, Output};
 use agentpmt_sdk::{keystore, PrivateKey};
 use anyhow::{anyhow, bail, Result};
 use clap::Subcommand;
@@ -11,8 +12,17 @@ use std::path::{Path, PathBuf};
 /// The `wallet` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum WalletCommand {
-    /// Generate a new private key and save it encrypted in the keystore.
-    New,
+    /// Generate a new private key and save it encrypted in the keystore. With --remote the
+    /// server generates it (POST /api/external/agentaddress, limited to one per minute per IP).
+    New {
+        /// Ask the server for a new AgentAddress instead of generating the key locally.
+        #[arg(long)]
+        remote: bool,
+        /// With --remote: also print the 12-word mnemonic (it is not kept in the keystore;
+        /// anyone who sees it controls the wallet).
+        #[arg(long, requires = "remote")]
+        show_mnemonic: bool,
+    },
     /// Save an existing private key encrypted in the keystore. The key is read from
     /// AGENTPMT_PRIVATE_KEY or a hidden prompt, never from an argument (shell history).
     Import,
@@ -37,6 +47,11 @@ struct WalletView {
     keystore: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     private_key: Option<String>,
+    /// `local` or `remote` (`wallet new` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    generated: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mnemonic: Option<String>,
 }
 
 impl WalletView {
@@ -55,6 +70,8 @@ impl WalletView {
                 let secret = zeroize::Zeroizing::new(key.secret_bytes());
                 format!("0x{}", hex::encode(&secret[..]))
             }),
+            generated: None,
+            mnemonic: None,
         }
     }
 
@@ -67,25 +84,64 @@ impl WalletView {
             Some(path) => rows.push(("keystore", path.display().to_string())),
             None => rows.push(("source", format!("environment ({})", keys::PRIVATE_KEY_ENV))),
         }
+        if let Some(generated) = self.generated {
+            rows.push(("generated", generated.to_owned()));
+        }
         if let Some(private_key) = &self.private_key {
             rows.push(("private key", private_key.clone()));
+        }
+        if let Some(mnemonic) = &self.mnemonic {
+            rows.push(("mnemonic", mnemonic.clone()));
         }
         out.emit(self, &rows);
     }
 }
 
 /// Runs one wallet subcommand against the keystore at `keystore`.
-pub fn run(command: WalletCommand, keystore: &Path, out: &Output) -> Result<()> {
+pub fn run(command: WalletCommand, keystore: &Path, server: &str, out: &Output) -> Result<()> {
     match command {
-        WalletCommand::New => {
+        WalletCommand::New {
+            remote: false,
+            show_mnemonic: _,
+        } => {
             refuse_existing(keystore)?;
             let key = PrivateKey::random();
-            save(keystore, &key, out)
+            let mut view = save(keystore, &key)?;
+            view.generated = Some("local");
+            view.print(out);
+            Ok(())
+        }
+        WalletCommand::New {
+            remote: true,
+            show_mnemonic,
+        } => {
+            refuse_existing(keystore)?;
+            // Ask for the password first: a created AgentAddress cannot be asked for twice.
+            let password = keys::new_password()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let created = runtime
+                .block_on(agentpmt_sdk::Client::create_agent_address(server))
+                .map_err(|e| output::sdk_error(e, server))?;
+            let mut view = save_with(keystore, &created.key, &password)?;
+            view.generated = Some("remote");
+            if show_mnemonic {
+                if !out.is_json() {
+                    eprintln!(
+                        "warning: the mnemonic below controls the wallet; it is not stored anywhere"
+                    );
+                }
+                view.mnemonic = Some(created.mnemonic.to_string());
+            }
+            view.print(out);
+            Ok(())
         }
         WalletCommand::Import => {
             refuse_existing(keystore)?;
             let key = keys::read_private_key()?;
-            save(keystore, &key, out)
+            save(keystore, &key)?.print(out);
+            Ok(())
         }
         WalletCommand::Show { show_private_key } => {
             let loaded = keys::load_key(keystore)?;
@@ -110,7 +166,12 @@ fn refuse_existing(keystore: &Path) -> Result<()> {
     Ok(())
 }
 
-fn save(keystore: &Path, key: &PrivateKey, out: &Output) -> Result<()> {
+fn save(keystore: &Path, key: &PrivateKey) -> Result<WalletView> {
+    let password = keys::new_password()?;
+    save_with(keystore, key, &password)
+}
+
+fn save_with(keystore: &Path, key: &PrivateKey, password: &str) -> Result<WalletView> {
     let file_name = keystore
         .file_name()
         .and_then(|n| n.to_str())
@@ -119,8 +180,6 @@ fn save(keystore: &Path, key: &PrivateKey, out: &Output) -> Result<()> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    let password = keys::new_password()?;
-    let path = keystore::save(dir, file_name, key, &password)?;
-    WalletView::new(key, &Origin::Keystore(path), false).print(out);
-    Ok(())
+    let path = keystore::save(dir, file_name, key, password)?;
+    Ok(WalletView::new(key, &Origin::Keystore(path), false))
 }

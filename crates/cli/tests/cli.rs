@@ -36,6 +36,7 @@ impl Home {
             "AGENTPMT_PRIVATE_KEY",
             "AGENTPMT_KEYSTORE",
             "AGENTPMT_SERVER",
+            "AGENTPMT_ADMIN_TOKEN",
         ] {
             cmd.env_remove(name);
         }
@@ -602,4 +603,124 @@ async fn credits_buy_pays_the_challenge_and_shows_the_new_balance() {
         err.contains("INVALID_CREDIT_PACK") && err.contains("1000"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wallet_new_remote_stores_the_server_generated_key() {
+    let server = spawn_server().await;
+    let home = Home::new();
+    let mut cmd = home.cmd();
+    cmd.args([
+        "--server",
+        &server.url,
+        "--json",
+        "wallet",
+        "new",
+        "--remote",
+        "--show-mnemonic",
+    ]);
+    let created = json_of(&run(cmd).await.success());
+    assert_eq!(created["generated"], "remote");
+    assert_eq!(created["source"], "keystore");
+    let mnemonic = created["mnemonic"].as_str().expect("mnemonic shown");
+    assert_eq!(mnemonic.split(' ').count(), 12);
+    let address = created["address"].as_str().expect("address").to_owned();
+    assert_eq!(home.shown_address(), address);
+    let keystore = std::fs::read_to_string(home.keystore()).expect("keystore");
+    assert!(
+        !keystore.contains(mnemonic),
+        "the keystore holds only the encrypted key"
+    );
+
+    // Without --show-mnemonic nothing secret is printed; the server allows one per minute
+    // per IP, so the second request is refused and no keystore is written.
+    let other = Home::new();
+    let mut cmd = other.cmd();
+    cmd.args(["--server", &server.url, "wallet", "new", "--remote"]);
+    let refused = run(cmd).await.code(1);
+    let stderr = String::from_utf8_lossy(&refused.get_output().stderr).into_owned();
+    assert!(stderr.contains("RATE_LIMITED"), "{stderr}");
+    assert!(!other.keystore().exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_commands_grant_remove_and_show() {
+    let server = spawn_server().await;
+    let home = Home::new();
+    let admin = |args: &[&str]| {
+        let mut cmd = home.cmd();
+        cmd.env("AGENTPMT_ADMIN_TOKEN", ADMIN_TOKEN)
+            .args(["--server", &server.url, "--json", "admin"])
+            .args(args);
+        cmd
+    };
+    let grant = [
+        "credits",
+        "grant",
+        KNOWN_ADDRESS,
+        "500",
+        "--reason",
+        "promo",
+        "--idempotency-key",
+        "k1",
+    ];
+    let granted = json_of(&run(admin(&grant)).await.success());
+    assert_eq!(granted["balance_credits"], 500);
+    assert_eq!(granted["idempotent_replay"], false);
+    let repeated = json_of(&run(admin(&grant)).await.success());
+    assert_eq!(repeated["balance_credits"], 500);
+    assert_eq!(repeated["idempotent_replay"], true);
+    let removed = json_of(
+        &run(admin(&[
+            "credits",
+            "remove",
+            KNOWN_ADDRESS,
+            "200",
+            "--reason",
+            "fix",
+        ]))
+        .await
+        .success(),
+    );
+    assert_eq!(removed["entry"]["amount_credits"], -200);
+    assert_eq!(removed["balance_credits"], 300);
+    let too_much = run(admin(&[
+        "credits",
+        "remove",
+        KNOWN_ADDRESS,
+        "301",
+        "--reason",
+        "x",
+    ]))
+    .await
+    .code(1);
+    assert!(String::from_utf8_lossy(&too_much.get_output().stderr).contains("INSUFFICIENT_CREDITS"));
+    let view = json_of(&run(admin(&["wallet", KNOWN_ADDRESS])).await.success());
+    assert_eq!(view["balance_credits"], 300);
+    assert_eq!(view["ledger_entry_count"], 2);
+
+    let help = reqwest::Client::new()
+        .post(format!("{}/api/external/agent-help", server.url))
+        .json(&json!({"message": "where are my credits?", "error_code": "INSUFFICIENT_CREDITS"}))
+        .send()
+        .await
+        .expect("agent-help");
+    assert_eq!(help.status().as_u16(), 201);
+    let tickets = json_of(
+        &run(admin(&["help-tickets", "--limit", "5"]))
+            .await
+            .success(),
+    );
+    assert_eq!(tickets["tickets"][0]["message"], "where are my credits?");
+    assert_eq!(tickets["tickets"][0]["error_code"], "INSUFFICIENT_CREDITS");
+
+    let mut cmd = home.cmd();
+    cmd.args(["--server", &server.url, "admin", "wallet", KNOWN_ADDRESS]);
+    let refused = run(cmd).await.code(1);
+    assert!(String::from_utf8_lossy(&refused.get_output().stderr).contains("AGENTPMT_ADMIN_TOKEN"));
+    let mut cmd = home.cmd();
+    cmd.env("AGENTPMT_ADMIN_TOKEN", "wrong-token-0123456789")
+        .args(["--server", &server.url, "admin", "wallet", KNOWN_ADDRESS]);
+    let refused = run(cmd).await.code(1);
+    assert!(String::from_utf8_lossy(&refused.get_output().stderr).contains("ADMIN_UNAUTHORIZED"));
 }

@@ -233,6 +233,15 @@ error_codes! {
             "Wait until the transaction is mined before sending its hash.",
             "Send from payer_wallet_address (or from wallet_address).",
         ];
+    /// Too many requests from this client (source address or wallet) in the window.
+    RATE_LIMITED = 429,
+        "Too many requests from this client (source IP address or wallet) in the current window.",
+        "Wait rate_limit.retry_after_seconds (also the Retry-After header) and send again.",
+        [
+            "Wait the number of seconds in the Retry-After header (rate_limit.retry_after_seconds) before retrying.",
+            "Stay under rate_limit.limit requests per rate_limit.window_seconds.",
+            "AgentAddress creation allows one new address per window per source IP: persist the address you were given and reuse it.",
+        ];
     /// The request took longer than the server allows.
     REQUEST_TIMEOUT = 503,
         "The request did not complete in time.",
@@ -301,6 +310,7 @@ mod tests {
         assert_eq!(EXTERNAL_SIGNATURE_MALFORMED.status(), 401);
         assert_eq!(EXTERNAL_SIGNATURE_WALLET_MISMATCH.status(), 401);
         assert_eq!(EXTERNAL_SIGNATURE_REQUEST_REPLAY.status(), 409);
+        assert_eq!(RATE_LIMITED.status(), 429);
     }
 
     #[test]

@@ -128,6 +128,21 @@ pub struct ErrorBody {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub details: serde_json::Value,
+    /// Only on 429 `RATE_LIMITED`: the limit that was hit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitInfo>,
+}
+
+/// The limit a 429 answer refers to (the same wait is in the `Retry-After` header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RateLimitInfo {
+    /// Requests allowed per window.
+    pub limit: u64,
+    /// Window length in seconds.
+    pub window_seconds: u64,
+    /// Seconds to wait before the next request can succeed.
+    pub retry_after_seconds: u64,
 }
 
 impl ErrorBody {
@@ -332,4 +347,157 @@ pub struct PurchaseResponse {
     pub payment: PurchasePayment,
     /// Human-readable summary.
     pub message: String,
+}
+
+/// `POST /api/external/agentaddress` response: a freshly generated wallet. The private key
+/// and mnemonic are sent exactly once; `Debug` never shows them.
+#[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AgentAddressResponse {
+    /// Always true.
+    pub success: bool,
+    pub data: AgentAddressData,
+}
+
+/// The new wallet: address, private key and the mnemonic backing it.
+#[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AgentAddressData {
+    /// EIP-55 checksummed address of the new wallet.
+    #[serde(rename = "evmAddress")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(example = "0x9858EfFD232B4033E47d90003D41EC34EcaEda94")
+    )]
+    pub evm_address: String,
+    /// Hex private key (32 bytes, 0x-prefixed) at m/44'/60'/0'/0/0. Returned once.
+    #[serde(rename = "evmPrivateKey")]
+    pub evm_private_key: String,
+    /// 12-word BIP-39 English mnemonic the key derives from. Returned once.
+    pub mnemonic: String,
+}
+
+impl std::fmt::Debug for AgentAddressResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentAddressResponse")
+            .field("success", &self.success)
+            .field("data", &self.data)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for AgentAddressData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentAddressData")
+            .field("evm_address", &self.evm_address)
+            .field("evm_private_key", &"<redacted>")
+            .field("mnemonic", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Drop for AgentAddressData {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.evm_private_key.zeroize();
+        self.mnemonic.zeroize();
+    }
+}
+
+/// Longest accepted `message` of an agent-help request, in characters.
+pub const MAX_HELP_MESSAGE_CHARS: usize = 4000;
+/// Largest accepted `context` of an agent-help request, as JSON bytes.
+pub const MAX_HELP_CONTEXT_BYTES: usize = 16 * 1024;
+
+/// `POST /api/external/agent-help` body: a question or a failing request, for operators.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AgentHelpRequest {
+    /// What went wrong or what the agent needs (1-4000 characters).
+    pub message: String,
+    /// The `request_id` of the failing response, if any.
+    #[serde(default)]
+    pub request_id: Option<String>,
+    /// The `error_code` of the failing response, if any; known codes get an automatic hint.
+    #[serde(default)]
+    pub error_code: Option<String>,
+    /// Anything else that helps (the request sent, the response received), at most 16 KiB
+    /// of JSON. Never put private keys or mnemonics here.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub context: Option<serde_json::Value>,
+}
+
+/// `POST /api/external/agent-help` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AgentHelpResponse {
+    pub success: bool,
+    /// The stored ticket; quote it when following up.
+    pub ticket_id: String,
+    /// Always `received`.
+    pub status: String,
+    /// Automatic advice for a known `error_code`, else null.
+    pub hint: Option<AgentHelpHint>,
+    /// Absolute URL of the human-readable API docs.
+    pub docs_url: String,
+}
+
+/// Automatic advice for a known error code.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AgentHelpHint {
+    pub error_code: String,
+    pub http_status: u16,
+    pub meaning: String,
+    pub recovery: String,
+    pub checklist: Vec<String>,
+}
+
+/// One check of `GET /readyz`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReadinessCheck {
+    /// `database`, `migrations`, ...
+    pub name: String,
+    /// `ok` or `failed`.
+    pub status: String,
+    /// What failed, or a short fact (e.g. the migration version).
+    pub detail: String,
+}
+
+/// `GET /readyz` and `GET /healthz` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HealthResponse {
+    /// `ok` (healthz), `ready` or `not_ready` (readyz).
+    pub status: String,
+    #[serde(default)]
+    pub checks: Vec<ReadinessCheck>,
+}
+
+/// One agent-help ticket as the operator API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HelpTicketView {
+    pub ticket_id: String,
+    pub message: String,
+    pub request_id: Option<String>,
+    pub error_code: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub context: Option<serde_json::Value>,
+    /// Client IP address the ticket came from.
+    pub source: String,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+}
+
+/// `GET /api/admin/help-tickets` response: newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HelpTicketList {
+    pub success: bool,
+    pub limit: i64,
+    pub tickets: Vec<HelpTicketView>,
 }

@@ -15,11 +15,13 @@
 //! retries with a fresh request id. Every signed call gets a new UUID request id. Server
 //! errors surface as [`Error::Api`] with the `error_code`, message and checklist.
 
+pub mod admin;
 pub mod keystore;
 
 use agentpmt_protocol::signing::{sign_body, BuildError};
 use agentpmt_protocol::wire::{
-    BalanceResponse, ErrorBody, PurchaseResponse, SessionRequest, SessionResponse,
+    AgentAddressResponse, BalanceResponse, ErrorBody, PurchaseResponse, SessionRequest,
+    SessionResponse,
 };
 use agentpmt_protocol::x402::{self, PaymentRequired, PaymentRequirements};
 pub use agentpmt_protocol::{ErrorCode, PrivateKey, SignedAction, WalletAddress};
@@ -27,6 +29,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
+use zeroize::Zeroizing;
 
 /// Renew a session this long before the server says it expires.
 const SESSION_RENEW_MARGIN: Duration = Duration::from_secs(30);
@@ -111,10 +114,7 @@ pub struct Client {
 impl Client {
     /// A client for `base_url` (e.g. `http://127.0.0.1:8080`) signing with `key`.
     pub fn new(base_url: &str, key: PrivateKey) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .user_agent(concat!("agentpmt-sdk/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let http = default_http()?;
         Self::with_http_client(base_url, key, http)
     }
 
@@ -355,8 +355,75 @@ fn decode_json<T: DeserializeOwned>(status: u16, bytes: &[u8]) -> Result<T> {
     })
 }
 
+/// A wallet the server generated (`POST /api/external/agentaddress`). The key and mnemonic
+/// were sent once; `Debug` never shows them and they are zeroized on drop.
+pub struct NewAgentAddress {
+    /// The address (lowercase form; `checksum_address` is what the server sent).
+    pub address: WalletAddress,
+    /// EIP-55 form, as sent.
+    pub checksum_address: String,
+    /// The private key (checked to belong to `address`).
+    pub key: PrivateKey,
+    /// The 12-word BIP-39 mnemonic the key derives from (m/44'/60'/0'/0/0).
+    pub mnemonic: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for NewAgentAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewAgentAddress")
+            .field("address", &self.checksum_address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Asks the server at `base_url` for a fresh AgentAddress (no wallet needed). Checks
+    /// that the returned key belongs to the returned address.
+    pub async fn create_agent_address(base_url: &str) -> Result<NewAgentAddress> {
+        let base_url = base_url.trim_end_matches('/');
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            return Err(Error::InvalidUrl(base_url.to_owned()));
+        }
+        let http = default_http()?;
+        let response = http
+            .post(format!("{base_url}/api/external/agentaddress"))
+            .json(&serde_json::json!({}))
+            .send()
+            .await?;
+        let created: AgentAddressResponse = decode(response).await?;
+        let data = &created.data;
+        let bad = |message: &str| Error::Decode {
+            status: 200,
+            message: message.to_owned(),
+        };
+        let address: WalletAddress = data
+            .evm_address
+            .parse()
+            .map_err(|_| bad("evmAddress is not an address"))?;
+        let key = PrivateKey::from_hex(&data.evm_private_key)
+            .map_err(|_| bad("evmPrivateKey is not a private key"))?;
+        if key.address() != address {
+            return Err(bad("evmPrivateKey does not belong to evmAddress"));
+        }
+        Ok(NewAgentAddress {
+            address,
+            checksum_address: data.evm_address.clone(),
+            key,
+            mnemonic: Zeroizing::new(data.mnemonic.clone()),
+        })
+    }
+}
+
+/// The HTTP client every SDK client uses unless given one: 60 s timeout, SDK user agent.
+pub(crate) fn default_http() -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .user_agent(concat!("agentpmt-sdk/", env!("CARGO_PKG_VERSION")))
+        .build()?)
+}
+
 /// Decodes a success body as `T`, or an error body as [`Error::Api`].
-async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T> {
+pub(crate) async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T> {
     let status = response.status().as_u16();
     let bytes = response.bytes().await?;
     if (200..300).contains(&status) {

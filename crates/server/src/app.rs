@@ -5,8 +5,10 @@ use crate::auth::sessions::SessionStore;
 use crate::config::{ConfigError, ServerConfig};
 use crate::db::{Db, DbOptions};
 use crate::error::{ApiError, RequestContext, REQUEST_CONTEXT};
+use crate::ops::metrics::Metrics;
 use crate::payments::Payments;
-use crate::{admin, auth, credits, openapi};
+use crate::ratelimit::Limits;
+use crate::{admin, auth, credits, help, identity, openapi, ops};
 use agentpmt_protocol::ErrorCode;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::HeaderValue;
@@ -16,7 +18,7 @@ use axum::Router;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -36,6 +38,26 @@ pub struct Inner {
     pub public_url: Arc<str>,
     /// Payment networks and settlement backends.
     pub payments: Payments,
+    /// In-memory per-IP and per-wallet limits.
+    pub limits: Limits,
+    /// This instance's Prometheus metrics.
+    pub metrics: Metrics,
+    /// The OpenAPI document as JSON, built on first use.
+    openapi: OnceLock<Arc<serde_json::Value>>,
+}
+
+impl Inner {
+    /// The OpenAPI document of every route (served at `/openapi.json`, rendered by `/docs`,
+    /// summarized by `/.well-known/agent.json`).
+    pub fn openapi_json(&self) -> Arc<serde_json::Value> {
+        self.openapi
+            .get_or_init(|| {
+                let (_, mut document) = api_router();
+                openapi::document_self(&mut document);
+                Arc::new(serde_json::to_value(&document).unwrap_or_default())
+            })
+            .clone()
+    }
 }
 
 /// Cheaply clonable handle to [`Inner`].
@@ -68,6 +90,9 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(auth::router())
         .merge(credits::router())
         .merge(admin::router())
+        .merge(identity::router())
+        .merge(help::router())
+        .merge(ops::router())
         .split_for_parts()
 }
 
@@ -122,6 +147,7 @@ impl Server {
             .into();
         let sessions = SessionStore::new(Duration::from_secs(config.session_ttl_secs), 100_000);
         let replay_claims = ReplayClaims::start(db.clone());
+        let limits = Limits::new(&config);
         let state = AppState(Arc::new(Inner {
             db,
             config,
@@ -130,6 +156,9 @@ impl Server {
             admin_token_digest,
             public_url,
             payments,
+            limits,
+            metrics: Metrics::new(),
+            openapi: OnceLock::new(),
         }));
         let router = build_router(state.clone());
         Ok(Server {
@@ -158,7 +187,7 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let sweeper = tokio::spawn(sweep_sessions(self.state.clone(), stop_rx.clone()));
+        let sweeper = tokio::spawn(sweep(self.state.clone(), stop_rx.clone()));
         let reconciler = tokio::spawn(reconcile_payments(self.state.clone(), stop_rx));
         tracing::info!(address = %self.local_addr(), public_url = %self.state.public_url,
             backend = ?self.state.db.backend(), "serving the External Agent API");
@@ -179,17 +208,31 @@ impl Server {
 
 /// Every route plus fallbacks and middleware, around `state`.
 pub fn build_router(state: AppState) -> Router {
-    let (api, mut document) = api_router();
-    openapi::document_self(&mut document);
-    let document = Arc::new(document);
+    let (api, _) = api_router();
     let api = api.route(
         "/openapi.json",
-        axum::routing::get(move || {
-            let document = document.clone();
-            async move { axum::Json(document.as_ref().clone()) }
+        axum::routing::get(|State(state): State<AppState>| async move {
+            axum::Json(state.openapi_json().as_ref().clone())
         }),
     );
     with_middleware(api, state)
+}
+
+/// The matched route template of a response, set by [`tag_route`] (absent for 404s).
+#[derive(Debug, Clone)]
+struct RouteLabel(String);
+
+/// Runs inside routing, where the matched template is known, and hands it outward.
+async fn tag_route(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let mut response = next.run(req).await;
+    if let Some(route) = route {
+        response.extensions_mut().insert(RouteLabel(route));
+    }
+    response
 }
 
 /// Adds the envelope fallbacks (404, 405) and the middleware every route runs under
@@ -197,6 +240,7 @@ pub fn build_router(state: AppState) -> Router {
 pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
     let timeout = Duration::from_secs(state.config.request_timeout_secs.max(1));
     routes
+        .route_layer(middleware::from_fn(tag_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(CatchPanicLayer::custom(
@@ -235,7 +279,8 @@ async fn enforce_timeout(State(limit): State<Duration>, req: Request, next: Next
 
 /// Sets the correlation id (echoing a sane `x-request-id`, else a fresh UUID), runs the
 /// request inside its [`RequestContext`], and logs one line per request: method, route,
-/// status, latency, id. Bodies and headers are never logged.
+/// status, latency, id; and counts it in the metrics (by matched route, `unmatched` for
+/// unknown paths). Bodies and headers are never logged.
 async fn request_context(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let request_id: Arc<str> = req
         .headers()
@@ -245,11 +290,7 @@ async fn request_context(State(state): State<AppState>, req: Request, next: Next
         .map(Arc::from)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string().into());
     let method = req.method().clone();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| req.uri().path().chars().take(200).collect());
+    let path: String = req.uri().path().chars().take(200).collect();
     let started = Instant::now();
     let ctx = RequestContext {
         request_id: request_id.clone(),
@@ -259,20 +300,33 @@ async fn request_context(State(state): State<AppState>, req: Request, next: Next
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
     }
+    let elapsed = started.elapsed();
+    let matched = response
+        .extensions()
+        .get::<RouteLabel>()
+        .map(|r| r.0.as_str());
+    state.metrics.request(
+        method.as_str(),
+        matched.unwrap_or("unmatched"),
+        response.status().as_u16(),
+        elapsed,
+    );
+    let route = matched.unwrap_or(&path);
     tracing::info!(
         target: "agentpmt::http",
         method = %method,
         route = %route,
         status = response.status().as_u16(),
-        latency_us = started.elapsed().as_micros() as u64,
+        latency_us = elapsed.as_micros() as u64,
         request_id = %request_id,
         "request"
     );
     response
 }
 
-/// Prunes long-expired sessions and their replay records every ten minutes.
-async fn sweep_sessions(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+/// Background upkeep every ten minutes, until shutdown: prunes long-expired sessions and
+/// their replay records, ended AgentAddress limiter windows, and idle in-memory buckets.
+async fn sweep(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
     let period = Duration::from_secs(600);
     // The first sweep comes one period after start-up, not at once.
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -284,6 +338,12 @@ async fn sweep_sessions(state: AppState, mut stop: tokio::sync::watch::Receiver<
                     Ok(n) => tracing::info!(sessions = n, "pruned expired sessions"),
                     Err(e) => tracing::warn!(error = %e, "session pruning failed"),
                 }
+                let window_ms = i64::try_from(state.config.agentaddress_window_secs * 1000).unwrap_or(i64::MAX);
+                let before = crate::time::now_ms().saturating_sub(window_ms.saturating_mul(2));
+                if let Err(e) = identity::limiter::prune(&state.db, before).await {
+                    tracing::warn!(error = %e, "AgentAddress limiter pruning failed");
+                }
+                state.limits.prune();
             }
             _ = stop.changed() => return,
         }

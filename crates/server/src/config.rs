@@ -17,12 +17,20 @@
 //! | `--payments-config` | `AGENTPMT_PAYMENTS_CONFIG` | none (the dev network) |
 //! | `--settlement-private-key` | `AGENTPMT_SETTLEMENT_PRIVATE_KEY` | none |
 //! | `--reconcile-interval-secs` | `AGENTPMT_RECONCILE_INTERVAL_SECS` | `30` |
+//! | `--trusted-proxies` | `AGENTPMT_TRUSTED_PROXIES` | none (comma-separated IPs or CIDRs) |
+//! | `--agentaddress-limit` | `AGENTPMT_AGENTADDRESS_LIMIT` | `1` |
+//! | `--agentaddress-window-secs` | `AGENTPMT_AGENTADDRESS_WINDOW_SECS` | `60` |
+//! | `--ip-rate-per-sec` | `AGENTPMT_IP_RATE_PER_SEC` | `100` (0: off) |
+//! | `--ip-rate-burst` | `AGENTPMT_IP_RATE_BURST` | `1000` |
+//! | `--wallet-rate-per-sec` | `AGENTPMT_WALLET_RATE_PER_SEC` | `1000` (0: off) |
+//! | `--wallet-rate-burst` | `AGENTPMT_WALLET_RATE_BURST` | `2000` |
 
 use crate::payments::networks::{NetworkConfigError, Networks, PaymentsFile};
 use crate::payments::Fault;
 use clap::{Args, ValueEnum};
 use secrecy::SecretString;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/agentpmt.db";
@@ -32,6 +40,12 @@ pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_DB_MAX_CONNECTIONS: u32 = 16;
 pub const DEFAULT_RECONCILE_INTERVAL_SECS: u64 = 30;
 pub const DEFAULT_RECEIPT_POLL_MS: u64 = 500;
+pub const DEFAULT_AGENTADDRESS_LIMIT: u64 = 1;
+pub const DEFAULT_AGENTADDRESS_WINDOW_SECS: u64 = 60;
+pub const DEFAULT_IP_RATE_PER_SEC: u32 = 100;
+pub const DEFAULT_IP_RATE_BURST: u32 = 1000;
+pub const DEFAULT_WALLET_RATE_PER_SEC: u32 = 1000;
+pub const DEFAULT_WALLET_RATE_BURST: u32 = 2000;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -115,6 +129,40 @@ pub struct ServerConfig {
     /// Injected fault (tests of recovery paths only).
     #[arg(skip)]
     pub fault: Option<Fault>,
+
+    /// Reverse proxies whose `X-Forwarded-For` is trusted (comma-separated IPs or CIDRs).
+    /// From any other peer the header is ignored and the peer address is the client.
+    #[arg(long, env = "AGENTPMT_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpNet>,
+
+    /// New AgentAddresses per source address per window, shared by every instance on the
+    /// same database.
+    #[arg(long, env = "AGENTPMT_AGENTADDRESS_LIMIT", default_value_t = DEFAULT_AGENTADDRESS_LIMIT,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub agentaddress_limit: u64,
+
+    /// Window of the AgentAddress limit, in seconds.
+    #[arg(long, env = "AGENTPMT_AGENTADDRESS_WINDOW_SECS", default_value_t = DEFAULT_AGENTADDRESS_WINDOW_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub agentaddress_window_secs: u64,
+
+    /// Sustained requests per second per client IP on unauthenticated endpoints (session
+    /// creation, AgentAddress, agent-help); 0 turns the limit off. Per instance.
+    #[arg(long, env = "AGENTPMT_IP_RATE_PER_SEC", default_value_t = DEFAULT_IP_RATE_PER_SEC)]
+    pub ip_rate_per_sec: u32,
+
+    /// Burst allowance of the per-IP limit.
+    #[arg(long, env = "AGENTPMT_IP_RATE_BURST", default_value_t = DEFAULT_IP_RATE_BURST)]
+    pub ip_rate_burst: u32,
+
+    /// Sustained signed requests per second per wallet, checked before signature recovery;
+    /// 0 turns the limit off. Per instance.
+    #[arg(long, env = "AGENTPMT_WALLET_RATE_PER_SEC", default_value_t = DEFAULT_WALLET_RATE_PER_SEC)]
+    pub wallet_rate_per_sec: u32,
+
+    /// Burst allowance of the per-wallet limit.
+    #[arg(long, env = "AGENTPMT_WALLET_RATE_BURST", default_value_t = DEFAULT_WALLET_RATE_BURST)]
+    pub wallet_rate_burst: u32,
 }
 
 fn parse_key(s: &str) -> Result<SecretString, String> {
@@ -123,6 +171,68 @@ fn parse_key(s: &str) -> Result<SecretString, String> {
         return Err("the settlement key must be 32 bytes of hex".into());
     }
     Ok(SecretString::from(s.trim().to_owned()))
+}
+
+/// An IP network (`10.0.0.0/8`, `::1`, `192.168.1.7`): a trusted-proxy entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// Whether `ip` is inside this network (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical_ip(ip);
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// `::ffff:a.b.c.d` as `a.b.c.d`; other addresses unchanged.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+impl FromStr for IpNet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr = canonical_ip(
+            addr.parse::<IpAddr>()
+                .map_err(|_| format!("{s:?} is not an IP address or CIDR network"))?,
+        );
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?}: the prefix length must be 0..={max}"))?,
+        };
+        Ok(IpNet { addr, prefix })
+    }
 }
 
 fn parse_secret(s: &str) -> Result<SecretString, String> {
@@ -151,6 +261,13 @@ impl Default for ServerConfig {
             payments: None,
             receipt_poll_ms: DEFAULT_RECEIPT_POLL_MS,
             fault: None,
+            trusted_proxies: Vec::new(),
+            agentaddress_limit: DEFAULT_AGENTADDRESS_LIMIT,
+            agentaddress_window_secs: DEFAULT_AGENTADDRESS_WINDOW_SECS,
+            ip_rate_per_sec: DEFAULT_IP_RATE_PER_SEC,
+            ip_rate_burst: DEFAULT_IP_RATE_BURST,
+            wallet_rate_per_sec: DEFAULT_WALLET_RATE_PER_SEC,
+            wallet_rate_burst: DEFAULT_WALLET_RATE_BURST,
         }
     }
 }
@@ -195,4 +312,27 @@ pub enum ConfigError {
     Payments(#[from] NetworkConfigError),
     #[error(transparent)]
     Settlement(#[from] crate::payments::settle::SettlerError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn networks_contain_their_addresses() {
+        let net: IpNet = "10.0.0.0/8".parse().unwrap();
+        assert!(net.contains("10.1.2.3".parse().unwrap()));
+        assert!(net.contains("::ffff:10.9.9.9".parse().unwrap()));
+        assert!(!net.contains("11.0.0.1".parse().unwrap()));
+        let one: IpNet = "127.0.0.1".parse().unwrap();
+        assert!(one.contains("127.0.0.1".parse().unwrap()));
+        assert!(!one.contains("127.0.0.2".parse().unwrap()));
+        let v6: IpNet = "fd00::/8".parse().unwrap();
+        assert!(v6.contains("fd12::1".parse().unwrap()));
+        assert!(!v6.contains("fe80::1".parse().unwrap()));
+        let all: IpNet = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("8.8.8.8".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<IpNet>().is_err());
+        assert!("proxy".parse::<IpNet>().is_err());
+    }
 }

@@ -3,11 +3,12 @@
 //! Every error response has the envelope
 //! `{success: false, error, message, error_code, code, detail, request_id, help_url,
 //! help_doc, details: {checklist, ...}}`; `detail` repeats `message` as a string, except
-//! for 422 where it is the `[{loc, msg, type}]` list. 5xx bodies are opaque: the cause
+//! for 422 where it is the `[{loc, msg, type}]` list. A 429 adds
+//! `rate_limit: {limit, window_seconds, retry_after_seconds}` and a `Retry-After` header. 5xx bodies are opaque: the cause
 //! goes to the log under the same `request_id`.
 
 use agentpmt_protocol::errors::status_label;
-use agentpmt_protocol::wire::ValidationIssue;
+use agentpmt_protocol::wire::{RateLimitInfo, ValidationIssue};
 use agentpmt_protocol::ErrorCode;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -48,6 +49,8 @@ pub struct ApiError {
 /// headers (e.g. `PAYMENT-RESPONSE`).
 #[derive(Debug, Default)]
 struct Extras {
+    /// The limit a 429 reports (`rate_limit` in the body, `Retry-After`).
+    rate_limit: Option<RateLimitInfo>,
     fields: Map<String, Value>,
     headers: Vec<(axum::http::HeaderName, HeaderValue)>,
 }
@@ -86,6 +89,25 @@ impl ApiError {
                 .push((axum::http::HeaderName::from_static(name), value));
         }
         self
+    }
+
+    /// A 429 `RATE_LIMITED` with the `rate_limit` object and a `Retry-After` header.
+    pub fn rate_limited(message: impl Into<String>, rate_limit: RateLimitInfo) -> Self {
+        let mut err = ApiError::new(ErrorCode::RATE_LIMITED, message);
+        err.extras.get_or_insert_with(Default::default).rate_limit = Some(rate_limit);
+        err
+    }
+
+    /// A 503 `SERVICE_UNAVAILABLE` whose cause is logged, not sent.
+    pub fn unavailable(message: impl Into<String>, source: impl Into<anyhow::Error>) -> Self {
+        let mut err = ApiError::new(ErrorCode::SERVICE_UNAVAILABLE, message);
+        err.source = Some(source.into());
+        err
+    }
+
+    /// The `rate_limit` of a 429.
+    pub fn rate_limit(&self) -> Option<RateLimitInfo> {
+        self.extras.as_ref().and_then(|e| e.rate_limit)
     }
 
     /// Adds a field to `details`.
@@ -195,7 +217,10 @@ impl IntoResponse for ApiError {
         if let Value::Object(envelope) = envelope {
             body.extend(envelope);
         }
-        let body = Value::Object(body);
+        let mut body = Value::Object(body);
+        if let Some(rate_limit) = extras.rate_limit {
+            body["rate_limit"] = json!(rate_limit);
+        }
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, axum::Json(body)).into_response();
         response.headers_mut().insert(
@@ -204,6 +229,12 @@ impl IntoResponse for ApiError {
         );
         for (name, value) in extras.headers {
             response.headers_mut().insert(name, value);
+        }
+        if let Some(rate_limit) = extras.rate_limit {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                HeaderValue::from(rate_limit.retry_after_seconds.max(1)),
+            );
         }
         response
     }

@@ -2,7 +2,10 @@
 //!
 //! One module per area of the API, each with its routes and queries:
 //! [`auth`] (sessions, signed-request verification), [`credits`] (balance, purchase), [`admin`]
-//! (operator API), [`payments`] (x402 networks, verification, settlement, reconciliation). Shared pieces: [`db`] (SQLite/PostgreSQL), [`ledger`] (credit ledger),
+//! (operator API), [`identity`] (AgentAddress), [`help`] (discovery card, docs page,
+//! agent-help), [`ops`] (health, readiness, metrics), [`payments`] (x402
+//! networks, verification, settlement, reconciliation). Shared pieces: [`ratelimit`] (client
+//! IP and abuse limits), [`db`] (SQLite/PostgreSQL), [`ledger`] (credit ledger),
 //! [`error`] (the error envelope), [`extract`] (body and path extractors), [`config`].
 
 pub mod admin;
@@ -13,9 +16,13 @@ pub mod credits;
 pub mod db;
 pub mod error;
 pub mod extract;
+pub mod help;
+pub mod identity;
 pub mod ledger;
 pub mod openapi;
+pub mod ops;
 pub mod payments;
+pub mod ratelimit;
 pub mod time;
 
 pub use app::{AppState, Error, Server};

@@ -22,6 +22,8 @@ use utoipa::{Modify, OpenApi};
         (name = "auth", description = "Wallet sessions"),
         (name = "credits", description = "Credit balance"),
         (name = "admin", description = "Operator API (admin bearer token)"),
+        (name = "identity", description = "AgentAddress: anonymous wallet identities"),
+        (name = "help", description = "Help for agents"),
         (name = "meta", description = "About this server"),
     )
 )]

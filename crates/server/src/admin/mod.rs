@@ -8,6 +8,7 @@
 //! - `GET /api/admin/wallets/{address}` — balance, ledger totals and recent entries.
 //! - `POST /api/admin/wallets/{address}/credits` — grant or remove credits (a ledger entry
 //!   with a reason; optional idempotency key).
+//! - `GET /api/admin/help-tickets?limit=N` — the newest agent-help tickets.
 
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
@@ -16,6 +17,7 @@ use crate::ledger::{self, LedgerError, NewEntry};
 use agentpmt_protocol::canonical::sha256_hex;
 use agentpmt_protocol::wire::{
     credits_to_usd, AdminWalletView, CreditAdjustmentRequest, CreditAdjustmentResponse, ErrorBody,
+    HelpTicketList, HelpTicketView,
 };
 use agentpmt_protocol::{ErrorCode, WalletAddress};
 use axum::extract::{FromRequestParts, State};
@@ -36,6 +38,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_wallet))
         .routes(routes!(adjust_credits))
+        .routes(routes!(help_tickets))
 }
 
 /// Proof that the request carried the admin token.
@@ -231,6 +234,9 @@ pub async fn adjust_credits(
         match posted {
             Ok(entry) => {
                 tx.commit().await?;
+                state
+                    .metrics
+                    .ledger_posting(&entry.kind, entry.amount_credits);
                 tracing::info!(wallet = %wallet, amount_credits = entry.amount_credits, balance_after = entry.balance_after, "admin credit adjustment");
                 let balance = entry.balance_after;
                 return Ok((
@@ -268,4 +274,83 @@ pub async fn adjust_credits(
     Err(ApiError::internal(anyhow::anyhow!(
         "idempotent adjustment did not settle after a duplicate entry"
     )))
+}
+
+/// Largest page of help tickets.
+pub const MAX_TICKET_PAGE: i64 = 100;
+
+/// `?limit=` of the ticket list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TicketQuery {
+    /// Tickets to return, newest first (1-100, default 50).
+    limit: Option<i64>,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct TicketRow {
+    ticket_id: String,
+    message: String,
+    request_id: Option<String>,
+    error_code: Option<String>,
+    context: Option<String>,
+    source: String,
+    created_at_ms: i64,
+}
+
+/// The newest agent-help tickets (operator).
+#[utoipa::path(
+    get,
+    path = "/api/admin/help-tickets",
+    tag = "admin",
+    params(TicketQuery),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Tickets, newest first", body = HelpTicketList),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody),
+        (status = 403, description = "Operator API disabled", body = ErrorBody),
+        (status = 422, description = "limit outside 1-100", body = ErrorBody),
+    )
+)]
+#[tracing::instrument(skip_all)]
+pub async fn help_tickets(
+    _admin: Admin,
+    State(state): State<AppState>,
+    query: Result<axum::extract::Query<TicketQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<HelpTicketList>> {
+    let query = query
+        .map_err(|r| ApiError::invalid_field(&["query"], "value_error", r.body_text()))?
+        .0;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=MAX_TICKET_PAGE).contains(&limit) {
+        return Err(ApiError::invalid_field(
+            &["query", "limit"],
+            "value_error",
+            format!("limit must be 1 to {MAX_TICKET_PAGE}"),
+        ));
+    }
+    let mut conn = state.db.read().await?;
+    let rows = crate::db::macros::sql_fetch_all!(
+        conn.conn(),
+        TicketRow,
+        "SELECT ticket_id, message, request_id, error_code, context, source, created_at_ms \
+         FROM agent_help_tickets ORDER BY created_at_ms DESC, ticket_id DESC LIMIT $1",
+        limit
+    )?;
+    Ok(Json(HelpTicketList {
+        success: true,
+        limit,
+        tickets: rows
+            .into_iter()
+            .map(|r| HelpTicketView {
+                ticket_id: r.ticket_id,
+                message: r.message,
+                request_id: r.request_id,
+                error_code: r.error_code,
+                context: r.context.and_then(|c| serde_json::from_str(&c).ok()),
+                source: r.source,
+                created_at: crate::time::rfc3339_ms(r.created_at_ms),
+            })
+            .collect(),
+    }))
 }

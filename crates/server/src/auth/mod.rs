@@ -10,6 +10,7 @@ pub mod signed;
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
+use crate::ratelimit::IpLimited;
 use crate::time::rfc3339_ms;
 use agentpmt_protocol::wire::{ErrorBody, SessionRequest, SessionResponse};
 use axum::extract::State;
@@ -36,10 +37,12 @@ pub fn router() -> OpenApiRouter<AppState> {
     responses(
         (status = 200, description = "A fresh session nonce", body = SessionResponse),
         (status = 422, description = "Invalid wallet address or body", body = ErrorBody),
+        (status = 429, description = "Too many requests from this IP address", body = ErrorBody),
     )
 )]
 #[tracing::instrument(skip_all)]
 pub async fn create_session(
+    _limited: IpLimited,
     State(state): State<AppState>,
     ApiJson(request): ApiJson<SessionRequest>,
 ) -> ApiResult<Json<SessionResponse>> {

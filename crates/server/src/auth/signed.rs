@@ -8,7 +8,8 @@
 //! own transaction, so the claim and the side effect commit or roll back together; the
 //! body is only reachable through `claim`.
 //!
-//! Order of checks and their answers: body/envelope shape → 422; signature encoding → 401
+//! Order of checks and their answers: body/envelope shape → 422; per-wallet rate limit →
+//! 429 `RATE_LIMITED`; signature encoding → 401
 //! `EXTERNAL_SIGNATURE_MALFORMED`; session unknown or another wallet's → 401
 //! `…_SESSION_NONCE_INVALID`; expired → 401 `…_SESSION_NONCE_EXPIRED`; recovered signer ≠
 //! wallet → 401 `…_WALLET_MISMATCH` with diagnostics; replay → 409 `…_REQUEST_REPLAY`.
@@ -137,6 +138,14 @@ where
             }
         };
 
+        // Abuse limit per wallet: before any signature recovery or database access.
+        state
+            .limits
+            .check_wallet(&envelope.wallet)
+            .inspect_err(|_| {
+                state.metrics.rate_limited("wallet");
+            })?;
+
         let spec = E::ACTION.spec();
         let param = |name: &str| {
             params
@@ -150,7 +159,13 @@ where
                 spec.action
             ))
         })?;
-        let signer = verify(state, spec, &[scope], &json, envelope).await?;
+        let signer = verify(state, spec, &[scope], &json, envelope)
+            .await
+            .inspect_err(|e| {
+                if e.code().as_str().starts_with("EXTERNAL_SIGNATURE_") {
+                    state.metrics.signature_failure(e.code().as_str());
+                }
+            })?;
         Ok(Signed {
             signer,
             body,

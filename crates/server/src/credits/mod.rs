@@ -56,6 +56,7 @@ impl SignedEndpoint for BalanceEndpoint {
         (status = 409, description = "request_id already used in this session", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "Malformed body", body = ErrorBody),
+        (status = 429, description = "Too many signed requests for this wallet", body = ErrorBody),
     )
 )]
 #[tracing::instrument(skip_all)]

@@ -15,6 +15,7 @@ use crate::payments::networks::Offer;
 use crate::payments::store::{self, ClaimConflict, PurchaseRow};
 use crate::payments::verify::{self, Refusal};
 use crate::payments::Settlement;
+use crate::ratelimit::IpLimited;
 use crate::time::now_ms;
 use agentpmt_protocol::canonical::payload_hash;
 use agentpmt_protocol::wire::{
@@ -64,7 +65,11 @@ pub const MAX_PURCHASE_CREDITS: i64 = 1_000_000;
     )
 )]
 #[tracing::instrument(skip_all)]
-pub async fn purchase(State(state): State<AppState>, req: Request) -> ApiResult<Response> {
+pub async fn purchase(
+    State(state): State<AppState>,
+    _limited: IpLimited,
+    req: Request,
+) -> ApiResult<Response> {
     let headers = req.headers().clone();
     let body = read_body(req, &state).await?;
     let value = parse_object(&body)?;
@@ -500,6 +505,7 @@ async fn x402_purchase(
     let settlement = payments
         .settle_claimed(&state.db, row, offer, &payment)
         .await?;
+    record_metrics(state, &settlement);
     Ok(respond(offer, settlement))
 }
 
@@ -572,7 +578,9 @@ async fn transfer_purchase(
     tx.commit().await?;
     tracing::info!(purchase_id = %row.purchase_id, transaction = %hash_text, credits = row.credits, "transfer purchase settled");
     row.status = store::status::SETTLED.into();
-    Ok(respond(offer, Settlement::Settled { row, balance }))
+    let settlement = Settlement::Settled { row, balance };
+    record_metrics(state, &settlement);
+    Ok(respond(offer, settlement))
 }
 
 fn view(
@@ -605,6 +613,21 @@ fn view(
             settlement: row.settlement.clone(),
         },
         message,
+    }
+}
+
+/// Counts a fresh settlement outcome (and its ledger grant) in the metrics.
+fn record_metrics(state: &AppState, settlement: &Settlement) {
+    match settlement {
+        Settlement::Settled { row, .. } => {
+            state.metrics.settlement("settled");
+            state
+                .metrics
+                .ledger_posting(crate::ledger::kind::CREDIT_PURCHASE, row.credits);
+        }
+        Settlement::Failed { .. } => state.metrics.settlement("failed"),
+        Settlement::Pending { .. } => state.metrics.settlement("pending"),
+        Settlement::InProgress { .. } => {}
     }
 }
 

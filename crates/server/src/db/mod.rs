@@ -126,6 +126,36 @@ impl Db {
         }
     }
 
+    /// One trivial query: is the database answering?
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        match self {
+            Db::Sqlite { reader, .. } => sqlx::query("SELECT 1").execute(reader).await.map(|_| ()),
+            Db::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()),
+        }
+    }
+
+    /// The latest successfully applied migration version, and the latest one this binary
+    /// embeds.
+    pub async fn migration_status(&self) -> Result<(Option<i64>, i64), sqlx::Error> {
+        const SQL: &str = "SELECT MAX(version) FROM _sqlx_migrations WHERE success";
+        let (applied, migrator) = match self {
+            Db::Sqlite { reader, .. } => (
+                sqlx::query_scalar::<_, Option<i64>>(SQL)
+                    .fetch_one(reader)
+                    .await?,
+                &SQLITE_MIGRATOR,
+            ),
+            Db::Postgres(pool) => (
+                sqlx::query_scalar::<_, Option<i64>>(SQL)
+                    .fetch_one(pool)
+                    .await?,
+                &POSTGRES_MIGRATOR,
+            ),
+        };
+        let expected = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+        Ok((applied, expected))
+    }
+
     /// Starts a read-write transaction.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         Ok(match self {

@@ -18,16 +18,20 @@ pub const DEPLOYER_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5e
 /// Anvil's second dev account: the server's gas-paying settlement key.
 pub const GAS_KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
 
-alloy::sol! {
-    #[sol(rpc)]
-    interface ITestToken {
-        function mint(address to, uint256 amount) external returns (bool);
-        function balanceOf(address account) external view returns (uint256);
-        function transfer(address to, uint256 value) external returns (bool);
-        function authorizationState(address authorizer, bytes32 nonce) external view returns (bool);
-        function transferWithAuthorization(address from, address to, uint256 value, uint256 validAfter, uint256 validBefore, bytes32 nonce, bytes signature) external;
+mod abi {
+    #![allow(clippy::too_many_arguments)]
+    alloy::sol! {
+        #[sol(rpc)]
+        interface ITestToken {
+            function mint(address to, uint256 amount) external returns (bool);
+            function balanceOf(address account) external view returns (uint256);
+            function transfer(address to, uint256 value) external returns (bool);
+            function authorizationState(address authorizer, bytes32 nonce) external view returns (bool);
+            function transferWithAuthorization(address from, address to, uint256 value, uint256 validAfter, uint256 validBefore, bytes32 nonce, bytes signature) external;
+        }
     }
 }
+use abi::ITestToken;
 
 fn text_of(v: &serde_json::Value) -> String {
     v.as_str().unwrap_or_default().to_owned()

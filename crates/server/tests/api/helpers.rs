@@ -120,6 +120,8 @@ pub struct AppOptions {
     pub settlement_key: Option<String>,
     pub fault: Option<agentpmt_server::payments::Fault>,
     pub reconcile_interval_secs: u64,
+    /// Any further change to the configuration (limits, trusted proxies, ...).
+    pub configure: Option<fn(&mut ServerConfig)>,
 }
 
 impl Default for AppOptions {
@@ -132,6 +134,17 @@ impl Default for AppOptions {
             settlement_key: None,
             fault: None,
             reconcile_interval_secs: 3600,
+            configure: None,
+        }
+    }
+}
+
+impl AppOptions {
+    /// Default options with `configure` applied to the configuration.
+    pub fn configured(configure: fn(&mut ServerConfig)) -> Self {
+        AppOptions {
+            configure: Some(configure),
+            ..AppOptions::default()
         }
     }
 }
@@ -167,7 +180,7 @@ pub async fn spawn_app_with(backend: Backend, options: AppOptions) -> TestApp {
 
 /// A second server on an existing database (several instances behind a load balancer).
 pub async fn spawn_on(database_url: &str, options: AppOptions) -> TestApp {
-    let config = ServerConfig {
+    let mut config = ServerConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
         database_url: database_url.to_owned(),
         admin_token: options
@@ -183,6 +196,9 @@ pub async fn spawn_on(database_url: &str, options: AppOptions) -> TestApp {
         receipt_poll_ms: 50,
         ..ServerConfig::default()
     };
+    if let Some(configure) = options.configure {
+        configure(&mut config);
+    }
     let server = Server::build(config).await.expect("server starts");
     let addr = server.local_addr();
     let state = server.state().clone();
@@ -238,6 +254,27 @@ impl TestApp {
     pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
         self.post_bytes(path, serde_json::to_vec(body).unwrap())
             .await
+    }
+
+    /// POSTs a JSON body with extra headers; returns status, headers and JSON body.
+    pub async fn post_with_headers(
+        &self,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut request = self.http.post(self.url(path)).json(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        (
+            status,
+            headers,
+            response.json().await.unwrap_or(Value::Null),
+        )
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {

@@ -1,5 +1,6 @@
 //! The `agentpmt-server` binary: JSON logs with one line per request that never contain
-//! signatures, session nonces or the admin token; graceful shutdown on SIGTERM.
+//! signatures, session nonces, the admin token, or an AgentAddress's key and mnemonic;
+//! graceful shutdown on SIGTERM.
 
 use crate::backend_tests;
 use crate::helpers::*;
@@ -70,6 +71,21 @@ async fn binary_logs_requests_without_secrets(backend: Backend) {
     .send()
     .await
     .unwrap();
+    let created: Value = http
+        .post(format!("{base}/api/external/agentaddress"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let created_key = created["data"]["evmPrivateKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mnemonic = created["data"]["mnemonic"].as_str().unwrap().to_owned();
+    let first_words = mnemonic.split(' ').take(4).collect::<Vec<_>>().join(" ");
 
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -90,12 +106,19 @@ async fn binary_logs_requests_without_secrets(backend: Backend) {
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|v| v["target"] == json!("agentpmt::http"))
         .collect();
-    assert_eq!(requests.len(), 4, "one line per request: {all}");
+    assert_eq!(requests.len(), 5, "one line per request: {all}");
     let statuses: Vec<&Value> = requests.iter().map(|r| &r["fields"]["status"]).collect();
     assert_eq!(
         statuses,
-        vec![&json!(200), &json!(200), &json!(409), &json!(201)]
+        vec![
+            &json!(200),
+            &json!(200),
+            &json!(409),
+            &json!(201),
+            &json!(200)
+        ]
     );
+    assert!(all.contains(created["data"]["evmAddress"].as_str().unwrap()));
     assert_eq!(requests[1]["fields"]["request_id"], json!("corr-logs-1"));
     assert_eq!(
         requests[1]["fields"]["route"],
@@ -106,6 +129,10 @@ async fn binary_logs_requests_without_secrets(backend: Backend) {
         &signature[2..],
         nonce.as_str(),
         ADMIN_TOKEN,
+        created_key.as_str(),
+        &created_key[2..],
+        mnemonic.as_str(),
+        first_words.as_str(),
     ] {
         assert!(!all.contains(secret), "a secret reached the logs");
     }

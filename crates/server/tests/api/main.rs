@@ -6,12 +6,16 @@ mod helpers;
 
 mod admin;
 mod balance;
+mod discovery;
 mod envelope;
+mod identity;
 mod ledger;
 mod logs;
 mod openapi;
+mod operations;
 mod payload_forms;
 mod purchase;
 mod purchase_chain;
+mod rate_limits;
 mod sessions;
 mod signatures;

@@ -18,6 +18,13 @@ async fn document_lists_every_route(backend: Backend) {
         ("/api/admin/wallets/{address}", "get"),
         ("/api/admin/wallets/{address}/credits", "post"),
         ("/openapi.json", "get"),
+        ("/api/external/agentaddress", "post"),
+        ("/api/external/agent-help", "post"),
+        ("/.well-known/agent.json", "get"),
+        ("/docs", "get"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
     ] {
         let operation = &paths[path][method];
         assert!(
@@ -37,6 +44,12 @@ async fn document_lists_every_route(backend: Backend) {
         "SignedEnvelope",
         "PurchaseRequest",
         "PurchaseResponse",
+        "AgentAddressResponse",
+        "AgentAddressData",
+        "AgentHelpRequest",
+        "AgentHelpResponse",
+        "RateLimitInfo",
+        "HealthResponse",
     ] {
         assert!(schemas.contains_key(schema), "schema {schema} missing");
     }

@@ -78,6 +78,35 @@ async fn purchase_settles_on_chain(backend: Backend) {
         U256::from(11 * PRICE)
     );
     assert_eq!(credits(&app, &wallet).await, 500);
+    // Readiness checks the chain node; metrics count the settlement.
+    let (status, ready) = app.get("/readyz").await;
+    assert_eq!(status, StatusCode::OK, "{ready}");
+    assert!(
+        ready["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "payments eip155:31337" && c["status"] == "ok"),
+        "{ready}"
+    );
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.lines().any(|l| l.contains("settlements")
+            && l.contains("outcome=\"settled\"")
+            && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    drop(chain);
+    let (status, ready) = app.get("/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
 }
 
 async fn one_authorization_in_twenty_parallel_purchases_pays_once(backend: Backend) {

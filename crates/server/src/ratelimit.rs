@@ -1,0 +1,261 @@
+//! Abuse limits: who the client is, and the in-memory per-IP and per-wallet limits.
+//!
+//! - The client IP is the peer address, unless the peer is a configured trusted proxy
+//!   (`--trusted-proxies`): then it is the right-most `X-Forwarded-For` entry that is not
+//!   itself a trusted proxy. A client cannot pick its own key by sending the header.
+//! - Per-IP limits guard the unauthenticated endpoints (session creation, AgentAddress,
+//!   agent-help) through the [`IpLimited`] extractor, which runs before the body is read.
+//! - Per-wallet limits guard signed endpoints; [`Limits::check_wallet`] runs in the
+//!   `Signed<E>` extractor right after the envelope is parsed, before any signature
+//!   recovery or database access.
+//!
+//! These limits are GCRA token buckets (the `governor` crate), per server instance. The
+//! AgentAddress limit, which must hold across instances, lives in the database
+//! ([`crate::identity::limiter`]).
+
+use crate::app::AppState;
+use crate::config::{canonical_ip, IpNet, ServerConfig};
+use crate::error::ApiError;
+use agentpmt_protocol::wire::RateLimitInfo;
+use agentpmt_protocol::WalletAddress;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::HeaderMap;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use std::hash::Hash;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroU32;
+
+/// The client's address, as far as this server can trust it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| canonical_ip(c.0.ip()))
+            // Served without connection info (in-process routers): one shared key.
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        Ok(ClientIp(client_ip(
+            peer,
+            &parts.headers,
+            &state.config.trusted_proxies,
+        )))
+    }
+}
+
+/// The client address of a request from `peer` with `headers`.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        // An entry that is not an address: nothing left of it can be trusted.
+        let Some(ip) = parse_hop(hop) else { break };
+        client = canonical_ip(ip);
+        if !is_trusted(client) {
+            break;
+        }
+    }
+    client
+}
+
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))
+}
+
+/// One keyed token-bucket limit.
+struct Keyed<K: Hash + Eq + Clone> {
+    limiter: DefaultKeyedRateLimiter<K>,
+    per_sec: u32,
+    burst: u32,
+}
+
+impl<K: Hash + Eq + Clone> Keyed<K> {
+    fn new(per_sec: u32, burst: u32) -> Option<Self> {
+        let rate = NonZeroU32::new(per_sec)?;
+        let burst = NonZeroU32::new(burst.max(per_sec)).unwrap_or(rate);
+        Some(Keyed {
+            limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+            per_sec,
+            burst: burst.get(),
+        })
+    }
+
+    /// `Err` with the limit and the wait when `key` is over its limit.
+    fn check(&self, key: &K) -> Result<(), RateLimitInfo> {
+        self.limiter.check_key(key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            RateLimitInfo {
+                limit: u64::from(self.per_sec),
+                window_seconds: 1,
+                retry_after_seconds: wait.as_secs_f64().ceil().max(1.0) as u64,
+            }
+        })
+    }
+}
+
+/// The in-memory limits of one server instance.
+pub struct Limits {
+    ip: Option<Keyed<IpAddr>>,
+    wallet: Option<Keyed<WalletAddress>>,
+}
+
+impl std::fmt::Debug for Limits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let describe = |per_sec: Option<(u32, u32)>| match per_sec {
+            Some((rate, burst)) => format!("{rate}/s burst {burst}"),
+            None => "off".to_owned(),
+        };
+        f.debug_struct("Limits")
+            .field(
+                "ip",
+                &describe(self.ip.as_ref().map(|k| (k.per_sec, k.burst))),
+            )
+            .field(
+                "wallet",
+                &describe(self.wallet.as_ref().map(|k| (k.per_sec, k.burst))),
+            )
+            .finish()
+    }
+}
+
+impl Limits {
+    /// The limits `config` asks for (a rate of 0 turns one off).
+    pub fn new(config: &ServerConfig) -> Self {
+        Limits {
+            ip: Keyed::new(config.ip_rate_per_sec, config.ip_rate_burst),
+            wallet: Keyed::new(config.wallet_rate_per_sec, config.wallet_rate_burst),
+        }
+    }
+
+    /// 429 when `ip` is over the per-IP limit.
+    pub fn check_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
+        match &self.ip {
+            Some(keyed) => keyed.check(&ip).map_err(|limit| {
+                ApiError::rate_limited("Too many requests from this IP address; slow down", limit)
+                    .with_detail("scope", "ip")
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// 429 when `wallet` is over the per-wallet limit.
+    pub fn check_wallet(&self, wallet: &WalletAddress) -> Result<(), ApiError> {
+        match &self.wallet {
+            Some(keyed) => keyed.check(wallet).map_err(|limit| {
+                ApiError::rate_limited("Too many signed requests for this wallet; slow down", limit)
+                    .with_detail("scope", "wallet")
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Forgets keys whose buckets are full again (bounded memory); run periodically.
+    pub fn prune(&self) {
+        if let Some(k) = &self.ip {
+            k.limiter.retain_recent();
+            k.limiter.shrink_to_fit();
+        }
+        if let Some(k) = &self.wallet {
+            k.limiter.retain_recent();
+            k.limiter.shrink_to_fit();
+        }
+    }
+}
+
+/// Extractor that applies the per-IP limit (429 in the envelope) and yields the client IP.
+#[derive(Debug, Clone, Copy)]
+pub struct IpLimited(pub IpAddr);
+
+impl FromRequestParts<AppState> for IpLimited {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Ok(ClientIp(ip)) = ClientIp::from_request_parts(parts, state).await;
+        state.limits.check_ip(ip).inspect_err(|_| {
+            state.metrics.rate_limited("ip");
+        })?;
+        Ok(IpLimited(ip))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(xff: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in xff {
+            h.append("x-forwarded-for", v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn forwarded_for_is_used_only_from_trusted_proxies() {
+        let peer: IpAddr = "203.0.113.9".parse().unwrap();
+        let spoof = headers(&["1.2.3.4"]);
+        assert_eq!(client_ip(peer, &spoof, &[]), peer);
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        assert_eq!(client_ip(peer, &spoof, &trusted), peer);
+
+        let proxy: IpAddr = "10.0.0.2".parse().unwrap();
+        // The client prepends a fake entry; the proxy appends the real peer.
+        let chain = headers(&["6.6.6.6, 198.51.100.7"]);
+        assert_eq!(
+            client_ip(proxy, &chain, &trusted),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        // Two proxies, two headers.
+        let two = headers(&["6.6.6.6", "198.51.100.7, 10.0.0.3"]);
+        assert_eq!(
+            client_ip(proxy, &two, &trusted),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        // Garbage in the chain stops the walk.
+        let garbage = headers(&["198.51.100.7, junk"]);
+        assert_eq!(client_ip(proxy, &garbage, &trusted), proxy);
+        // With ports and IPv6.
+        let ported = headers(&["[2001:db8::1]:443"]);
+        assert_eq!(
+            client_ip(proxy, &ported, &trusted),
+            "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn buckets_refuse_past_the_burst() {
+        let keyed = Keyed::<u8>::new(1, 3).unwrap();
+        for _ in 0..3 {
+            assert!(keyed.check(&1).is_ok());
+        }
+        let refused = keyed.check(&1).unwrap_err();
+        assert_eq!(refused.limit, 1);
+        assert!(refused.retry_after_seconds >= 1);
+        assert!(keyed.check(&2).is_ok(), "other keys are independent");
+        assert!(Keyed::<u8>::new(0, 10).is_none(), "0 turns the limit off");
+    }
+}
