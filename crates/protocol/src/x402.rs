@@ -294,7 +294,11 @@ pub fn decode_payment_header(text: &str) -> Result<DecodedPayment, PaymentDecode
     if text.len() > 16 * 1024 {
         return Err(bad("invalid_payload", "the payment header is too long"));
     }
-    let mut value: Value = decode_header(text)?;
+    decode_payment_value(decode_header(text)?)
+}
+
+/// Normalises a payment payload already parsed as JSON (see [`decode_payment_header`]).
+pub fn decode_payment_value(mut value: Value) -> Result<DecodedPayment, PaymentDecodeError> {
     // Legacy wrapper: {paymentPayload: {...}}.
     if let Some(inner) = value.get_mut("paymentPayload").map(Value::take) {
         value = inner;

@@ -121,11 +121,11 @@ pub async fn purchase(
     match request.payment_method.trim().to_ascii_lowercase().as_str() {
         "x402" => x402_purchase(&state, &headers, &request, &offer, resource, fingerprint).await,
         "transfer" => transfer_purchase(&state, &request, &offer, resource, fingerprint).await,
-        _ => unreachable_method(),
+        _ => invalid_method(),
     }
 }
 
-fn unreachable_method() -> ApiResult<Response> {
+fn invalid_method() -> ApiResult<Response> {
     Err(ApiError::invalid_field(
         &["body", "payment_method"],
         "enum",
@@ -157,7 +157,7 @@ fn validate(request: &PurchaseRequest) -> ApiResult<()> {
         request.payment_method.trim().to_ascii_lowercase().as_str(),
         "x402" | "transfer"
     ) {
-        unreachable_method()?;
+        invalid_method()?;
     }
     if let Some(id) = &request.request_id {
         if id.is_empty() || id.len() > 128 || id.chars().any(char::is_control) {
@@ -382,6 +382,24 @@ fn claim_error(conflict: ClaimConflict) -> ApiError {
     }
 }
 
+/// The purchase holding the authorization `(offer's chain and asset, payer, nonce)` and the
+/// claim's status, if it was ever claimed.
+async fn holder_of(
+    state: &AppState,
+    offer: &Offer,
+    payer: &WalletAddress,
+    nonce_hex: &str,
+) -> ApiResult<Option<(String, String)>> {
+    Ok(store::authorization_holder(
+        &mut state.db.read().await?,
+        offer.network.chain_id as i64,
+        &format!("{:#x}", offer.token.address),
+        &payer.to_string(),
+        nonce_hex,
+    )
+    .await?)
+}
+
 async fn x402_purchase(
     state: &AppState,
     headers: &HeaderMap,
@@ -426,14 +444,7 @@ async fn x402_purchase(
     let payments = &state.payments;
     // An authorization this server already settled (or is settling) is answered from the
     // database; the claim below still decides races.
-    let holder = store::authorization_holder(
-        &mut state.db.read().await?,
-        offer.network.chain_id as i64,
-        &format!("{:#x}", offer.token.address),
-        &payer.to_string(),
-        &nonce_hex,
-    )
-    .await?;
+    let holder = holder_of(state, offer, &payer, &nonce_hex).await?;
     if let Some((purchase_id, status)) = holder {
         if status != "failed" {
             return Err(claim_error(ClaimConflict::Payment {
@@ -448,14 +459,7 @@ async fn x402_purchase(
     if let Err(refusal) = settler.preflight(offer, &payment).await {
         // Used on chain meanwhile by a request of ours that won the claim: say so.
         if refusal.reason == "invalid_exact_evm_nonce_already_used" {
-            if let Some((purchase_id, status)) = store::authorization_holder(
-                &mut state.db.read().await?,
-                offer.network.chain_id as i64,
-                &format!("{:#x}", offer.token.address),
-                &payer.to_string(),
-                &nonce_hex,
-            )
-            .await?
+            if let Some((purchase_id, status)) = holder_of(state, offer, &payer, &nonce_hex).await?
             {
                 return Err(claim_error(ClaimConflict::Payment {
                     purchase_id,

@@ -17,9 +17,7 @@ pub mod verify;
 use crate::db::Db;
 use crate::error::ApiError;
 use crate::time::now_ms;
-use agentpmt_protocol::x402::{
-    decode_payment_header, encode_header, DecodedPayment, PaymentPayload,
-};
+use agentpmt_protocol::x402::{decode_payment_value, DecodedPayment};
 use networks::{Networks, Offer};
 use settle::{Broadcast, Outcome, SettleOptions, Settler, SettlerError};
 use std::collections::HashMap;
@@ -120,9 +118,9 @@ impl Payments {
             .authorization_json
             .as_deref()
             .ok_or("the purchase has no stored authorization")?;
-        let payload: PaymentPayload =
+        let value: serde_json::Value =
             serde_json::from_str(json).map_err(|e| format!("stored authorization: {e}"))?;
-        let payment = decode_payment_header(&encode_header(&payload)).map_err(|e| e.to_string())?;
+        let payment = decode_payment_value(value).map_err(|e| e.to_string())?;
         Ok((offer, payment))
     }
 

@@ -171,12 +171,9 @@ impl Settler {
             // Dev settlement has no chain: a claimed dev payment is settled by definition.
             Settler::Dev => Outcome::Settled(dev_transaction(offer, payment)),
             Settler::Evm(chain) => chain.reconcile(offer, payment, tx, now_secs).await,
+            // The facilitator, not us, submits: Resubmit means asking it to settle again.
             Settler::Facilitator(f) => match &f.reader {
-                Some(chain) => match chain.reconcile(offer, payment, tx, now_secs).await {
-                    // The facilitator, not us, submits: resubmitting means asking it again.
-                    Outcome::Resubmit => Outcome::Resubmit,
-                    other => other,
-                },
+                Some(chain) => chain.reconcile(offer, payment, tx, now_secs).await,
                 None => Outcome::Unknown(
                     "the facilitator's outcome is unknown and no rpc_url is configured to read the chain".into(),
                 ),

@@ -135,24 +135,10 @@ pub async fn insert_claimed(tx: &mut impl AsConn, row: &PurchaseRow) -> Result<(
             row.created_at_ms
         )?;
         if claimed.is_none() {
-            #[derive(sqlx::FromRow)]
-            struct Holder {
-                purchase_id: String,
-                status: String,
-            }
-            let holder = sql_fetch_optional!(
-                tx.conn(),
-                Holder,
-                "SELECT purchase_id, status FROM payment_authorizations \
-                 WHERE chain_id = $1 AND asset = $2 AND payer_address = $3 AND auth_nonce = $4",
-                row.chain_id,
-                &row.asset,
-                &row.payer_address,
-                nonce
-            )?;
-            let (purchase_id, status) = holder
-                .map(|h| (h.purchase_id, h.status))
-                .unwrap_or_default();
+            let (purchase_id, status) =
+                authorization_holder(tx, row.chain_id, &row.asset, &row.payer_address, nonce)
+                    .await?
+                    .unwrap_or_default();
             return Err(ClaimConflict::Payment {
                 purchase_id,
                 status,

@@ -75,7 +75,8 @@ pub fn settle_response(headers: &HeaderMap) -> SettleResponse {
     decode_header(headers["payment-response"].to_str().unwrap()).unwrap()
 }
 
-async fn balance(app: &TestApp, wallet: &str) -> i64 {
+/// The credit balance of `wallet`, read from the database (0 for an unknown wallet).
+pub async fn balance(app: &TestApp, wallet: &str) -> i64 {
     app.scalar(&format!(
         "SELECT COALESCE(MAX(balance_credits), 0) FROM wallets WHERE address = '{wallet}'"
     ))

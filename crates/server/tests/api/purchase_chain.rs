@@ -5,7 +5,7 @@
 use crate::backend_tests;
 use crate::chain::{repo_root, Chain, GAS_KEY};
 use crate::helpers::{spawn_app_with, spawn_on, AppOptions, Backend, TestApp};
-use crate::purchase::{now_secs, pay, purchase, requirement_of, settle_response};
+use crate::purchase::{balance, now_secs, pay, purchase, requirement_of, settle_response};
 use agentpmt_protocol::x402::{encode_header, sign_authorization, PaymentRequirements};
 use agentpmt_protocol::PrivateKey;
 use agentpmt_server::payments::Fault;
@@ -36,13 +36,6 @@ async fn spawn(backend: Backend, chain: &Chain, fault: Option<Fault>) -> TestApp
             ..AppOptions::default()
         },
     )
-    .await
-}
-
-async fn credits(app: &TestApp, wallet: &str) -> i64 {
-    app.scalar(&format!(
-        "SELECT COALESCE(MAX(balance_credits), 0) FROM wallets WHERE address = '{wallet}'"
-    ))
     .await
 }
 
@@ -77,7 +70,7 @@ async fn purchase_settles_on_chain(backend: Backend) {
         chain.balance(payer.address().address()).await,
         U256::from(11 * PRICE)
     );
-    assert_eq!(credits(&app, &wallet).await, 500);
+    assert_eq!(balance(&app, &wallet).await, 500);
     // Readiness checks the chain node; metrics count the settlement.
     let (status, ready) = app.get("/readyz").await;
     assert_eq!(status, StatusCode::OK, "{ready}");
@@ -147,7 +140,7 @@ async fn one_authorization_in_twenty_parallel_purchases_pays_once(backend: Backe
         "exactly one transaction"
     );
     assert_eq!(chain.balance(chain.pay_to).await, U256::from(PRICE));
-    assert_eq!(credits(&app, &wallet).await, 500);
+    assert_eq!(balance(&app, &wallet).await, 500);
     assert_eq!(
         app.scalar("SELECT COUNT(*) FROM ledger_entries WHERE kind = 'credit_purchase'")
             .await,
@@ -166,142 +159,64 @@ async fn refused_payments_move_nothing(backend: Backend) {
     let gas_nonce = chain.gas_key_nonce().await;
     let now = now_secs();
 
-    // Requirement variants the client signs for (accepted no longer equals the offer, or the
-    // signed fields differ from it).
-    let tweak = |f: &dyn Fn(&mut PaymentRequirements)| {
-        let mut r = req.clone();
-        f(&mut r);
-        r
-    };
+    // The client signs for a tweaked requirement, signed at `at`; with `verbatim` it still
+    // copies the offer itself into `accepted` (so only the signed fields differ).
     let other_address = PrivateKey::random().address().to_checksum();
-    let cases: Vec<(String, Value, &str)> = vec![
-        {
-            // Wrong payTo, signed consistently, accepted copied verbatim.
-            let p = sign_authorization(
-                &payer,
-                &tweak(&|r| r.pay_to = other_address.clone()),
-                None,
-                now,
-            )
-            .unwrap();
-            let mut v = serde_json::to_value(&p).unwrap();
+    let signed_for = |tweak: &dyn Fn(&mut PaymentRequirements), at: u64, verbatim: bool| {
+        let mut r = req.clone();
+        tweak(&mut r);
+        let mut v =
+            serde_json::to_value(sign_authorization(&payer, &r, None, at).unwrap()).unwrap();
+        if verbatim {
             v["accepted"] = serde_json::to_value(&req).unwrap();
-            (
-                "wrong payTo".into(),
-                v,
-                "invalid_exact_evm_payload_recipient_mismatch",
-            )
-        },
-        {
-            let p = sign_authorization(
-                &payer,
-                &tweak(&|r| r.amount = (PRICE - 1).to_string()),
-                None,
-                now,
-            )
-            .unwrap();
-            let mut v = serde_json::to_value(&p).unwrap();
-            v["accepted"] = serde_json::to_value(&req).unwrap();
-            (
-                "amount too small".into(),
-                v,
-                "invalid_exact_evm_payload_authorization_value",
-            )
-        },
-        {
-            let p = sign_authorization(
-                &payer,
-                &tweak(&|r| r.amount = (PRICE + 1).to_string()),
-                None,
-                now,
-            )
-            .unwrap();
-            let mut v = serde_json::to_value(&p).unwrap();
-            v["accepted"] = serde_json::to_value(&req).unwrap();
-            (
-                "amount too large".into(),
-                v,
-                "invalid_exact_evm_payload_authorization_value",
-            )
-        },
-        {
-            // Signed for another token contract (EIP-712 domain): signature does not verify.
-            let p = sign_authorization(
-                &payer,
-                &tweak(&|r| r.asset = other_address.clone()),
-                None,
-                now,
-            )
-            .unwrap();
-            let mut v = serde_json::to_value(&p).unwrap();
-            v["accepted"] = serde_json::to_value(&req).unwrap();
-            (
-                "wrong asset domain".into(),
-                v,
-                "invalid_exact_evm_payload_signature",
-            )
-        },
-        {
-            let p = sign_authorization(
-                &payer,
-                &tweak(&|r| r.asset = other_address.clone()),
-                None,
-                now,
-            )
-            .unwrap();
-            (
-                "wrong asset accepted".into(),
-                serde_json::to_value(&p).unwrap(),
-                "invalid_payment_requirements",
-            )
-        },
-        {
-            let p = sign_authorization(
-                &payer,
-                &tweak(&|r| r.network = "eip155:8453".into()),
-                None,
-                now,
-            )
-            .unwrap();
-            (
-                "wrong network".into(),
-                serde_json::to_value(&p).unwrap(),
-                "invalid_payment_requirements",
-            )
-        },
-        {
-            let p = sign_authorization(
-                &payer,
-                &tweak(&|r| r.network = "eip155:8453".into()),
-                None,
-                now,
-            )
-            .unwrap();
-            let mut v = serde_json::to_value(&p).unwrap();
-            v["accepted"] = serde_json::to_value(&req).unwrap();
-            (
-                "signed for another chain".into(),
-                v,
-                "invalid_exact_evm_payload_signature",
-            )
-        },
-        {
-            // Expired: signed long ago with a short window.
-            let p = sign_authorization(
-                &payer,
-                &tweak(&|r| r.max_timeout_seconds = 60),
-                None,
-                now - 3600,
-            )
-            .unwrap();
-            let mut v = serde_json::to_value(&p).unwrap();
-            v["accepted"] = serde_json::to_value(&req).unwrap();
-            (
-                "expired".into(),
-                v,
-                "invalid_exact_evm_payload_authorization_valid_before",
-            )
-        },
+        }
+        v
+    };
+    let mut cases: Vec<(String, Value, &str)> = vec![
+        (
+            "wrong payTo".into(),
+            signed_for(&|r| r.pay_to = other_address.clone(), now, true),
+            "invalid_exact_evm_payload_recipient_mismatch",
+        ),
+        (
+            "amount too small".into(),
+            signed_for(&|r| r.amount = (PRICE - 1).to_string(), now, true),
+            "invalid_exact_evm_payload_authorization_value",
+        ),
+        (
+            "amount too large".into(),
+            signed_for(&|r| r.amount = (PRICE + 1).to_string(), now, true),
+            "invalid_exact_evm_payload_authorization_value",
+        ),
+        // Signed for another token contract (EIP-712 domain): the signature does not verify.
+        (
+            "wrong asset domain".into(),
+            signed_for(&|r| r.asset = other_address.clone(), now, true),
+            "invalid_exact_evm_payload_signature",
+        ),
+        (
+            "wrong asset accepted".into(),
+            signed_for(&|r| r.asset = other_address.clone(), now, false),
+            "invalid_payment_requirements",
+        ),
+        (
+            "wrong network".into(),
+            signed_for(&|r| r.network = "eip155:8453".into(), now, false),
+            "invalid_payment_requirements",
+        ),
+        (
+            "signed for another chain".into(),
+            signed_for(&|r| r.network = "eip155:8453".into(), now, true),
+            "invalid_exact_evm_payload_signature",
+        ),
+        // Expired: signed long ago with a short window.
+        (
+            "expired".into(),
+            signed_for(&|r| r.max_timeout_seconds = 60, now - 3600, true),
+            "invalid_exact_evm_payload_authorization_valid_before",
+        ),
+    ];
+    cases.extend(vec![
         {
             // Not yet valid: validAfter in the future (re-signed).
             let p = sign_authorization(&payer, &req, None, now).unwrap();
@@ -350,7 +265,7 @@ async fn refused_payments_move_nothing(backend: Backend) {
                 "invalid_exact_evm_payload_signature",
             )
         },
-    ];
+    ]);
     for (name, payload, reason) in cases {
         let (status, err, headers) =
             purchase(&app, &body, Some(("X-PAYMENT", &encode_header(&payload)))).await;
@@ -375,7 +290,7 @@ async fn refused_payments_move_nothing(backend: Backend) {
         "no transaction was sent"
     );
     assert_eq!(chain.balance(chain.pay_to).await, U256::ZERO);
-    assert_eq!(credits(&app, &wallet).await, 0);
+    assert_eq!(balance(&app, &wallet).await, 0);
     assert_eq!(app.scalar("SELECT COUNT(*) FROM credit_purchases").await, 0);
 }
 
@@ -395,13 +310,13 @@ async fn failed_settlement_grants_nothing(backend: Backend) {
     let settled = settle_response(&headers);
     assert!(!settled.success);
     assert_eq!(settled.error_reason.as_deref(), Some("insufficient_funds"));
-    assert_eq!(credits(&app, &wallet).await, 0);
+    assert_eq!(balance(&app, &wallet).await, 0);
 
     // Once funded, the same authorization pays (it was never used on chain).
     chain.mint(payer.address().address(), 1).await;
     let (status, paid, _) = purchase(&app, &body, Some(("PAYMENT-SIGNATURE", &header))).await;
     assert_eq!(status, StatusCode::OK, "{paid}");
-    assert_eq!(credits(&app, &wallet).await, 500);
+    assert_eq!(balance(&app, &wallet).await, 500);
     assert_eq!(chain.balance(chain.pay_to).await, U256::from(PRICE));
 }
 
@@ -418,7 +333,7 @@ async fn crash_after_broadcast_is_credited_once_after_restart(backend: Backend) 
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{err}");
     // The transfer happened on chain, the credit did not.
     assert_eq!(chain.balance(chain.pay_to).await, U256::from(PRICE));
-    assert_eq!(credits(&app, &wallet).await, 0);
+    assert_eq!(balance(&app, &wallet).await, 0);
 
     // A restarted server reconciles at start-up from chain state.
     let restarted = spawn_on(
@@ -431,11 +346,11 @@ async fn crash_after_broadcast_is_credited_once_after_restart(backend: Backend) 
     )
     .await;
     let mut waited = 0;
-    while credits(&restarted, &wallet).await == 0 && waited < 200 {
+    while balance(&restarted, &wallet).await == 0 && waited < 200 {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         waited += 1;
     }
-    assert_eq!(credits(&restarted, &wallet).await, 500);
+    assert_eq!(balance(&restarted, &wallet).await, 500);
     // The client's retry gets the settled purchase; nothing is granted twice.
     let (status, paid, _) = purchase(&restarted, &body, Some(("PAYMENT-SIGNATURE", &header))).await;
     assert_eq!(status, StatusCode::OK, "{paid}");
@@ -453,7 +368,7 @@ async fn crash_after_broadcast_is_credited_once_after_restart(backend: Backend) 
         .reconcile_open(&restarted.state.db)
         .await
         .unwrap();
-    assert_eq!(credits(&restarted, &wallet).await, 500);
+    assert_eq!(balance(&restarted, &wallet).await, 500);
     assert_eq!(chain.balance(chain.pay_to).await, U256::from(PRICE));
     assert_eq!(
         restarted
@@ -495,8 +410,8 @@ async fn transfer_purchase_credits_once(backend: Backend) {
     let (status, err, _) = purchase(&app, &stolen, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{err}");
     assert_eq!(err["error_code"], "SPONSOR_SIGNATURE_INVALID");
-    assert_eq!(credits(&app, &wallet).await, 500);
-    assert_eq!(credits(&app, &thief).await, 0);
+    assert_eq!(balance(&app, &wallet).await, 500);
+    assert_eq!(balance(&app, &thief).await, 0);
 }
 
 async fn official_x402_client_buys_credits(backend: Backend) {
@@ -532,7 +447,7 @@ async fn official_x402_client_buys_credits(backend: Backend) {
         result["paymentResponse"]["transaction"],
         result["body"]["transaction_hash"]
     );
-    assert_eq!(credits(&app, &wallet).await, 500);
+    assert_eq!(balance(&app, &wallet).await, 500);
     assert_eq!(chain.balance(chain.pay_to).await, U256::from(PRICE));
     assert_eq!(
         chain.balance(payer.address().address()).await,
@@ -645,5 +560,5 @@ async fn remote_facilitator_verifies_and_settles(backend: Backend) {
     assert!(settle_response(&headers).success);
     assert_eq!(settles.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert_eq!(chain.balance(chain.pay_to).await, U256::from(PRICE));
-    assert_eq!(credits(&app, &wallet).await, 500);
+    assert_eq!(balance(&app, &wallet).await, 500);
 }
