@@ -242,6 +242,58 @@ error_codes! {
             "Stay under rate_limit.limit requests per rate_limit.window_seconds.",
             "AgentAddress creation allows one new address per window per source IP: persist the address you were given and reuse it.",
         ];
+    /// The product or action in the URL does not exist (or is inactive).
+    TOOL_NOT_FOUND = 404,
+        "No active product or action matches the URL.",
+        "List the tools with GET /api/external/tools and use a product_slug and action_slug from it.",
+        [
+            "GET /api/external/tools lists every invocable product with its actions.",
+            "The action slug is the action name with _ replaced by -; both forms are accepted.",
+        ];
+    /// The action slug matches more than one action of the product.
+    TOOL_ACTION_AMBIGUOUS = 409,
+        "The action slug matches several actions of this product.",
+        "Use the exact action_slug from details.candidates.",
+        ["Pick one action_slug from details.candidates and send it exactly."];
+    /// The action cannot be paid per call with x402.
+    X402_NOT_AVAILABLE = 404,
+        "This action is not available for direct x402 payment.",
+        "Invoke it with credits (signed request), or pick an action whose x402_enabled is true.",
+        [
+            "Buy credits with POST /api/external/credits/purchase and send a signed invocation.",
+            "GET /api/external/tools shows x402_enabled per action.",
+        ];
+    /// Signature fields and an x402 payment header in one request.
+    MIXED_PAYMENT_MODES = 400,
+        "The request mixes a signed credit invocation with an x402 payment header.",
+        "Send either the signed envelope with nested parameters (credits) or the bare parameters with a payment header (x402), not both.",
+        [
+            "Credits: body {wallet_address, session_nonce, request_id, signature, parameters}, no payment header.",
+            "Direct x402: body = the action parameters, header PAYMENT-SIGNATURE (or X-PAYMENT).",
+        ];
+    /// The tool failed; nothing was charged.
+    TOOL_FAILED = 502,
+        "The tool failed to produce a result; the held credits were released and nothing was charged.",
+        "Read details.reason; fix the parameters or retry later with a fresh request_id.",
+        [
+            "Nothing was charged: the hold on your credits was released (or the x402 payment was not settled).",
+            "Retry with a fresh request_id; if it keeps failing, the vendor may be down.",
+        ];
+    /// The tool did not answer in time; nothing was charged.
+    TOOL_TIMEOUT = 504,
+        "The tool did not answer in time; the held credits were released and nothing was charged.",
+        "Retry later with a fresh request_id.",
+        ["Nothing was charged.", "Retry later with a fresh request_id."];
+    /// A catalog entry conflicts with an existing one.
+    CATALOG_CONFLICT = 409,
+        "A product, action or vendor with this slug or id already exists.",
+        "Use another slug, or update the existing entry with PUT.",
+        ["Slugs are unique: products globally, actions per product, vendors globally."];
+    /// A vendor secret cannot be stored because no secrets key is configured.
+    SECRETS_KEY_MISSING = 400,
+        "Vendor secrets are stored encrypted, and this server has no secrets key.",
+        "Start the server with AGENTPMT_SECRETS_KEY (64 hex digits) and retry.",
+        ["Generate a key with `openssl rand -hex 32` and set AGENTPMT_SECRETS_KEY."];
     /// The request took longer than the server allows.
     REQUEST_TIMEOUT = 503,
         "The request did not complete in time.",

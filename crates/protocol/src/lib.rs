@@ -8,6 +8,7 @@
 //! - [`wire`]: request and response bodies.
 //! - [`address`]: wallet addresses.
 //! - [`x402`]: x402 v2 payments (challenge, payment payload, EIP-3009 authorization).
+//! - [`tools`]: the tool marketplace (catalog, invocation, operator documents).
 
 pub mod address;
 pub mod canonical;
@@ -15,6 +16,7 @@ pub mod errors;
 pub mod message;
 pub mod signature;
 pub mod signing;
+pub mod tools;
 pub mod wire;
 pub mod x402;
 

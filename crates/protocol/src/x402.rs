@@ -237,6 +237,8 @@ pub struct DecodedPayment {
     pub x402_version: u64,
     /// The `accepted` requirement as sent (v2), compared by deep equality.
     pub accepted: Option<Value>,
+    /// The `resource` object as sent (v2; not covered by the signature).
+    pub resource: Option<Value>,
     /// Top-level `scheme` (v1).
     pub scheme: Option<String>,
     /// Top-level `network` (v1), as sent.
@@ -353,6 +355,7 @@ pub fn decode_payment_value(mut value: Value) -> Result<DecodedPayment, PaymentD
         .ok_or_else(|| bad("invalid_payload", "payload.authorization is missing"))?;
     let authorization = parse_authorization(auth)?;
     Ok(DecodedPayment {
+        resource: obj.get("resource").cloned(),
         x402_version: version,
         accepted,
         scheme: text_field(obj, "scheme"),

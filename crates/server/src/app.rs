@@ -8,7 +8,7 @@ use crate::error::{ApiError, RequestContext, REQUEST_CONTEXT};
 use crate::ops::metrics::Metrics;
 use crate::payments::Payments;
 use crate::ratelimit::Limits;
-use crate::{admin, auth, credits, help, identity, openapi, ops};
+use crate::{admin, auth, credits, help, identity, openapi, ops, tools};
 use agentpmt_protocol::ErrorCode;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::HeaderValue;
@@ -42,6 +42,8 @@ pub struct Inner {
     pub limits: Limits,
     /// This instance's Prometheus metrics.
     pub metrics: Metrics,
+    /// The tool marketplace's vendor client and secrets key.
+    pub tools: tools::Tools,
     /// The OpenAPI document as JSON, built on first use.
     openapi: OnceLock<Arc<serde_json::Value>>,
 }
@@ -93,6 +95,7 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(identity::router())
         .merge(help::router())
         .merge(ops::router())
+        .merge(tools::router())
         .split_for_parts()
 }
 
@@ -137,6 +140,13 @@ impl Server {
         )
         .await?;
         db.migrate().await?;
+        let secrets = config.secrets_key()?;
+        if let Some(file) = config.catalog_file()? {
+            let (vendors, products) = tools::catalog::load(&db, &file, secrets.as_ref())
+                .await
+                .map_err(|e| ConfigError::Catalog(e.message().to_owned()))?;
+            tracing::info!(catalog = %config.catalog, vendors, products, "catalog loaded");
+        }
         let listener = TcpListener::bind(config.bind).await?;
         let local = listener.local_addr()?;
         let public_url: Arc<str> = config
@@ -158,6 +168,7 @@ impl Server {
             payments,
             limits,
             metrics: Metrics::new(),
+            tools: tools::Tools::new(secrets),
             openapi: OnceLock::new(),
         }));
         let router = build_router(state.clone());
@@ -362,6 +373,11 @@ async fn reconcile_payments(state: AppState, mut stop: tokio::sync::watch::Recei
                     Ok(0) => {}
                     Ok(n) => tracing::info!(purchases = n, "reconciled open settlements"),
                     Err(e) => tracing::warn!(error = %e.message(), "settlement reconciliation failed"),
+                }
+                match tools::usage::sweep_stale(&state.db).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::warn!(calls = n, "finished tool calls left running past their deadline (holds released)"),
+                    Err(e) => tracing::warn!(error = %e.message(), "tool call sweep failed"),
                 }
             }
             _ = stop.changed() => return,

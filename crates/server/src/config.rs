@@ -24,6 +24,8 @@
 //! | `--ip-rate-burst` | `AGENTPMT_IP_RATE_BURST` | `1000` |
 //! | `--wallet-rate-per-sec` | `AGENTPMT_WALLET_RATE_PER_SEC` | `1000` (0: off) |
 //! | `--wallet-rate-burst` | `AGENTPMT_WALLET_RATE_BURST` | `2000` |
+//! | `--catalog` | `AGENTPMT_CATALOG` | `demo` (built-in tools; a TOML/JSON file path, or `none`) |
+//! | `--secrets-key` | `AGENTPMT_SECRETS_KEY` | none (64 hex digits; needed to store vendor secrets) |
 
 use crate::payments::networks::{NetworkConfigError, Networks, PaymentsFile};
 use crate::payments::Fault;
@@ -32,6 +34,8 @@ use secrecy::SecretString;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
+/// The catalog loaded when none is configured.
+pub const DEFAULT_CATALOG: &str = "demo";
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/agentpmt.db";
 pub const DEFAULT_SESSION_TTL_SECS: u64 = 900;
@@ -163,6 +167,14 @@ pub struct ServerConfig {
     /// Burst allowance of the per-wallet limit.
     #[arg(long, env = "AGENTPMT_WALLET_RATE_BURST", default_value_t = DEFAULT_WALLET_RATE_BURST)]
     pub wallet_rate_burst: u32,
+
+    /// Tool catalog loaded (idempotently) at start-up: `demo`, `none`, or a TOML/JSON file.
+    #[arg(long, env = "AGENTPMT_CATALOG", default_value = DEFAULT_CATALOG)]
+    pub catalog: String,
+
+    /// Key (64 hex digits) that encrypts vendor HMAC secrets at rest.
+    #[arg(long, env = "AGENTPMT_SECRETS_KEY", hide_env_values = true)]
+    pub secrets_key: Option<SecretString>,
 }
 
 fn parse_key(s: &str) -> Result<SecretString, String> {
@@ -268,11 +280,35 @@ impl Default for ServerConfig {
             ip_rate_burst: DEFAULT_IP_RATE_BURST,
             wallet_rate_per_sec: DEFAULT_WALLET_RATE_PER_SEC,
             wallet_rate_burst: DEFAULT_WALLET_RATE_BURST,
+            catalog: DEFAULT_CATALOG.to_owned(),
+            secrets_key: None,
         }
     }
 }
 
 impl ServerConfig {
+    /// The secrets key of vendor secrets, if configured.
+    pub fn secrets_key(&self) -> Result<Option<crate::tools::secrets::SecretsKey>, ConfigError> {
+        Ok(match &self.secrets_key {
+            Some(hex) => Some(crate::tools::secrets::SecretsKey::from_hex(hex)?),
+            None => None,
+        })
+    }
+
+    /// The catalog to load at start-up (`None` for `--catalog none`).
+    pub fn catalog_file(&self) -> Result<Option<crate::tools::catalog::CatalogFile>, ConfigError> {
+        use crate::tools::catalog::{CatalogFile, DEMO_CATALOG};
+        let text = match self.catalog.as_str() {
+            "none" | "" => return Ok(None),
+            "demo" => DEMO_CATALOG.to_owned(),
+            path => std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::Catalog(format!("{path}: {e}")))?,
+        };
+        CatalogFile::parse(&text)
+            .map(Some)
+            .map_err(|e| ConfigError::Catalog(format!("{}: {e}", self.catalog)))
+    }
+
     /// The accepted payment networks: `payments`, else the file, else the dev network.
     pub fn networks(&self) -> Result<Networks, ConfigError> {
         Ok(match (&self.payments, &self.payments_config) {
@@ -312,6 +348,10 @@ pub enum ConfigError {
     Payments(#[from] NetworkConfigError),
     #[error(transparent)]
     Settlement(#[from] crate::payments::settle::SettlerError),
+    #[error("--secrets-key: {0}")]
+    SecretsKey(#[from] crate::tools::secrets::SecretsError),
+    #[error("--catalog: {0}")]
+    Catalog(String),
 }
 
 #[cfg(test)]

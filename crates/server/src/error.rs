@@ -149,6 +149,17 @@ impl ApiError {
         self.code
     }
 
+    /// The 422 issues, if any.
+    pub fn validation_issues(&self) -> &[ValidationIssue] {
+        self.issues.as_deref().unwrap_or_default()
+    }
+
+    /// Removes a field from `details` (e.g. a diagnostic that would echo a secret).
+    pub fn without_detail(mut self, key: &str) -> Self {
+        self.details.remove(key);
+        self
+    }
+
     /// The message.
     pub fn message(&self) -> &str {
         &self.message

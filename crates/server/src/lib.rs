@@ -24,6 +24,7 @@ pub mod ops;
 pub mod payments;
 pub mod ratelimit;
 pub mod time;
+pub mod tools;
 
 pub use app::{AppState, Error, Server};
 pub use config::ServerConfig;

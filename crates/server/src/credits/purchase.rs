@@ -194,7 +194,7 @@ fn is_tx_hash(text: &str) -> bool {
         .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-fn payment_header(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn payment_header(headers: &HeaderMap) -> Option<&str> {
     x402::PAYMENT_HEADERS
         .iter()
         .find_map(|name| headers.get(*name))
@@ -226,7 +226,7 @@ fn challenge_response(offer: &Offer, resource: ResourceInfo) -> Response {
     response
 }
 
-fn settle_header(
+pub(crate) fn settle_header(
     offer: &Offer,
     success: bool,
     tx: &str,

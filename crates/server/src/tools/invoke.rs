@@ -1,0 +1,973 @@
+//! Tool invocation: `POST /api/external/tools/{productSlug}/actions/{actionSlug}/invoke`
+//! (signed credits or direct x402) and the legacy `POST /api/external/tools/{productId}/invoke`
+//! (signed credits, `action:invoke`).
+//!
+//! Mode: a body with any envelope field (`wallet_address`, `session_nonce`, `request_id`,
+//! `signature`) is a signed credit call; a body without them is a direct x402 call whose body
+//! is the action's parameters. Both at once (envelope fields and a payment header) → 400
+//! `MIXED_PAYMENT_MODES`.
+//!
+//! Credit call order: envelope shape (422) → per-wallet limit (429) → product/action (404,
+//! 409 ambiguous) → signature against every accepted signed path (401) → parameters against
+//! the action's schema (422) → one transaction: replay claim (409), hold of the price (402
+//! `INSUFFICIENT_CREDITS`, nothing run), usage record → the tool runs → the hold is posted
+//! (success) or released (failure/timeout: 502 `TOOL_FAILED` / 504 `TOOL_TIMEOUT`).
+//!
+//! Direct x402 order: per-IP limit → product/action (404) → x402 enabled (404
+//! `X402_NOT_AVAILABLE`) → parameters (422) → no payment header: 402 challenge for the
+//! action's price → payment verified (the `accepted` entry and, when sent, `resource.url`
+//! must be this action's) → simulation on chain → claim of the authorization with the usage
+//! record (409 while another request holds it) → the tool runs → on success only the payment
+//! is settled; on failure the authorization is given back unsettled.
+
+use super::catalog::{self, Resolved};
+use super::runner::{self, Call, ToolError};
+use super::schema;
+use super::usage::{self, NewUsage};
+use crate::app::AppState;
+use crate::auth::sessions::claim_request;
+use crate::auth::signed::{verify, Envelope};
+use crate::credits::purchase::{payment_header, settle_header};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{parse_object, read_body};
+use crate::payments::networks::Offer;
+use crate::payments::settle::{Broadcast, Outcome};
+use crate::payments::verify::{self as pay_verify, Refusal};
+use crate::ratelimit::ClientIp;
+use crate::time::now_ms;
+use agentpmt_protocol::canonical::JsonValue;
+use agentpmt_protocol::tools::{InvokeRequest, InvokeResponse, X402PaymentView, X402Receipt};
+use agentpmt_protocol::wire::{credits_to_usd, ErrorBody, ValidationIssue};
+use agentpmt_protocol::x402::{
+    self, decode_payment_header, encode_header, DecodedPayment, PaymentRequired, ResourceInfo,
+    X402_VERSION,
+};
+use agentpmt_protocol::{ErrorCode, Scope, SignedAction, WalletAddress, ENVELOPE_FIELDS};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use secrecy::SecretString;
+use serde_json::Value;
+
+/// Invoke a tool action with credits (signed) or a direct x402 payment.
+///
+/// Credits: body `{wallet_address, session_nonce, request_id, signature, parameters}` signed
+/// with `method:POST` and `path:/external/tools/{productSlug}/actions/{actionSlug}/invoke`
+/// (the `/api` prefix, a trailing slash and the raw action name are accepted too; the
+/// accepted forms are listed in `details.accepted_path_candidates` on a mismatch); the
+/// payload hash is over `parameters` (absent: `{}`). Direct x402: body = the parameters,
+/// no envelope fields; without a payment header the answer is 402 with the challenge.
+#[utoipa::path(
+    post,
+    path = "/api/external/tools/{productSlug}/actions/{actionSlug}/invoke",
+    tag = "tools",
+    params(
+        ("productSlug" = String, Path, description = "Product slug (or product id)"),
+        ("actionSlug" = String, Path, description = "Action slug (or the raw action name)"),
+        ("PAYMENT-SIGNATURE" = Option<String>, Header, description = "Direct x402: the payment payload (base64 JSON)"),
+        ("X-PAYMENT" = Option<String>, Header, description = "Direct x402: legacy name of the payment header"),
+    ),
+    request_body(content = InvokeRequest, description = "Signed credit call; for direct x402 the body is the action's parameters"),
+    responses(
+        (status = 200, description = "The tool ran; credits charged or x402 payment settled", body = InvokeResponse),
+        (status = 400, description = "Mixed payment modes or malformed payment header", body = ErrorBody),
+        (status = 401, description = "Signature or session rejected", body = ErrorBody),
+        (status = 402, description = "Not enough credits (INSUFFICIENT_CREDITS), x402 challenge, or payment refused"),
+        (status = 404, description = "Unknown product or action, or action not enabled for direct x402", body = ErrorBody),
+        (status = 409, description = "Ambiguous action slug, replayed request_id, or x402 payment already in progress/used", body = ErrorBody),
+        (status = 422, description = "Invalid parameters (loc names the parameter)", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 502, description = "The tool failed; nothing charged", body = ErrorBody),
+        (status = 504, description = "The tool timed out; nothing charged", body = ErrorBody),
+    )
+)]
+#[tracing::instrument(skip_all, fields(product = %product_slug, action = %action_slug))]
+pub async fn invoke_action(
+    State(state): State<AppState>,
+    Path((product_slug, action_slug)): Path<(String, String)>,
+    ClientIp(ip): ClientIp,
+    req: Request,
+) -> ApiResult<Response> {
+    let headers = req.headers().clone();
+    let body = read_body(req, &state).await?;
+    let json = parse_object(&body)?;
+    let signed_mode = ENVELOPE_FIELDS.iter().any(|f| json.get(f).is_some());
+    let paid = payment_header(&headers);
+    if signed_mode && paid.is_some() {
+        return Err(ApiError::new(
+            ErrorCode::MIXED_PAYMENT_MODES,
+            "Send either a signed credit invocation or a direct x402 payment, not both",
+        ));
+    }
+    if signed_mode {
+        let target = Target::Action {
+            product: &product_slug,
+            action: &action_slug,
+        };
+        return credit_call(&state, target, &body, &json).await;
+    }
+    state.limits.check_ip(ip).inspect_err(|_| {
+        state.metrics.rate_limited("ip");
+    })?;
+    x402_call(&state, &product_slug, &action_slug, &body, paid).await
+}
+
+/// Invoke a product's action (legacy route; signed credits only).
+///
+/// Message: `action:invoke`, `product:{productId}` (as in the URL), payload hash over
+/// `parameters`. The action is `parameters.action` (its name or slug); a product with a
+/// single action needs none. `parameters.action` is not passed to the tool.
+#[utoipa::path(
+    post,
+    path = "/api/external/tools/{productId}/invoke",
+    tag = "tools",
+    params(("productId" = String, Path, description = "Product id (24 hex) or slug")),
+    request_body = InvokeRequest,
+    responses(
+        (status = 200, description = "The tool ran; credits charged", body = InvokeResponse),
+        (status = 401, description = "Signature or session rejected", body = ErrorBody),
+        (status = 402, description = "Not enough credits", body = ErrorBody),
+        (status = 404, description = "Unknown product or action", body = ErrorBody),
+        (status = 409, description = "Ambiguous action or replayed request_id", body = ErrorBody),
+        (status = 422, description = "Invalid body or parameters", body = ErrorBody),
+        (status = 502, description = "The tool failed; nothing charged", body = ErrorBody),
+        (status = 504, description = "The tool timed out; nothing charged", body = ErrorBody),
+    )
+)]
+#[tracing::instrument(skip_all, fields(product = %product_id))]
+pub async fn invoke_legacy(
+    State(state): State<AppState>,
+    Path(product_id): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
+    let body = read_body(req, &state).await?;
+    let json = parse_object(&body)?;
+    credit_call(
+        &state,
+        Target::Legacy {
+            product: &product_id,
+        },
+        &body,
+        &json,
+    )
+    .await
+}
+
+/// What the URL names.
+#[derive(Debug, Clone, Copy)]
+enum Target<'a> {
+    Action { product: &'a str, action: &'a str },
+    Legacy { product: &'a str },
+}
+
+/// The body's `parameters` (absent → `{}`) as a JSON value.
+fn body_parameters(body: &[u8]) -> ApiResult<Value> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid_field(&["body"], "json_invalid", e.to_string()))?;
+    Ok(value
+        .get("parameters")
+        .cloned()
+        .filter(|p| !p.is_null())
+        .unwrap_or_else(|| Value::Object(Default::default())))
+}
+
+/// The signed paths accepted for an action call, primary (as the URL named it) first:
+/// with and without `/api`, with and without a trailing slash, the product as named, by
+/// slug and by id, the action as named, by slug and by raw name.
+fn path_candidates(url_product: &str, url_action: &str, r: &Resolved) -> Vec<Scope> {
+    let mut products = vec![
+        url_product.to_owned(),
+        r.product.slug.clone(),
+        r.product.product_id.clone(),
+    ];
+    let mut actions = vec![
+        url_action.to_owned(),
+        r.action.slug.clone(),
+        r.action.name.clone(),
+    ];
+    products.dedup();
+    actions.dedup();
+    let mut out: Vec<Scope> = Vec::new();
+    for prefix in ["", "/api"] {
+        for p in &products {
+            for a in &actions {
+                for slash in ["", "/"] {
+                    let scope = Scope::method_path(
+                        "POST",
+                        format!("{prefix}/external/tools/{p}/actions/{a}/invoke{slash}"),
+                    );
+                    if !out.contains(&scope) {
+                        out.push(scope);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+async fn credit_call(
+    state: &AppState,
+    target: Target<'_>,
+    body: &[u8],
+    json: &JsonValue,
+) -> ApiResult<Response> {
+    let mut issues: Vec<ValidationIssue> = Vec::new();
+    let envelope = Envelope::read(json, &mut issues);
+    let Some(envelope) = envelope.filter(|_| issues.is_empty()) else {
+        return Err(ApiError::validation(issues));
+    };
+    state
+        .limits
+        .check_wallet(&envelope.wallet)
+        .inspect_err(|_| {
+            state.metrics.rate_limited("wallet");
+        })?;
+    let mut parameters = body_parameters(body)?;
+    if !parameters.is_object() {
+        return Err(ApiError::invalid_field(
+            &["body", "parameters"],
+            "dict_type",
+            "parameters must be a JSON object",
+        ));
+    }
+
+    let (resolved, scopes, action) = {
+        let mut conn = state.db.read().await?;
+        match target {
+            Target::Action { product, action } => {
+                let r = catalog::resolve(&mut conn, product, action).await?;
+                let scopes = path_candidates(product, action, &r);
+                (r, scopes, SignedAction::ToolActionInvoke)
+            }
+            Target::Legacy { product } => {
+                let p = catalog::find_product(&mut conn, product).await?;
+                let actions = catalog::actions_of(&mut conn, &p.product_id).await?;
+                let named = parameters
+                    .get("action")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                let action = match (&named, actions.as_slice()) {
+                    (Some(name), _) => catalog::pick_action(&p, &actions, name)?,
+                    (None, [only]) => only.clone(),
+                    (None, _) => {
+                        return Err(ApiError::invalid_field(
+                            &["body", "parameters", "action"],
+                            "missing",
+                            format!(
+                                "name the action in parameters.action (one of: {})",
+                                actions
+                                    .iter()
+                                    .map(|a| a.slug.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        ))
+                    }
+                };
+                if named.is_some() {
+                    if let Some(map) = parameters.as_object_mut() {
+                        map.remove("action");
+                    }
+                }
+                let vendor = catalog::vendor_of(&mut conn, &p).await?;
+                let r = Resolved {
+                    product: p,
+                    action,
+                    vendor,
+                };
+                (
+                    r,
+                    vec![Scope::action("invoke", product)],
+                    SignedAction::Invoke,
+                )
+            }
+        }
+    };
+
+    let signer = verify(state, action.spec(), &scopes, json, envelope)
+        .await
+        .map_err(|e| {
+            if e.code().as_str().starts_with("EXTERNAL_SIGNATURE_") {
+                state.metrics.signature_failure(e.code().as_str());
+            }
+            // The canonical payload would echo `_credentials`.
+            e.without_detail("payload_canonical")
+        })?;
+
+    let (tool_params, credentials, workflow_session) =
+        schema::split_reserved(&parameters).map_err(|issue| ApiError::validation(vec![issue]))?;
+    schema::validate(&resolved.action.schema(), &tool_params).map_err(ApiError::validation)?;
+    let runner_spec = resolved.action.runner()?;
+    let secret = vendor_secret(state, &resolved)?;
+
+    let usage = NewUsage {
+        usage_id: usage::new_usage_id(),
+        product_id: resolved.product.product_id.clone(),
+        product_slug: resolved.product.slug.clone(),
+        action_slug: resolved.action.slug.clone(),
+        mode: "credits",
+        wallet_address: Some(signer.wallet.to_string()),
+        payer_address: None,
+        session_nonce: Some(signer.session_nonce.clone()),
+        request_id: Some(signer.request_id.clone()),
+        price_credits: resolved.action.price_credits,
+        workflow_session_id: workflow_session.clone(),
+        network: None,
+        deadline_ms: now_ms() + deadline_margin_ms(&runner_spec),
+    };
+    {
+        let mut tx = state.db.begin().await?;
+        let claimed = claim_request(
+            &mut tx,
+            &signer.session_nonce,
+            &signer.request_id,
+            &signer.wallet,
+            signer.action,
+        )
+        .await?;
+        if !claimed {
+            return Err(ApiError::new(
+                ErrorCode::EXTERNAL_SIGNATURE_REQUEST_REPLAY,
+                "This request_id was already used for this session",
+            )
+            .with_detail("request_id", signer.request_id.clone()));
+        }
+        usage::hold(&mut tx, &signer.wallet, &usage).await?;
+        tx.commit().await?;
+    }
+    state
+        .metrics
+        .ledger_posting(usage::kind::TOOL_HOLD, -usage.price_credits);
+
+    // The tool runs and the hold is settled in a task of its own, so a client that hangs
+    // up (or the request time limit) cannot leave the hold half done.
+    let task_state = state.clone();
+    let wallet = signer.wallet;
+    let usage_id = usage.usage_id.clone();
+    let outcome = tokio::spawn(async move {
+        let result = runner::run(
+            &task_state.tools.http,
+            &runner_spec,
+            Call {
+                product_slug: &resolved.product.slug,
+                action_slug: &resolved.action.slug,
+                usage_id: &usage_id,
+                wallet_address: Some(&wallet.to_string()),
+                parameters: &tool_params,
+                credentials: credentials.as_ref(),
+                vendor_secret: secret.as_ref(),
+            },
+        )
+        .await;
+        match result {
+            Ok(response) => {
+                if usage::post_hold(&task_state.db, &usage_id).await? {
+                    Ok(Ok(response))
+                } else {
+                    Ok(Err(ToolError::Timeout))
+                }
+            }
+            Err(error) => {
+                let (code, message) = tool_error_parts(&error);
+                usage::release_hold(&task_state.db, &usage_id, code.as_str(), &message).await?;
+                Ok::<_, ApiError>(Err(error))
+            }
+        }
+    })
+    .await
+    .map_err(|e| ApiError::internal(anyhow::anyhow!("tool task failed: {e}")))??;
+
+    let balance = crate::ledger::balance(&mut state.db.read().await?, &signer.wallet).await?;
+    match outcome {
+        Ok(response) => {
+            tracing::info!(usage_id = %usage.usage_id, wallet = %signer.wallet, price = usage.price_credits, "tool call charged");
+            Ok(Json(InvokeResponse {
+                success: true,
+                response,
+                warnings: Vec::new(),
+                usage_id: usage.usage_id,
+                product_slug: usage.product_slug,
+                action_slug: usage.action_slug,
+                charged_credits: usage.price_credits,
+                price_credits: usage.price_credits,
+                balance_credits: Some(balance),
+                balance_usd: Some(credits_to_usd(balance)),
+                credit_source: "credits".into(),
+                workflow_session_id: workflow_session,
+                x402: None,
+            })
+            .into_response())
+        }
+        Err(error) => {
+            state
+                .metrics
+                .ledger_posting(usage::kind::TOOL_RELEASE, usage.price_credits);
+            let (code, message) = tool_error_parts(&error);
+            Err(ApiError::new(code, message.clone())
+                .with_detail("reason", message)
+                .with_detail("usage_id", usage.usage_id)
+                .with_detail("charged_credits", 0)
+                .with_detail("price_credits", usage.price_credits)
+                .with_detail("balance_credits", balance))
+        }
+    }
+}
+
+fn tool_error_parts(error: &ToolError) -> (ErrorCode, String) {
+    match error {
+        ToolError::Failed(reason) => (ErrorCode::TOOL_FAILED, format!("The tool failed: {reason}")),
+        ToolError::Timeout => (
+            ErrorCode::TOOL_TIMEOUT,
+            "The tool did not answer in time".to_owned(),
+        ),
+    }
+}
+
+/// How long after its start a call is certainly over (the sweeper's deadline).
+fn deadline_margin_ms(runner: &agentpmt_protocol::tools::RunnerSpec) -> i64 {
+    let tool_ms = match runner {
+        agentpmt_protocol::tools::RunnerSpec::Http { timeout_ms, .. } => timeout_ms
+            .unwrap_or(runner::DEFAULT_TIMEOUT_MS)
+            .min(runner::MAX_TIMEOUT_MS),
+        agentpmt_protocol::tools::RunnerSpec::Builtin { .. } => 1_000,
+    };
+    i64::try_from(tool_ms).unwrap_or(i64::MAX / 4) + 60_000
+}
+
+/// The vendor's HMAC secret, opened for this call (never logged).
+fn vendor_secret(state: &AppState, r: &Resolved) -> ApiResult<Option<SecretString>> {
+    let Some(vendor) = &r.vendor else {
+        return Ok(None);
+    };
+    if vendor.status != "active" {
+        return Err(ApiError::new(
+            ErrorCode::TOOL_NOT_FOUND,
+            "The vendor of this product is inactive",
+        ));
+    }
+    let Some(sealed) = &vendor.secret_sealed else {
+        return Ok(None);
+    };
+    let key = state.tools.secrets.as_ref().ok_or_else(|| {
+        ApiError::internal(anyhow::anyhow!(
+            "vendor {} has a sealed secret but no secrets key is configured",
+            vendor.slug
+        ))
+    })?;
+    key.open(&vendor.vendor_id, sealed)
+        .map(Some)
+        .map_err(ApiError::internal)
+}
+
+// ---------------------------------------------------------------------------------------
+// Direct x402.
+
+/// The x402 offers for an action's price: every configured network and token, the default
+/// network first.
+fn offers(state: &AppState, price: i64) -> Vec<Offer> {
+    let networks = &state.payments.networks;
+    let mut chains: Vec<u64> = networks.networks.iter().map(|n| n.chain_id).collect();
+    chains.sort_by_key(|c| (*c != networks.default_chain_id, *c));
+    let mut out = Vec::new();
+    for chain in chains {
+        let Some(network) = networks.networks.iter().find(|n| n.chain_id == chain) else {
+            continue;
+        };
+        for token in &network.tokens {
+            if let Ok(offer) = networks.offer(price, Some(chain), Some(&token.symbol)) {
+                out.push(offer);
+            }
+        }
+    }
+    out
+}
+
+fn required(offers: &[Offer], resource: &ResourceInfo, error: Option<String>) -> PaymentRequired {
+    PaymentRequired {
+        x402_version: X402_VERSION,
+        error,
+        resource: resource.clone(),
+        accepts: offers.iter().map(|o| o.requirement.clone()).collect(),
+        extensions: None,
+    }
+}
+
+fn challenge(offers: &[Offer], resource: &ResourceInfo) -> Response {
+    let body = required(offers, resource, Some("Payment required".into()));
+    let mut response = (StatusCode::PAYMENT_REQUIRED, Json(&body)).into_response();
+    let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&encode_header(&body)) {
+        h.insert(x402::HEADER_PAYMENT_REQUIRED, v);
+    }
+    h.insert(
+        axum::http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+/// A refused payment: the error envelope plus a fresh challenge (body fields and
+/// `PAYMENT-REQUIRED`) and a failed `PAYMENT-RESPONSE`.
+fn refused(
+    code: ErrorCode,
+    offers: &[Offer],
+    offer: Option<&Offer>,
+    resource: &ResourceInfo,
+    refusal: Refusal,
+    payer: &str,
+) -> ApiError {
+    let body = required(
+        offers,
+        resource,
+        Some(format!("{}: {}", refusal.reason, refusal.message)),
+    );
+    let mut err = ApiError::new(
+        code,
+        format!("Payment refused ({}): {}", refusal.reason, refusal.message),
+    )
+    .with_detail("reason", refusal.reason.clone())
+    .with_header(x402::HEADER_PAYMENT_REQUIRED, &encode_header(&body));
+    if let Some(offer) = offer {
+        let header = settle_header(offer, false, "", payer, Some(&refusal));
+        err = err
+            .with_header(x402::HEADER_PAYMENT_RESPONSE, &header)
+            .with_header(x402::HEADER_X_PAYMENT_RESPONSE, &header);
+    }
+    for (key, value) in serde_json::to_value(&body)
+        .unwrap_or_default()
+        .as_object()
+        .into_iter()
+        .flatten()
+    {
+        err = err.with_field(key, value.clone());
+    }
+    err
+}
+
+/// The offer a payment names: the `accepted` entry's network and asset (v2), or the v1
+/// network; the default offer otherwise (verification then explains the mismatch).
+fn offer_for<'a>(offers: &'a [Offer], payment: &DecodedPayment) -> Option<&'a Offer> {
+    if let Some(accepted) = &payment.accepted {
+        let network = accepted
+            .get("network")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let asset = accepted
+            .get("asset")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if let Some(o) = offers.iter().find(|o| {
+            o.requirement.network == network && o.requirement.asset.eq_ignore_ascii_case(asset)
+        }) {
+            return Some(o);
+        }
+    } else if let Some(network) = &payment.network {
+        if let Some(o) = offers.iter().find(|o| {
+            o.requirement.network == *network
+                || o.network.chain_id.to_string() == *network
+                || network.eq_ignore_ascii_case(&o.network.name)
+        }) {
+            return Some(o);
+        }
+    }
+    offers.first()
+}
+
+async fn x402_call(
+    state: &AppState,
+    product_ref: &str,
+    action_ref: &str,
+    body: &[u8],
+    header: Option<&str>,
+) -> ApiResult<Response> {
+    let resolved = catalog::resolve(&mut state.db.read().await?, product_ref, action_ref).await?;
+    if resolved.action.x402_enabled == 0 {
+        return Err(ApiError::new(
+            ErrorCode::X402_NOT_AVAILABLE,
+            format!(
+                "{}/{} cannot be paid with x402; invoke it with credits",
+                resolved.product.slug, resolved.action.slug
+            ),
+        )
+        .with_detail("product_slug", resolved.product.slug.clone())
+        .with_detail("action_slug", resolved.action.slug.clone()));
+    }
+    let parameters: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(Default::default())
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::invalid_field(&["body"], "json_invalid", e.to_string()))?
+    };
+    let (tool_params, credentials, workflow_session) = schema::split_reserved(&parameters)
+        .map_err(|mut issue| {
+            // Direct x402 bodies are the parameters themselves.
+            issue.loc.retain(|l| *l != "parameters".into());
+            ApiError::validation(vec![issue])
+        })?;
+    if workflow_session.is_some() {
+        return Err(ApiError::invalid_field(
+            &["body", agentpmt_protocol::tools::WORKFLOW_SESSION_PARAM],
+            "value_error",
+            "workflow sessions belong to wallets: attribute calls with a signed credit invocation",
+        ));
+    }
+    schema::validate(&resolved.action.schema(), &tool_params).map_err(|mut issues| {
+        for issue in &mut issues {
+            issue.loc.retain(|l| *l != "parameters".into());
+        }
+        ApiError::validation(issues)
+    })?;
+
+    let price = resolved.action.price_credits;
+    let offers = offers(state, price);
+    let resource_url = format!(
+        "{}/api/external/tools/{}/actions/{}/invoke",
+        state.public_url, resolved.product.slug, resolved.action.slug
+    );
+    let resource = ResourceInfo {
+        url: resource_url.clone(),
+        description: Some(format!(
+            "{} / {}: {}{}",
+            resolved.product.name,
+            resolved.action.name,
+            resolved.action.description,
+            if state.payments.networks.is_dev() {
+                " - DEV NETWORK, no real payment"
+            } else {
+                ""
+            }
+        )),
+        mime_type: Some("application/json".into()),
+    };
+    let Some(header) = header else {
+        return Ok(challenge(&offers, &resource));
+    };
+    let payment = decode_payment_header(header).map_err(|e| {
+        let code = if e.reason == "invalid_exact_evm_payload_signature" {
+            ErrorCode::PAYMENT_INVALID
+        } else {
+            ErrorCode::PAYMENT_MALFORMED
+        };
+        refused(
+            code,
+            &offers,
+            None,
+            &resource,
+            Refusal::new(e.reason, e.message),
+            "",
+        )
+    })?;
+    let offer = offer_for(&offers, &payment)
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no payment network is configured")))?
+        .clone();
+    let from = payment.authorization.from.to_checksum(None);
+    if let Some(url) = payment
+        .resource
+        .as_ref()
+        .and_then(|r| r.get("url"))
+        .and_then(Value::as_str)
+    {
+        if url != resource_url {
+            return Err(refused(
+                ErrorCode::PAYMENT_INVALID,
+                &offers,
+                Some(&offer),
+                &resource,
+                Refusal::new(
+                    "invalid_payment_requirements",
+                    format!("the payment is for {url}, not for this action ({resource_url})"),
+                ),
+                &from,
+            ));
+        }
+    }
+    let now_secs = (now_ms() / 1000) as u64;
+    let payer = pay_verify::verify(&payment, &offer, now_secs).map_err(|refusal| {
+        refused(
+            ErrorCode::PAYMENT_INVALID,
+            &offers,
+            Some(&offer),
+            &resource,
+            refusal,
+            &from,
+        )
+    })?;
+    let payer = WalletAddress::new(payer);
+    let nonce_hex = format!("{:#x}", payment.authorization.nonce);
+    let chain_id = offer.network.chain_id as i64;
+    let asset = format!("{:#x}", offer.token.address);
+    let holder = crate::payments::store::authorization_holder(
+        &mut state.db.read().await?,
+        chain_id,
+        &asset,
+        &payer.to_string(),
+        &nonce_hex,
+    )
+    .await?;
+    if let Some((holder_id, status)) = holder {
+        if status != "failed" {
+            return Err(in_use(&holder_id, &status));
+        }
+    }
+    let settler = state
+        .payments
+        .settler(offer.network.chain_id)
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no settler for a configured chain")))?;
+    if let Err(refusal) = settler.preflight(&offer, &payment).await {
+        return Err(refused(
+            ErrorCode::PAYMENT_INVALID,
+            &offers,
+            Some(&offer),
+            &resource,
+            refusal,
+            &payer.to_string(),
+        ));
+    }
+
+    // Claim the authorization together with the usage record.
+    let runner_spec = resolved.action.runner()?;
+    let secret = vendor_secret(state, &resolved)?;
+    let usage = NewUsage {
+        usage_id: usage::new_usage_id(),
+        product_id: resolved.product.product_id.clone(),
+        product_slug: resolved.product.slug.clone(),
+        action_slug: resolved.action.slug.clone(),
+        mode: "x402",
+        wallet_address: None,
+        payer_address: Some(payer.to_string()),
+        session_nonce: None,
+        request_id: None,
+        price_credits: price,
+        workflow_session_id: None,
+        network: Some(offer.requirement.network.clone()),
+        deadline_ms: now_ms()
+            + deadline_margin_ms(&runner_spec)
+            + state.payments.lease.as_millis() as i64,
+    };
+    {
+        let mut tx = state.db.begin().await?;
+        let claimed = crate::db::macros::sql_scalar_optional!(
+            tx.conn(),
+            String,
+            "INSERT INTO payment_authorizations (chain_id, asset, payer_address, auth_nonce, purchase_id, status, updated_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, 'active', $6) \
+             ON CONFLICT (chain_id, asset, payer_address, auth_nonce) DO UPDATE SET \
+             purchase_id = excluded.purchase_id, status = 'active', updated_at_ms = excluded.updated_at_ms \
+             WHERE payment_authorizations.status = 'failed' RETURNING purchase_id",
+            chain_id,
+            &asset,
+            payer.to_string(),
+            &nonce_hex,
+            &usage.usage_id,
+            now_ms()
+        )?;
+        if claimed.is_none() {
+            drop(tx);
+            let (holder_id, status) = crate::payments::store::authorization_holder(
+                &mut state.db.read().await?,
+                chain_id,
+                &asset,
+                &payer.to_string(),
+                &nonce_hex,
+            )
+            .await?
+            .unwrap_or_default();
+            return Err(in_use(&holder_id, &status));
+        }
+        usage::insert(&mut tx, &usage).await?;
+        tx.commit().await?;
+    }
+    tracing::info!(usage_id = %usage.usage_id, payer = %payer, network = %offer.requirement.network, "x402 tool payment claimed");
+
+    let task_state = state.clone();
+    let usage_id = usage.usage_id.clone();
+    let payer_text = payer.to_string();
+    let task_offer = offer.clone();
+    let outcome = tokio::spawn(async move {
+        let state = task_state;
+        let result = runner::run(
+            &state.tools.http,
+            &runner_spec,
+            Call {
+                product_slug: &resolved.product.slug,
+                action_slug: &resolved.action.slug,
+                usage_id: &usage_id,
+                wallet_address: Some(&payer_text),
+                parameters: &tool_params,
+                credentials: credentials.as_ref(),
+                vendor_secret: secret.as_ref(),
+            },
+        )
+        .await;
+        let response = match result {
+            Ok(response) => response,
+            Err(error) => {
+                // No result, no settlement: the authorization is given back unused.
+                let (code, message) = tool_error_parts(&error);
+                let mut tx = state.db.begin().await?;
+                usage::finish(&mut tx, &usage_id, usage::status::FAILED, Some(code.as_str()), Some(&message)).await?;
+                usage::give_back_authorization(&mut tx, &usage_id).await?;
+                tx.commit().await?;
+                return Ok::<_, ApiError>(X402Outcome::ToolFailed(error));
+            }
+        };
+        usage::mark_settling(&mut state.db.write().await?, &usage_id).await?;
+        let settler = state
+            .payments
+            .settler(task_offer.network.chain_id)
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no settler")))?;
+        let outcome = match settler.broadcast(&task_offer, &payment).await {
+            Broadcast::Confirmed(tx) => Outcome::Settled(tx),
+            Broadcast::Failed(refusal) => Outcome::Failed(refusal),
+            Broadcast::Unknown(message) => Outcome::Unknown(message),
+            Broadcast::Sent(tx) => {
+                crate::db::macros::sql_execute!(
+                    state.db.write().await?.conn(),
+                    "UPDATE tool_usage SET transaction_hash = $2 WHERE usage_id = $1",
+                    &usage_id,
+                    &tx
+                )?;
+                settler.confirm(&task_offer, &payment, &tx).await
+            }
+        };
+        let mut tx = state.db.begin().await?;
+        let result = match outcome {
+            Outcome::Settled(hash) => {
+                usage::record_settlement(&mut tx, &usage_id, usage::status::SUCCEEDED, Some(&hash), None).await?;
+                crate::db::macros::sql_execute!(
+                    tx.conn(),
+                    "UPDATE payment_authorizations SET status = 'settled', updated_at_ms = $2 WHERE purchase_id = $1",
+                    &usage_id,
+                    now_ms()
+                )?;
+                state.metrics.settlement("settled");
+                X402Outcome::Settled { response, transaction: hash }
+            }
+            Outcome::Failed(refusal) => {
+                usage::record_settlement(&mut tx, &usage_id, usage::status::SETTLEMENT_FAILED, None, Some((&refusal.reason, &refusal.message))).await?;
+                usage::give_back_authorization(&mut tx, &usage_id).await?;
+                state.metrics.settlement("failed");
+                X402Outcome::SettlementFailed(refusal)
+            }
+            Outcome::Unknown(message) => {
+                usage::record_settlement(&mut tx, &usage_id, usage::status::SETTLEMENT_PENDING, None, Some(("settlement_pending", &message))).await?;
+                state.metrics.settlement("pending");
+                X402Outcome::Pending { response }
+            }
+            Outcome::Resubmit => X402Outcome::Pending { response },
+        };
+        tx.commit().await?;
+        Ok(result)
+    })
+    .await
+    .map_err(|e| ApiError::internal(anyhow::anyhow!("tool task failed: {e}")))??;
+
+    let payment_view = X402PaymentView {
+        token: offer.token.symbol.clone(),
+        asset: offer.token.address.to_checksum(None),
+        amount_base_units: offer.amount.to_string(),
+        amount_usd: credits_to_usd(price),
+        payer_wallet_address: payer.to_string(),
+        pay_to: offer.pay_to.to_checksum(None),
+    };
+    let respond = |response: Value, settled: bool, transaction: String| -> Response {
+        let receipt = X402Receipt {
+            settled,
+            transaction: transaction.clone(),
+            network: offer.requirement.network.clone(),
+            resource_url: resource_url.clone(),
+            settlement_recorded: settled,
+            payment: payment_view.clone(),
+        };
+        let mut http = Json(InvokeResponse {
+            success: true,
+            response,
+            warnings: if settled {
+                Vec::new()
+            } else {
+                vec![Value::String(
+                    "settlement is pending: the transaction was sent but not yet confirmed".into(),
+                )]
+            },
+            usage_id: usage.usage_id.clone(),
+            product_slug: usage.product_slug.clone(),
+            action_slug: usage.action_slug.clone(),
+            charged_credits: 0,
+            price_credits: price,
+            balance_credits: None,
+            balance_usd: None,
+            credit_source: "x402".into(),
+            workflow_session_id: None,
+            x402: Some(receipt),
+        })
+        .into_response();
+        if settled {
+            let header = settle_header(&offer, true, &transaction, &payer.to_string(), None);
+            if let Ok(v) = HeaderValue::from_str(&header) {
+                http.headers_mut()
+                    .insert(x402::HEADER_PAYMENT_RESPONSE, v.clone());
+                http.headers_mut()
+                    .insert(x402::HEADER_X_PAYMENT_RESPONSE, v);
+            }
+        }
+        http
+    };
+    match outcome {
+        X402Outcome::Settled {
+            response,
+            transaction,
+        } => Ok(respond(response, true, transaction)),
+        X402Outcome::Pending { response } => Ok(respond(response, false, String::new())),
+        X402Outcome::ToolFailed(error) => {
+            let (code, message) = tool_error_parts(&error);
+            Err(ApiError::new(code, message.clone())
+                .with_detail("reason", message)
+                .with_detail("usage_id", usage.usage_id)
+                .with_detail("settled", false))
+        }
+        X402Outcome::SettlementFailed(refusal) => Err(refused(
+            ErrorCode::PAYMENT_SETTLEMENT_FAILED,
+            &offers,
+            Some(&offer),
+            &resource,
+            refusal,
+            &payer.to_string(),
+        )),
+    }
+}
+
+#[derive(Debug)]
+enum X402Outcome {
+    Settled {
+        response: Value,
+        transaction: String,
+    },
+    Pending {
+        response: Value,
+    },
+    ToolFailed(ToolError),
+    SettlementFailed(Refusal),
+}
+
+fn in_use(holder: &str, status: &str) -> ApiError {
+    let (code, message) = if status == "settled" {
+        (
+            ErrorCode::PAYMENT_ALREADY_USED,
+            "This payment authorization has already been used",
+        )
+    } else {
+        (
+            ErrorCode::PAYMENT_IN_PROGRESS,
+            "This payment authorization is being processed by another request",
+        )
+    };
+    let mut err = ApiError::new(code, message).with_detail("status", status.to_owned());
+    if holder.starts_with("use_") {
+        err = err.with_detail("usage_id", holder.to_owned());
+    } else if !holder.is_empty() {
+        err = err.with_detail("purchase_id", holder.to_owned());
+    }
+    err
+}

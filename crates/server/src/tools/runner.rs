@@ -1,0 +1,378 @@
+//! Running an action: a built-in tool, or the vendor's HTTP endpoint.
+//!
+//! Vendor calls are `POST <url>` with the JSON body `{product, action, parameters,
+//! credentials, usage_id, wallet_address}` and the headers
+//! - `X-AgentPMT-Timestamp`: Unix seconds,
+//! - `X-AgentPMT-Usage-Id`: the usage record's id (stable across the vendor's retries),
+//! - `X-AgentPMT-Signature`: `sha256=<hex HMAC-SHA256(vendor secret, timestamp + "." + body)>`,
+//!
+//! so the vendor can check that the call came from the marketplace and is fresh. A 2xx
+//! reply whose body is JSON is the tool's response (an object; anything else is wrapped as
+//! `{result: ...}`); any other status, a non-JSON body, a body over 1 MiB or no answer
+//! within the action's timeout is a tool failure.
+
+use agentpmt_protocol::canonical::{self, Escaping, JsonValue, KeyOrder};
+use agentpmt_protocol::tools::RunnerSpec;
+use agentpmt_protocol::wire::{cents_text, CREDITS_PER_USD};
+use alloy::primitives::{keccak256, Address};
+use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+
+/// Default vendor timeout.
+pub const DEFAULT_TIMEOUT_MS: u64 = 20_000;
+/// Longest accepted vendor timeout.
+pub const MAX_TIMEOUT_MS: u64 = 300_000;
+/// Largest vendor reply.
+pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// Header names of vendor calls.
+pub const HEADER_TIMESTAMP: &str = "x-agentpmt-timestamp";
+pub const HEADER_SIGNATURE: &str = "x-agentpmt-signature";
+pub const HEADER_USAGE_ID: &str = "x-agentpmt-usage-id";
+
+/// Why a tool produced no result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolError {
+    /// The tool refused or failed; the reason is safe to show.
+    Failed(String),
+    /// No answer in time.
+    Timeout,
+}
+
+/// What a vendor call needs besides the parameters.
+#[derive(Debug)]
+pub struct Call<'a> {
+    pub product_slug: &'a str,
+    pub action_slug: &'a str,
+    pub usage_id: &'a str,
+    pub wallet_address: Option<&'a str>,
+    pub parameters: &'a Value,
+    /// `parameters._credentials`, passed through and never stored.
+    pub credentials: Option<&'a Value>,
+    pub vendor_secret: Option<&'a SecretString>,
+}
+
+/// Runs `runner` for `call`.
+pub async fn run(
+    http: &reqwest::Client,
+    runner: &RunnerSpec,
+    call: Call<'_>,
+) -> Result<Value, ToolError> {
+    match runner {
+        RunnerSpec::Builtin { name } => builtin(name, call.parameters),
+        RunnerSpec::Http { url, timeout_ms } => {
+            let timeout =
+                Duration::from_millis(timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS).min(MAX_TIMEOUT_MS));
+            match tokio::time::timeout(timeout, vendor(http, url, &call)).await {
+                Ok(result) => result,
+                Err(_) => Err(ToolError::Timeout),
+            }
+        }
+    }
+}
+
+/// The signature header value for `body` sent at `timestamp`.
+pub fn vendor_signature(secret: &SecretString, timestamp: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose_secret().as_bytes())
+        .expect("HMAC takes keys of any length");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+async fn vendor(http: &reqwest::Client, url: &str, call: &Call<'_>) -> Result<Value, ToolError> {
+    let body = serde_json::to_vec(&json!({
+        "product": call.product_slug,
+        "action": call.action_slug,
+        "parameters": call.parameters,
+        "credentials": call.credentials.cloned().unwrap_or_else(|| json!({})),
+        "usage_id": call.usage_id,
+        "wallet_address": call.wallet_address,
+    }))
+    .map_err(|e| ToolError::Failed(format!("cannot encode the call: {e}")))?;
+    let timestamp = (crate::time::now_ms() / 1000).to_string();
+    let mut request = http
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(HEADER_TIMESTAMP, &timestamp)
+        .header(HEADER_USAGE_ID, call.usage_id);
+    if let Some(secret) = call.vendor_secret {
+        request = request.header(
+            HEADER_SIGNATURE,
+            vendor_signature(secret, &timestamp, &body),
+        );
+    }
+    let mut response = request.body(body).send().await.map_err(|e| {
+        if e.is_timeout() {
+            ToolError::Timeout
+        } else {
+            ToolError::Failed(format!(
+                "the vendor could not be reached ({})",
+                transport_kind(&e)
+            ))
+        }
+    })?;
+    let status = response.status();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| {
+        ToolError::Failed(format!(
+            "the vendor's reply broke off ({})",
+            transport_kind(&e)
+        ))
+    })? {
+        if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(ToolError::Failed(
+                "the vendor's reply is larger than 1 MiB".into(),
+            ));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    if !status.is_success() {
+        return Err(ToolError::Failed(format!(
+            "the vendor answered HTTP {}",
+            status.as_u16()
+        )));
+    }
+    let value: Value = serde_json::from_slice(&bytes)
+        .map_err(|_| ToolError::Failed("the vendor's reply is not JSON".into()))?;
+    Ok(match value {
+        Value::Object(_) => value,
+        other => json!({ "result": other }),
+    })
+}
+
+/// A transport error's kind without its URL (which may carry vendor tokens).
+fn transport_kind(e: &reqwest::Error) -> &'static str {
+    if e.is_connect() {
+        "connection failed"
+    } else if e.is_timeout() {
+        "timed out"
+    } else if e.is_body() || e.is_decode() {
+        "bad body"
+    } else {
+        "transport error"
+    }
+}
+
+/// The built-in tools, by name.
+pub const BUILTINS: [(&str, &str); 10] = [
+    ("json.canonicalize", "Canonical JSON (sorted keys, no whitespace) of `value` and its SHA-256: the payload hash of signed requests."),
+    ("json.validate", "Validates `document` against the JSON Schema `schema`; lists every error."),
+    ("json.pointer", "The value at the JSON Pointer `pointer` (RFC 6901) in `document`."),
+    ("eth.checksum_address", "EIP-55 checksum form of `address`."),
+    ("eth.keccak256", "Keccak-256 of `text` (UTF-8) or of `hex` bytes."),
+    ("eth.credits_quote", "Price of `credits` in USD and in base units of a 6-decimals token (USDC)."),
+    ("text.stats", "Characters, words, lines and sentences of `text`."),
+    ("text.extract_urls", "Every http(s) URL in `text`, in order, without duplicates."),
+    ("text.sha256", "SHA-256 (hex) of `text` (UTF-8)."),
+    ("time.now", "The current time (UTC): RFC 3339, Unix seconds and milliseconds."),
+];
+
+/// Whether `name` is a built-in tool.
+pub fn is_builtin(name: &str) -> bool {
+    BUILTINS.iter().any(|(n, _)| *n == name)
+}
+
+fn str_param<'a>(p: &'a Value, name: &str) -> Result<&'a str, ToolError> {
+    p.get(name)
+        .and_then(Value::as_str)
+        .ok_or_else(|| ToolError::Failed(format!("{name} must be a string")))
+}
+
+fn builtin(name: &str, p: &Value) -> Result<Value, ToolError> {
+    match name {
+        "json.canonicalize" => {
+            let value = p
+                .get("value")
+                .ok_or_else(|| ToolError::Failed("value is required".into()))?;
+            let value = JsonValue::from_serde(value);
+            let text = canonical::to_canonical(&value, Escaping::Utf8, KeyOrder::CodePoint);
+            let ascii = canonical::to_canonical(&value, Escaping::Ascii, KeyOrder::CodePoint);
+            Ok(json!({
+                "canonical": text,
+                "sha256": canonical::sha256_hex(&text),
+                "ascii_escaped_sha256": canonical::sha256_hex(&ascii),
+            }))
+        }
+        "json.validate" => {
+            let schema = p
+                .get("schema")
+                .ok_or_else(|| ToolError::Failed("schema is required".into()))?;
+            let document = p.get("document").unwrap_or(&Value::Null);
+            let validator = jsonschema::validator_for(schema)
+                .map_err(|e| ToolError::Failed(format!("schema is not valid JSON Schema: {e}")))?;
+            let errors: Vec<Value> = validator
+                .iter_errors(document)
+                .take(100)
+                .map(|e| json!({"path": e.instance_path().to_string(), "message": e.to_string()}))
+                .collect();
+            Ok(json!({"valid": errors.is_empty(), "errors": errors}))
+        }
+        "json.pointer" => {
+            let document = p.get("document").unwrap_or(&Value::Null);
+            let pointer = str_param(p, "pointer")?;
+            if !pointer.is_empty() && !pointer.starts_with('/') {
+                return Err(ToolError::Failed(
+                    "pointer must be empty or start with /".into(),
+                ));
+            }
+            let found = document.pointer(pointer);
+            Ok(json!({"found": found.is_some(), "value": found.cloned().unwrap_or(Value::Null)}))
+        }
+        "eth.checksum_address" => {
+            let text = str_param(p, "address")?;
+            let address: Address = text.trim().parse().map_err(|_| {
+                ToolError::Failed("address must be 0x followed by 40 hex digits".into())
+            })?;
+            Ok(json!({
+                "address": address.to_checksum(None),
+                "lowercase": format!("{address:#x}"),
+            }))
+        }
+        "eth.keccak256" => {
+            let bytes = match (
+                p.get("text").and_then(Value::as_str),
+                p.get("hex").and_then(Value::as_str),
+            ) {
+                (Some(text), None) => text.as_bytes().to_vec(),
+                (None, Some(h)) => hex::decode(h.trim_start_matches("0x")).map_err(|_| {
+                    ToolError::Failed("hex must be hex digits (optionally 0x-prefixed)".into())
+                })?,
+                _ => return Err(ToolError::Failed("send exactly one of text and hex".into())),
+            };
+            Ok(
+                json!({"keccak256": format!("{:#x}", keccak256(&bytes)), "input_bytes": bytes.len()}),
+            )
+        }
+        "eth.credits_quote" => {
+            let credits = p
+                .get("credits")
+                .and_then(Value::as_i64)
+                .filter(|c| (1..=1_000_000_000).contains(c))
+                .ok_or_else(|| {
+                    ToolError::Failed("credits must be an integer from 1 to 1,000,000,000".into())
+                })?;
+            let pack = agentpmt_protocol::wire::suggested_pack(credits);
+            Ok(json!({
+                "credits": credits,
+                "usd": cents_text(credits * 100 / CREDITS_PER_USD),
+                "usdc_base_units": (i128::from(credits) * 10_000).to_string(),
+                "purchasable_pack_credits": pack,
+                "purchasable_pack_usd": cents_text(pack * 100 / CREDITS_PER_USD),
+            }))
+        }
+        "text.stats" => {
+            let text = str_param(p, "text")?;
+            let sentences = text
+                .split(['.', '!', '?'])
+                .filter(|s| s.chars().any(char::is_alphanumeric))
+                .count();
+            Ok(json!({
+                "characters": text.chars().count(),
+                "bytes": text.len(),
+                "words": text.split_whitespace().count(),
+                "lines": if text.is_empty() { 0 } else { text.lines().count() },
+                "sentences": sentences,
+            }))
+        }
+        "text.extract_urls" => {
+            let text = str_param(p, "text")?;
+            let mut urls: Vec<String> = Vec::new();
+            for word in text.split(|c: char| {
+                c.is_whitespace() || matches!(c, '<' | '>' | '"' | '\'' | '(' | ')')
+            }) {
+                let Some(start) = word.find("http://").or_else(|| word.find("https://")) else {
+                    continue;
+                };
+                let url = word[start..].trim_end_matches(['.', ',', ';', ':', '!', '?', ']']);
+                if url.len() > "https://".len() && !urls.iter().any(|u| u == url) {
+                    urls.push(url.to_owned());
+                }
+            }
+            Ok(json!({"count": urls.len(), "urls": urls}))
+        }
+        "text.sha256" => {
+            let text = str_param(p, "text")?;
+            Ok(json!({"sha256": hex::encode(Sha256::digest(text.as_bytes()))}))
+        }
+        "time.now" => {
+            let ms = crate::time::now_ms();
+            Ok(json!({
+                "utc": crate::time::rfc3339_ms(ms),
+                "unix_seconds": ms / 1000,
+                "unix_ms": ms,
+            }))
+        }
+        other => Err(ToolError::Failed(format!(
+            "unknown built-in tool {other:?}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtins_work_offline() {
+        let c = builtin("json.canonicalize", &json!({"value": {"b": 1, "a": "é"}})).unwrap();
+        assert_eq!(c["canonical"], json!("{\"a\":\"é\",\"b\":1}"));
+        let k = builtin("eth.keccak256", &json!({"text": ""})).unwrap();
+        assert_eq!(
+            k["keccak256"],
+            json!("0xc5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470")
+        );
+        let a = builtin(
+            "eth.checksum_address",
+            &json!({"address": "0x52908400098527886e0f7030069857d2e4169ee7"}),
+        )
+        .unwrap();
+        assert_eq!(
+            a["address"],
+            json!("0x52908400098527886E0F7030069857D2E4169EE7")
+        );
+        let s = builtin("text.stats", &json!({"text": "One two. Three!\nfour"})).unwrap();
+        assert_eq!(
+            (
+                s["words"].as_i64(),
+                s["lines"].as_i64(),
+                s["sentences"].as_i64()
+            ),
+            (Some(4), Some(2), Some(3))
+        );
+        let u = builtin("text.extract_urls", &json!({"text": "see https://a.example/x, and (http://b.example). https://a.example/x"})).unwrap();
+        assert_eq!(
+            u["urls"],
+            json!(["https://a.example/x", "http://b.example"])
+        );
+        let q = builtin("eth.credits_quote", &json!({"credits": 750})).unwrap();
+        assert_eq!(q["usdc_base_units"], json!("7500000"));
+        assert_eq!(q["purchasable_pack_credits"], json!(1000));
+        let v = builtin(
+            "json.validate",
+            &json!({"schema": {"type": "integer"}, "document": "x"}),
+        )
+        .unwrap();
+        assert_eq!(v["valid"], json!(false));
+        assert!(matches!(
+            builtin("eth.keccak256", &json!({"hex": "zz"})),
+            Err(ToolError::Failed(_))
+        ));
+    }
+
+    #[test]
+    fn signature_header_is_hmac_of_timestamp_and_body() {
+        let secret = SecretString::from("s3cret".to_owned());
+        let header = vendor_signature(&secret, "1700000000", b"{}");
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
+        mac.update(b"1700000000.{}");
+        assert_eq!(
+            header,
+            format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+        );
+    }
+}

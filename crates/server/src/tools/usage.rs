@@ -1,0 +1,442 @@
+//! Usage records and two-phase credit charges.
+//!
+//! A credit call holds its price before the tool runs: one ledger debit (entry
+//! `hold:<usage id>`, kind `tool_hold`) in the transaction that also claims the signed
+//! request's replay record and writes the usage record, so a call that cannot be paid runs
+//! nothing and consumes nothing. When the tool succeeds the hold is posted (kept: the debit
+//! is the charge); when it fails or times out it is released with the opposite entry
+//! (`release:<usage id>`, kind `tool_release`). Both transitions are conditional on the hold
+//! still being pending, so each happens at most once even when the sweeper (which finishes
+//! calls of a crashed process after their deadline) races the request.
+
+use crate::db::macros::{sql_execute, sql_fetch_all, sql_fetch_optional, sql_scalar_optional};
+use crate::db::{AsConn, Db};
+use crate::error::{ApiError, ApiResult};
+use crate::ledger::{self, LedgerError, NewEntry};
+use crate::time::{now_ms, rfc3339_ms};
+use agentpmt_protocol::tools::{UsageRecordView, UsageRow};
+use agentpmt_protocol::{ErrorCode, WalletAddress};
+
+/// Ledger entry kinds of tool calls.
+pub mod kind {
+    pub const TOOL_HOLD: &str = "tool_hold";
+    pub const TOOL_RELEASE: &str = "tool_release";
+}
+
+/// Usage statuses.
+pub mod status {
+    pub const RUNNING: &str = "running";
+    pub const SETTLING: &str = "settling";
+    pub const SUCCEEDED: &str = "succeeded";
+    pub const FAILED: &str = "failed";
+    pub const SETTLEMENT_FAILED: &str = "settlement_failed";
+    pub const SETTLEMENT_PENDING: &str = "settlement_pending";
+}
+
+/// A usage record to write when a call starts.
+#[derive(Debug, Clone)]
+pub struct NewUsage {
+    pub usage_id: String,
+    pub product_id: String,
+    pub product_slug: String,
+    pub action_slug: String,
+    pub mode: &'static str,
+    pub wallet_address: Option<String>,
+    pub payer_address: Option<String>,
+    pub session_nonce: Option<String>,
+    pub request_id: Option<String>,
+    pub price_credits: i64,
+    pub workflow_session_id: Option<String>,
+    pub network: Option<String>,
+    pub deadline_ms: i64,
+}
+
+/// A new usage id.
+pub fn new_usage_id() -> String {
+    format!("use_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Writes the usage record (status `running`).
+pub async fn insert(conn: &mut impl AsConn, u: &NewUsage) -> Result<(), sqlx::Error> {
+    sql_execute!(
+        conn.conn(),
+        "INSERT INTO tool_usage (usage_id, product_id, product_slug, action_slug, mode, wallet_address, payer_address, \
+         session_nonce, request_id, price_credits, charged_credits, status, workflow_session_id, network, deadline_ms, created_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, 'running', $11, $12, $13, $14)",
+        &u.usage_id,
+        &u.product_id,
+        &u.product_slug,
+        &u.action_slug,
+        u.mode,
+        &u.wallet_address,
+        &u.payer_address,
+        &u.session_nonce,
+        &u.request_id,
+        u.price_credits,
+        &u.workflow_session_id,
+        &u.network,
+        u.deadline_ms,
+        now_ms()
+    )?;
+    Ok(())
+}
+
+/// Holds `u.price_credits` of `wallet` and writes the usage record, in `tx` (the caller
+/// claimed the replay record in the same transaction). Returns the balance after the hold;
+/// not enough credits → 402 `INSUFFICIENT_CREDITS` with the price and the balance.
+pub async fn hold(tx: &mut impl AsConn, wallet: &WalletAddress, u: &NewUsage) -> ApiResult<i64> {
+    let entry_id = format!("hold:{}", u.usage_id);
+    let posted = ledger::post(
+        tx,
+        NewEntry {
+            entry_id: &entry_id,
+            wallet,
+            amount_credits: -u.price_credits,
+            kind: kind::TOOL_HOLD,
+            reference: Some(&u.usage_id),
+            reason: Some(&format!("{}/{}", u.product_slug, u.action_slug)),
+            fingerprint: None,
+        },
+    )
+    .await;
+    let entry = match posted {
+        Ok(entry) => entry,
+        Err(LedgerError::Insufficient { balance, .. }) => {
+            return Err(ApiError::new(
+                ErrorCode::INSUFFICIENT_CREDITS,
+                format!(
+                    "This call costs {} credits and the wallet has {balance}",
+                    u.price_credits
+                ),
+            )
+            .with_detail("price_credits", u.price_credits)
+            .with_detail("balance_credits", balance)
+            .with_detail("required_credits", u.price_credits - balance))
+        }
+        Err(LedgerError::Db(e)) => return Err(e.into()),
+        Err(e) => return Err(ApiError::internal(e)),
+    };
+    let now = now_ms();
+    sql_execute!(
+        tx.conn(),
+        "INSERT INTO credit_holds (usage_id, wallet_address, amount_credits, status, created_at_ms, updated_at_ms) \
+         VALUES ($1, $2, $3, 'pending', $4, $4)",
+        &u.usage_id,
+        wallet.to_string(),
+        u.price_credits,
+        now
+    )?;
+    insert(tx, u).await?;
+    Ok(entry.balance_after)
+}
+
+/// Posts the hold of a successful call. `false` when the hold was no longer pending (the
+/// sweeper released it after the deadline): the call then counts as failed, uncharged.
+pub async fn post_hold(db: &Db, usage_id: &str) -> ApiResult<bool> {
+    let mut tx = db.begin().await?;
+    let now = now_ms();
+    let posted = sql_execute!(
+        tx.conn(),
+        "UPDATE credit_holds SET status = 'posted', updated_at_ms = $2 WHERE usage_id = $1 AND status = 'pending'",
+        usage_id,
+        now
+    )?;
+    if posted == 1 {
+        sql_execute!(
+            tx.conn(),
+            "UPDATE tool_usage SET status = 'succeeded', charged_credits = price_credits, finished_at_ms = $2 WHERE usage_id = $1",
+            usage_id,
+            now
+        )?;
+    }
+    tx.commit().await?;
+    Ok(posted == 1)
+}
+
+/// Releases the hold of a failed call (once) and records the failure.
+pub async fn release_hold(
+    db: &Db,
+    usage_id: &str,
+    error_code: &str,
+    message: &str,
+) -> ApiResult<()> {
+    let mut tx = db.begin().await?;
+    release_in(&mut tx, usage_id, error_code, message).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn release_in(
+    tx: &mut impl AsConn,
+    usage_id: &str,
+    error_code: &str,
+    message: &str,
+) -> ApiResult<()> {
+    #[derive(sqlx::FromRow)]
+    struct Hold {
+        wallet_address: String,
+        amount_credits: i64,
+    }
+    let now = now_ms();
+    let hold = sql_fetch_optional!(
+        tx.conn(),
+        Hold,
+        "UPDATE credit_holds SET status = 'released', updated_at_ms = $2 WHERE usage_id = $1 AND status = 'pending' \
+         RETURNING wallet_address, amount_credits",
+        usage_id,
+        now
+    )?;
+    if let Some(hold) = hold {
+        let wallet: WalletAddress = hold.wallet_address.parse().map_err(ApiError::internal)?;
+        let entry_id = format!("release:{usage_id}");
+        ledger::post(
+            tx,
+            NewEntry {
+                entry_id: &entry_id,
+                wallet: &wallet,
+                amount_credits: hold.amount_credits,
+                kind: kind::TOOL_RELEASE,
+                reference: Some(usage_id),
+                reason: Some(error_code),
+                fingerprint: None,
+            },
+        )
+        .await
+        .map_err(ApiError::internal)?;
+    }
+    finish(
+        tx,
+        usage_id,
+        status::FAILED,
+        Some(error_code),
+        Some(message),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Sets a usage record's final status (only while it is still open).
+pub async fn finish(
+    conn: &mut impl AsConn,
+    usage_id: &str,
+    status: &str,
+    error_code: Option<&str>,
+    message: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    let message = message.map(|m| m.chars().take(500).collect::<String>());
+    sql_execute!(
+        conn.conn(),
+        "UPDATE tool_usage SET status = $2, error_code = $3, error_message = $4, finished_at_ms = $5 \
+         WHERE usage_id = $1 AND status IN ('running', 'settling')",
+        usage_id,
+        status,
+        error_code,
+        &message,
+        now_ms()
+    )?;
+    Ok(())
+}
+
+/// Marks an x402 call as settling (the tool succeeded; settlement starts).
+pub async fn mark_settling(conn: &mut impl AsConn, usage_id: &str) -> Result<(), sqlx::Error> {
+    sql_execute!(
+        conn.conn(),
+        "UPDATE tool_usage SET status = 'settling' WHERE usage_id = $1 AND status = 'running'",
+        usage_id
+    )?;
+    Ok(())
+}
+
+/// Records an x402 call's settlement.
+pub async fn record_settlement(
+    conn: &mut impl AsConn,
+    usage_id: &str,
+    status: &str,
+    transaction: Option<&str>,
+    error: Option<(&str, &str)>,
+) -> Result<(), sqlx::Error> {
+    sql_execute!(
+        conn.conn(),
+        "UPDATE tool_usage SET status = $2, transaction_hash = $3, error_code = $4, error_message = $5, finished_at_ms = $6 \
+         WHERE usage_id = $1",
+        usage_id,
+        status,
+        transaction,
+        error.map(|e| e.0),
+        error.map(|e| e.1),
+        now_ms()
+    )?;
+    Ok(())
+}
+
+/// Finishes calls left running past their deadline (a crashed or stopped process):
+/// releases their holds, gives x402 authorizations back. Returns how many.
+pub async fn sweep_stale(db: &Db) -> ApiResult<usize> {
+    #[derive(sqlx::FromRow)]
+    struct Stale {
+        usage_id: String,
+        mode: String,
+    }
+    let stale = sql_fetch_all!(
+        db.read().await?.conn(),
+        Stale,
+        "SELECT usage_id, mode FROM tool_usage WHERE status = 'running' AND deadline_ms < $1 LIMIT 100",
+        now_ms()
+    )?;
+    for s in &stale {
+        let mut tx = db.begin().await?;
+        if s.mode == "credits" {
+            release_in(
+                &mut tx,
+                &s.usage_id,
+                "interrupted",
+                "the call did not finish before its deadline",
+            )
+            .await?;
+        } else {
+            finish(
+                &mut tx,
+                &s.usage_id,
+                status::FAILED,
+                Some("interrupted"),
+                Some("the call did not finish before its deadline"),
+            )
+            .await?;
+            give_back_authorization(&mut tx, &s.usage_id).await?;
+        }
+        tx.commit().await?;
+    }
+    Ok(stale.len())
+}
+
+/// An x402 call that will not settle gives its authorization back (the payer may use it
+/// again).
+pub async fn give_back_authorization(
+    conn: &mut impl AsConn,
+    usage_id: &str,
+) -> Result<(), sqlx::Error> {
+    sql_execute!(
+        conn.conn(),
+        "UPDATE payment_authorizations SET status = 'failed', updated_at_ms = $2 WHERE purchase_id = $1 AND status = 'active'",
+        usage_id,
+        now_ms()
+    )?;
+    Ok(())
+}
+
+/// Usage totals grouped by `product`, `action` or `wallet`, since `since_ms`.
+pub async fn report(
+    conn: &mut impl AsConn,
+    group_by: &str,
+    since_ms: i64,
+) -> ApiResult<Vec<UsageRow>> {
+    let key = match group_by {
+        "product" => "product_slug",
+        "action" => "product_slug || '/' || action_slug",
+        "wallet" => "COALESCE(wallet_address, payer_address)",
+        _ => {
+            return Err(ApiError::invalid_field(
+                &["query", "group_by"],
+                "value_error",
+                "group_by is product, action or wallet",
+            ))
+        }
+    };
+    let sql = format!(
+        "SELECT {key} AS key, COUNT(*) AS calls, \
+         CAST(SUM(CASE WHEN status = 'succeeded' THEN 1 ELSE 0 END) AS BIGINT) AS succeeded, \
+         CAST(SUM(CASE WHEN status IN ('failed', 'settlement_failed') THEN 1 ELSE 0 END) AS BIGINT) AS failed, \
+         CAST(COALESCE(SUM(charged_credits), 0) AS BIGINT) AS charged_credits, \
+         CAST(SUM(CASE WHEN mode = 'x402' THEN 1 ELSE 0 END) AS BIGINT) AS x402_calls \
+         FROM tool_usage WHERE created_at_ms >= $1 GROUP BY {key} ORDER BY calls DESC, key LIMIT 1000"
+    );
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        key: Option<String>,
+        calls: i64,
+        succeeded: i64,
+        failed: i64,
+        charged_credits: i64,
+        x402_calls: i64,
+    }
+    let rows = sql_fetch_all!(conn.conn(), Row, &sql, since_ms)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| UsageRow {
+            key: r.key.unwrap_or_default(),
+            calls: r.calls,
+            succeeded: r.succeeded,
+            failed: r.failed,
+            charged_credits: r.charged_credits,
+            x402_calls: r.x402_calls,
+        })
+        .collect())
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct RecordRow {
+    usage_id: String,
+    product_slug: String,
+    action_slug: String,
+    mode: String,
+    wallet_address: Option<String>,
+    payer_address: Option<String>,
+    price_credits: i64,
+    charged_credits: i64,
+    status: String,
+    error_code: Option<String>,
+    workflow_session_id: Option<String>,
+    transaction_hash: Option<String>,
+    created_at_ms: i64,
+    finished_at_ms: Option<i64>,
+}
+
+/// The newest usage records, optionally of one product slug and/or one wallet.
+pub async fn records(
+    conn: &mut impl AsConn,
+    product: Option<&str>,
+    wallet: Option<&str>,
+    limit: i64,
+) -> Result<Vec<UsageRecordView>, sqlx::Error> {
+    let rows = sql_fetch_all!(
+        conn.conn(),
+        RecordRow,
+        "SELECT usage_id, product_slug, action_slug, mode, wallet_address, payer_address, price_credits, charged_credits, \
+         status, error_code, workflow_session_id, transaction_hash, created_at_ms, finished_at_ms FROM tool_usage \
+         WHERE ($1 = '' OR product_slug = $1) AND ($2 = '' OR wallet_address = $2 OR payer_address = $2) \
+         ORDER BY created_at_ms DESC, usage_id DESC LIMIT $3",
+        product.unwrap_or(""),
+        wallet.unwrap_or(""),
+        limit
+    )?;
+    Ok(rows
+        .into_iter()
+        .map(|r| UsageRecordView {
+            usage_id: r.usage_id,
+            product_slug: r.product_slug,
+            action_slug: r.action_slug,
+            mode: r.mode,
+            wallet_address: r.wallet_address,
+            payer_address: r.payer_address,
+            price_credits: r.price_credits,
+            charged_credits: r.charged_credits,
+            status: r.status,
+            error_code: r.error_code,
+            workflow_session_id: r.workflow_session_id,
+            transaction_hash: r.transaction_hash,
+            created_at: rfc3339_ms(r.created_at_ms),
+            finished_at: r.finished_at_ms.map(rfc3339_ms),
+        })
+        .collect())
+}
+
+/// Count of usage records with `status` (tests and metrics).
+pub async fn count_with_status(conn: &mut impl AsConn, status: &str) -> Result<i64, sqlx::Error> {
+    Ok(sql_scalar_optional!(
+        conn.conn(),
+        i64,
+        "SELECT COUNT(*) FROM tool_usage WHERE status = $1",
+        status
+    )?
+    .unwrap_or(0))
+}
