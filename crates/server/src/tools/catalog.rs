@@ -614,13 +614,19 @@ pub async fn upsert_product(conn: &mut impl AsConn, doc: &ProductSpecDoc) -> Api
             "products with http actions need a vendor (its secret signs the calls)",
         ));
     }
-    let existed = sql_scalar_optional!(
+    let existing_slug = sql_scalar_optional!(
         conn.conn(),
         String,
-        "SELECT product_id FROM products WHERE product_id = $1",
+        "SELECT slug FROM products WHERE product_id = $1",
         &product_id
-    )?
-    .is_some();
+    )?;
+    if existing_slug.as_ref().is_some_and(|s| *s != doc.slug) {
+        return Err(ApiError::new(
+            ErrorCode::CATALOG_CONFLICT,
+            format!("product_id {product_id} belongs to another product"),
+        ));
+    }
+    let existed = existing_slug.is_some();
     let now = now_ms();
     let categories = serde_json::to_string(&doc.categories).map_err(ApiError::internal)?;
     let search = format!("{}\n{}", doc.name, doc.description).to_lowercase();

@@ -60,6 +60,15 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_tools))
         .routes(routes!(invoke::invoke_action))
         .routes(routes!(invoke::invoke_legacy))
+        // Trailing-slash forms of the invoke URLs (signed paths accept them too).
+        .route(
+            "/api/external/tools/{productSlug}/actions/{actionSlug}/invoke/",
+            axum::routing::post(invoke::invoke_action),
+        )
+        .route(
+            "/api/external/tools/{productId}/invoke/",
+            axum::routing::post(invoke::invoke_legacy),
+        )
         .routes(routes!(admin_list_tools))
         .routes(routes!(admin_put_tool, admin_deactivate_tool))
         .routes(routes!(admin_list_vendors))

@@ -19,3 +19,4 @@ mod purchase_chain;
 mod rate_limits;
 mod sessions;
 mod signatures;
+mod tools;
