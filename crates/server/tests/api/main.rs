@@ -20,3 +20,4 @@ mod rate_limits;
 mod sessions;
 mod signatures;
 mod tools;
+mod tools_x402;

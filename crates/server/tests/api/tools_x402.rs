@@ -1,0 +1,315 @@
+//! Direct x402 tool invocation: on the dev network (challenge, payment, cross-action reuse,
+//! one authorization in parallel, tool failure) and on anvil (the official `@x402/fetch`
+//! client, no settlement when the tool fails).
+
+use crate::backend_tests;
+use crate::chain::{Chain, GAS_KEY};
+use crate::helpers::*;
+use crate::purchase::{now_secs, requirement_of};
+use crate::tools::{register_stub, spawn_tools, spawn_vendor, SECRETS_KEY};
+use agentpmt_protocol::x402::{
+    decode_header, encode_header, sign_authorization, PaymentRequirements, ResourceInfo,
+    SettleResponse,
+};
+use agentpmt_protocol::PrivateKey;
+use alloy::primitives::U256;
+use reqwest::header::HeaderMap;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+backend_tests!(
+    challenge_then_payment_runs_the_tool,
+    payment_for_one_action_is_refused_on_another,
+    one_authorization_in_parallel_runs_once,
+    tool_failure_settles_nothing,
+    official_client_pays_a_tool_on_chain
+);
+
+const OK: &str = "/api/external/tools/stub/actions/ok-action/invoke";
+const FAIL: &str = "/api/external/tools/stub/actions/fail/invoke";
+
+async fn call(
+    app: &TestApp,
+    path: &str,
+    body: &Value,
+    payment: Option<&str>,
+) -> (StatusCode, Value, HeaderMap) {
+    let mut request = app.http.post(app.url(path)).json(body);
+    if let Some(p) = payment {
+        request = request.header("PAYMENT-SIGNATURE", p);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    (
+        status,
+        response.json().await.unwrap_or(Value::Null),
+        headers,
+    )
+}
+
+/// The challenge of `path` and a payment for it (with the challenge's resource).
+async fn paid(
+    app: &TestApp,
+    path: &str,
+    body: &Value,
+    payer: &PrivateKey,
+) -> (PaymentRequirements, String) {
+    let (status, challenge, headers) = call(app, path, body, None).await;
+    let requirement = requirement_of(status, &challenge, &headers);
+    let resource: ResourceInfo = serde_json::from_value(challenge["resource"].clone()).unwrap();
+    let payload = sign_authorization(payer, &requirement, Some(resource), now_secs()).unwrap();
+    (requirement, encode_header(&payload))
+}
+
+async fn challenge_then_payment_runs_the_tool(backend: Backend) {
+    let app = spawn_tools(backend).await;
+    let (vendor, seen) = spawn_vendor().await;
+    register_stub(&app, &vendor).await;
+    let body = json!({"q": "direct"});
+    let (status, challenge, headers) = call(&app, OK, &body, None).await;
+    let requirement = requirement_of(status, &challenge, &headers);
+    assert_eq!(challenge["x402Version"], 2);
+    assert_eq!(challenge["resource"]["url"], app.url(OK));
+    assert_eq!(challenge["resource"]["mimeType"], "application/json");
+    assert_eq!(requirement.amount, "30000", "3 credits = 0.03 USDC");
+    assert_eq!(requirement.scheme, "exact");
+    assert_eq!(seen.hits.load(Ordering::SeqCst), 0);
+    // Invalid parameters are refused before any challenge; an action without x402: 404.
+    let (status, body_422, _) = call(&app, OK, &json!({"q": 7}), None).await;
+    assert_envelope(status, &body_422, 422, "VALIDATION_ERROR");
+    assert_eq!(body_422["detail"][0]["loc"], json!(["body", "q"]));
+    let (status, not_x402, _) = call(
+        &app,
+        "/api/external/tools/stub/actions/text/invoke",
+        &body,
+        None,
+    )
+    .await;
+    assert_envelope(status, &not_x402, 404, "X402_NOT_AVAILABLE");
+    // Malformed payment header: 400.
+    let (status, bad, _) = call(&app, OK, &body, Some("%%%")).await;
+    assert_envelope(status, &bad, 400, "PAYMENT_MALFORMED");
+
+    let payer = PrivateKey::random();
+    let resource: ResourceInfo = serde_json::from_value(challenge["resource"].clone()).unwrap();
+    let payment = encode_header(
+        &sign_authorization(&payer, &requirement, Some(resource), now_secs()).unwrap(),
+    );
+    let (status, result, headers) = call(&app, OK, &body, Some(&payment)).await;
+    assert_eq!(status, 200, "{result}");
+    assert_eq!(result["success"], true);
+    assert_eq!(result["response"]["echo"], json!({"q": "direct"}));
+    assert_eq!(result["credit_source"], "x402");
+    assert_eq!(result["charged_credits"], 0);
+    let x = &result["x402"];
+    assert_eq!(x["settled"], true);
+    assert_eq!(x["settlement_recorded"], true);
+    assert_eq!(x["network"], requirement.network);
+    assert_eq!(x["resource_url"], app.url(OK));
+    assert!(x["transaction"].as_str().unwrap().starts_with("0x"));
+    assert_eq!(x["payment"]["amount_base_units"], "30000");
+    assert_eq!(x["payment"]["amount_usd"], 0.03);
+    assert_eq!(x["payment"]["token"], "USDC");
+    assert_eq!(
+        x["payment"]["payer_wallet_address"],
+        payer.address().to_string()
+    );
+    assert_eq!(
+        x["payment"]["pay_to"].as_str().unwrap().to_lowercase(),
+        requirement.pay_to.to_lowercase()
+    );
+    let settled: SettleResponse =
+        decode_header(headers["payment-response"].to_str().unwrap()).unwrap();
+    assert!(settled.success);
+    assert_eq!(settled.transaction, x["transaction"].as_str().unwrap());
+    assert_eq!(seen.hits.load(Ordering::SeqCst), 1);
+    // The same authorization again: already used, nothing run.
+    let (status, again, _) = call(&app, OK, &body, Some(&payment)).await;
+    assert_envelope(status, &again, 409, "PAYMENT_ALREADY_USED");
+    assert_eq!(seen.hits.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM tool_usage WHERE mode = 'x402' AND status = 'succeeded'")
+            .await,
+        1
+    );
+    // Mixed: a payment header with signature fields is refused.
+    let mixed = json!({"wallet_address": payer.address().to_string(), "parameters": body});
+    let (status, mixed, _) = call(&app, OK, &mixed, Some(&payment)).await;
+    assert_envelope(status, &mixed, 400, "MIXED_PAYMENT_MODES");
+}
+
+async fn payment_for_one_action_is_refused_on_another(backend: Backend) {
+    let app = spawn_tools(backend).await;
+    let (vendor, seen) = spawn_vendor().await;
+    register_stub(&app, &vendor).await;
+    let payer = PrivateKey::random();
+    let body = json!({"q": "x"});
+    // Same price (3 credits), other action: the resource differs.
+    let (_, for_ok) = paid(&app, OK, &body, &payer).await;
+    let (status, refused, headers) = call(&app, FAIL, &body, Some(&for_ok)).await;
+    let details = assert_envelope(status, &refused, 402, "PAYMENT_INVALID");
+    assert_eq!(details["reason"], "invalid_payment_requirements");
+    assert!(headers.contains_key("payment-required"));
+    assert_eq!(
+        refused["accepts"][0]["amount"], "30000",
+        "a fresh challenge comes with the refusal"
+    );
+    // Another price: the accepted requirement differs.
+    let (_, for_clock) = paid(
+        &app,
+        "/api/external/tools/clock/actions/now/invoke",
+        &json!({}),
+        &payer,
+    )
+    .await;
+    let (status, refused, _) = call(&app, OK, &body, Some(&for_clock)).await;
+    let details = assert_envelope(status, &refused, 402, "PAYMENT_INVALID");
+    assert_eq!(details["reason"], "invalid_payment_requirements");
+    assert_eq!(seen.hits.load(Ordering::SeqCst), 0);
+    // The first payment still works where it belongs (it was never claimed).
+    let (status, ok, _) = call(&app, OK, &body, Some(&for_ok)).await;
+    assert_eq!(status, 200, "{ok}");
+    assert_eq!(seen.hits.load(Ordering::SeqCst), 1);
+}
+
+async fn one_authorization_in_parallel_runs_once(backend: Backend) {
+    let app = Arc::new(spawn_tools(backend).await);
+    let (vendor, seen) = spawn_vendor().await;
+    register_stub(&app, &vendor).await;
+    let payer = PrivateKey::random();
+    let body = json!({"q": "race"});
+    let (_, payment) = paid(&app, OK, &body, &payer).await;
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (app, body, payment) = (app.clone(), body.clone(), payment.clone());
+        tasks.push(tokio::spawn(async move {
+            call(&app, OK, &body, Some(&payment)).await
+        }));
+    }
+    let mut ok = 0;
+    for task in tasks {
+        let (status, body, _) = task.await.unwrap();
+        match status.as_u16() {
+            200 => ok += 1,
+            409 => assert!(
+                ["PAYMENT_IN_PROGRESS", "PAYMENT_ALREADY_USED"]
+                    .contains(&body["error_code"].as_str().unwrap()),
+                "{body}"
+            ),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(ok, 1);
+    assert_eq!(seen.hits.load(Ordering::SeqCst), 1, "the tool ran once");
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM tool_usage").await, 1);
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM payment_authorizations WHERE status = 'settled'")
+            .await,
+        1
+    );
+}
+
+async fn tool_failure_settles_nothing(backend: Backend) {
+    let app = spawn_tools(backend).await;
+    let (vendor, seen) = spawn_vendor().await;
+    register_stub(&app, &vendor).await;
+    let payer = PrivateKey::random();
+    let body = json!({"q": "x"});
+    let (_, payment) = paid(&app, FAIL, &body, &payer).await;
+    let (status, failed, headers) = call(&app, FAIL, &body, Some(&payment)).await;
+    let details = assert_envelope(status, &failed, 502, "TOOL_FAILED");
+    assert_eq!(details["settled"], false);
+    assert!(!headers.contains_key("payment-response"));
+    assert_eq!(
+        app.scalar(
+            "SELECT COUNT(*) FROM tool_usage WHERE status = 'failed' AND transaction_hash IS NULL"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM payment_authorizations WHERE status = 'failed'")
+            .await,
+        1
+    );
+    // The unsettled authorization was given back: a retry may use it (and fails again).
+    let (status, _, _) = call(&app, FAIL, &body, Some(&payment)).await;
+    assert_eq!(status, 502);
+    assert_eq!(seen.hits.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM payment_authorizations WHERE status = 'settled'")
+            .await,
+        0
+    );
+}
+
+fn with_key(config: &mut agentpmt_server::config::ServerConfig) {
+    config.secrets_key = Some(SECRETS_KEY.to_owned().into());
+}
+
+async fn official_client_pays_a_tool_on_chain(backend: Backend) {
+    let chain = Chain::start().await;
+    let app = spawn_app_with(
+        backend,
+        AppOptions {
+            payments: Some(chain.payments()),
+            settlement_key: Some(GAS_KEY.into()),
+            configure: Some(with_key),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    let (vendor, seen) = spawn_vendor().await;
+    register_stub(&app, &vendor).await;
+    let payer = PrivateKey::random();
+    chain.mint(payer.address().address(), 1_000_000).await;
+
+    // A failing tool: verified and claimed, but nothing moves on chain.
+    let body = json!({"q": "chain"});
+    let (_, payment) = paid(&app, FAIL, &body, &payer).await;
+    let (status, failed, _) = call(&app, FAIL, &body, Some(&payment)).await;
+    assert_envelope(status, &failed, 502, "TOOL_FAILED");
+    assert_eq!(
+        chain.balance(payer.address().address()).await,
+        U256::from(1_000_000u64)
+    );
+    assert_eq!(chain.balance(chain.pay_to).await, U256::ZERO);
+
+    // The official client: 402, sign, retry, settled on chain.
+    let script = crate::chain::repo_root().join("tests/evm/x402-pay.mjs");
+    let output = tokio::process::Command::new("node")
+        .arg(&script)
+        .arg(app.url(OK))
+        .arg(body.to_string())
+        .env(
+            "X402_PRIVATE_KEY",
+            format!("0x{}", hex::encode(payer.secret_bytes())),
+        )
+        .output()
+        .await
+        .expect("node runs (Node.js is required; ./scripts/test installs tests/evm)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "x402-pay failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: Value = serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
+    assert_eq!(result["status"], 200, "{result}");
+    assert_eq!(result["body"]["response"]["echo"], json!({"q": "chain"}));
+    assert_eq!(result["body"]["x402"]["settled"], true);
+    assert_eq!(result["paymentResponse"]["success"], true, "{result}");
+    assert_eq!(
+        result["paymentResponse"]["transaction"],
+        result["body"]["x402"]["transaction"]
+    );
+    assert_eq!(chain.balance(chain.pay_to).await, U256::from(30_000u64));
+    assert_eq!(
+        chain.balance(payer.address().address()).await,
+        U256::from(970_000u64)
+    );
+    assert_eq!(seen.hits.load(Ordering::SeqCst), 2);
+}
