@@ -6,6 +6,7 @@
 //! - `agentpmt admin wallet|credits …`: the operator API, with `AGENTPMT_ADMIN_TOKEN`.
 //! - `agentpmt balance`: the wallet's credit balance (a signed request).
 //! - `agentpmt credits buy N`: buy credits with an x402 payment signed by the wallet.
+//! - `agentpmt tools list|show|invoke`: the tool marketplace (credits or `--x402`).
 //! - `agentpmt sign`: builds and signs a request message and shows every intermediate
 //!   (canonical payload, hash, exact message, signature) to debug client signing.
 //!
@@ -19,6 +20,7 @@ mod credits;
 mod keys;
 mod output;
 mod sign;
+mod tools;
 mod wallet;
 
 use anyhow::Context as _;
@@ -77,6 +79,9 @@ enum Command {
     /// Buy credits with USDC (x402).
     #[command(subcommand)]
     Credits(credits::CreditsCommand),
+    /// List, show and invoke marketplace tools.
+    #[command(subcommand)]
+    Tools(tools::ToolsCommand),
     /// Sign a request message and show every step: canonical payload, hash, message, signature.
     Sign(sign::SignArgs),
     /// Operator commands (needs AGENTPMT_ADMIN_TOKEN).
@@ -111,6 +116,9 @@ fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
         Command::Balance => runtime.block_on(balance::run(&cli.server, &keystore, out)),
         Command::Credits(command) => {
             runtime.block_on(credits::run(command, &cli.server, &keystore, out))
+        }
+        Command::Tools(command) => {
+            runtime.block_on(tools::run(command, &cli.server, &keystore, out))
         }
         Command::Sign(args) => runtime.block_on(sign::run(args, &cli.server, &keystore, out)),
     }

@@ -724,3 +724,110 @@ async fn admin_commands_grant_remove_and_show() {
     let refused = run(cmd).await.code(1);
     assert!(String::from_utf8_lossy(&refused.get_output().stderr).contains("ADMIN_UNAUTHORIZED"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tools_list_show_and_invoke() {
+    let server = spawn_server().await;
+    let home = Home::new();
+    let wallet = home.new_wallet();
+
+    // The demo catalog, as a table with the page position.
+    let mut cmd = home.cmd();
+    cmd.args(["--server", &server.url, "tools", "list", "--page-size", "2"]);
+    let text = stdout_of(&run(cmd).await.success());
+    assert!(text.starts_with("TOOL"), "{text}");
+    assert!(text.contains("page 1 of"), "{text}");
+    assert!(text.contains("next: --page 2"), "{text}");
+    let mut cmd = home.cmd();
+    cmd.args([
+        "--server",
+        &server.url,
+        "--json",
+        "tools",
+        "list",
+        "--category",
+        "text",
+    ]);
+    let listing = json_of(&run(cmd).await.success());
+    assert_eq!(listing["pagination"]["total_count"], 1, "{listing}");
+    assert_eq!(listing["tools"][0]["product_slug"], "text-tools");
+
+    let mut cmd = home.cmd();
+    cmd.args(["--server", &server.url, "tools", "show", "text-tools"]);
+    let text = stdout_of(&run(cmd).await.success());
+    assert!(text.contains("stats (2 credits, x402)"), "{text}");
+    assert!(text.contains("--param text=<string> (required)"), "{text}");
+
+    // Credits: refused without credits (the server's error), then charged once funded.
+    let mut cmd = home.cmd();
+    cmd.args([
+        "--server",
+        &server.url,
+        "tools",
+        "invoke",
+        "text-tools",
+        "stats",
+        "--param",
+        "text=one two",
+    ]);
+    let failed = run(cmd).await.failure();
+    let err = String::from_utf8_lossy(&failed.get_output().stderr).into_owned();
+    assert!(err.contains("INSUFFICIENT_CREDITS"), "{err}");
+    fund(&server, &wallet, 10).await;
+    let mut cmd = home.cmd();
+    cmd.args([
+        "--server",
+        &server.url,
+        "--json",
+        "tools",
+        "invoke",
+        "text-tools",
+        "stats",
+        "--param",
+        "text=one two",
+    ]);
+    let result = json_of(&run(cmd).await.success());
+    assert_eq!(result["response"]["words"], 2);
+    assert_eq!(result["charged_credits"], 2);
+    assert_eq!(result["balance_credits"], 8);
+    let mut cmd = home.cmd();
+    cmd.args([
+        "--server",
+        &server.url,
+        "tools",
+        "invoke",
+        "agent-signing-kit",
+        "canonical_json",
+        "--params",
+        r#"{"value": {"b": 1, "a": 2}}"#,
+    ]);
+    let text = stdout_of(&run(cmd).await.success());
+    assert!(
+        text.contains("charged:") && text.contains("1 credits"),
+        "{text}"
+    );
+    assert!(text.contains(r#"{\"a\":2,\"b\":1}"#), "{text}");
+
+    // x402 per call on the dev network: no credits used.
+    let mut cmd = home.cmd();
+    cmd.args([
+        "--server",
+        &server.url,
+        "--json",
+        "tools",
+        "invoke",
+        "clock",
+        "now",
+        "--x402",
+    ]);
+    let paid = json_of(&run(cmd).await.success());
+    assert_eq!(paid["credit_source"], "x402");
+    assert_eq!(paid["x402"]["settled"], true);
+    assert_eq!(
+        paid["x402"]["payment"]["payer_wallet_address"],
+        wallet.as_str()
+    );
+    let mut cmd = home.cmd();
+    cmd.args(["--server", &server.url, "--json", "balance"]);
+    assert_eq!(json_of(&run(cmd).await.success())["balance_credits"], 7);
+}

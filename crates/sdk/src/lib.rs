@@ -17,6 +17,7 @@
 
 pub mod admin;
 pub mod keystore;
+pub mod tools;
 
 use agentpmt_protocol::signing::{sign_body, BuildError};
 use agentpmt_protocol::wire::{
