@@ -13,8 +13,6 @@ use secp256k1::{Scalar, SecretKey, SECP256K1};
 use serde_json::{json, Value};
 use sha2::Sha512;
 use std::collections::HashSet;
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
 
 const AGENTADDRESS: &str = "/api/external/agentaddress";
 
@@ -75,38 +73,6 @@ fn the_independent_derivation_matches_known_accounts() {
             .to_checksum(),
         "0x9858EfFD232B4033E47d90003D41EC34EcaEda94"
     );
-}
-
-/// Every log event of this test process, at TRACE level, as text.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture_logs() -> Captured {
-    static CAPTURED: OnceLock<Captured> = OnceLock::new();
-    CAPTURED
-        .get_or_init(|| {
-            let captured = Captured::default();
-            let writer = captured.clone();
-            tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new(
-                    "trace,hyper=debug,hyper_util=debug,h2=debug,reqwest=debug",
-                ))
-                .with_writer(move || writer.clone())
-                .with_ansi(false)
-                .init();
-            captured
-        })
-        .clone()
 }
 
 async fn create(

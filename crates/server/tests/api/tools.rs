@@ -934,6 +934,7 @@ async fn legacy_route_invokes_the_named_action(backend: Backend) {
 
 async fn credentials_never_stored_or_echoed(backend: Backend) {
     const SECRET: &str = "sk-live-TOPSECRET-credential-value";
+    let logs = capture_logs();
     let app = spawn_tools(backend).await;
     let (vendor, seen) = spawn_vendor().await;
     register_stub(&app, &vendor).await;
@@ -1023,6 +1024,14 @@ async fn credentials_never_stored_or_echoed(backend: Backend) {
         .await;
     assert_envelope(status, &body, 401, "EXTERNAL_SIGNATURE_WALLET_MISMATCH");
     assert!(!body.to_string().contains(SECRET), "{body}");
+    // The logs (every event of this process so far, at TRACE level) never hold them.
+    let text = logs.text();
+    assert!(
+        text.contains("tool call charged"),
+        "the capture saw the calls"
+    );
+    let leaks: Vec<&str> = text.lines().filter(|l| l.contains("TOPSECRET")).collect();
+    assert!(leaks.is_empty(), "{leaks:#?}");
     // The usage records hold the session id, never parameters or credentials.
     assert_eq!(
         app.scalar("SELECT COUNT(*) FROM tool_usage WHERE workflow_session_id = 'ws_test_1'")
