@@ -8,6 +8,7 @@
 //! - [`wire`]: request and response bodies.
 //! - [`address`]: wallet addresses.
 //! - [`x402`]: x402 v2 payments (challenge, payment payload, EIP-3009 authorization).
+//! - [`workflows`]: workflows, workflow sessions, accounts/budgets and workflow schedules.
 
 pub mod address;
 pub mod canonical;
@@ -16,6 +17,7 @@ pub mod message;
 pub mod signature;
 pub mod signing;
 pub mod wire;
+pub mod workflows;
 pub mod x402;
 
 pub use address::{InvalidAddress, WalletAddress};
