@@ -93,6 +93,8 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(identity::router())
         .merge(help::router())
         .merge(ops::router())
+        .merge(crate::workflows::router())
+        .merge(crate::accounts::router())
         .split_for_parts()
 }
 

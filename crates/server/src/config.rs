@@ -24,6 +24,7 @@
 //! | `--ip-rate-burst` | `AGENTPMT_IP_RATE_BURST` | `1000` |
 //! | `--wallet-rate-per-sec` | `AGENTPMT_WALLET_RATE_PER_SEC` | `1000` (0: off) |
 //! | `--wallet-rate-burst` | `AGENTPMT_WALLET_RATE_BURST` | `2000` |
+//! | `--workflow-session-idle-secs` | `AGENTPMT_WORKFLOW_SESSION_IDLE_SECS` | `3600` |
 
 use crate::payments::networks::{NetworkConfigError, Networks, PaymentsFile};
 use crate::payments::Fault;
@@ -163,6 +164,13 @@ pub struct ServerConfig {
     /// Burst allowance of the per-wallet limit.
     #[arg(long, env = "AGENTPMT_WALLET_RATE_BURST", default_value_t = DEFAULT_WALLET_RATE_BURST)]
     pub wallet_rate_burst: u32,
+
+    /// Seconds without activity (start, attributed tool call) after which a workflow
+    /// session ends by itself.
+    #[arg(long, env = "AGENTPMT_WORKFLOW_SESSION_IDLE_SECS",
+          default_value_t = crate::workflows::DEFAULT_SESSION_IDLE_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=2_592_000))]
+    pub workflow_session_idle_secs: u64,
 }
 
 fn parse_key(s: &str) -> Result<SecretString, String> {
@@ -268,6 +276,7 @@ impl Default for ServerConfig {
             ip_rate_burst: DEFAULT_IP_RATE_BURST,
             wallet_rate_per_sec: DEFAULT_WALLET_RATE_PER_SEC,
             wallet_rate_burst: DEFAULT_WALLET_RATE_BURST,
+            workflow_session_idle_secs: crate::workflows::DEFAULT_SESSION_IDLE_SECS,
         }
     }
 }

@@ -17,5 +17,7 @@ mod payload_forms;
 mod purchase;
 mod purchase_chain;
 mod rate_limits;
+mod schedules;
 mod sessions;
 mod signatures;
+mod workflows;
