@@ -17,6 +17,8 @@
 
 pub mod admin;
 pub mod keystore;
+pub mod schedules;
+pub mod workflows;
 
 use agentpmt_protocol::signing::{sign_body, BuildError};
 use agentpmt_protocol::wire::{
