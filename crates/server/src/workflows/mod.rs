@@ -29,7 +29,7 @@ pub mod sessions;
 use crate::app::AppState;
 use crate::auth::{Signed, SignedEndpoint};
 use crate::db::macros::{sql_fetch_all, sql_fetch_optional};
-use crate::db::{is_unique_violation, AsConn};
+use crate::db::AsConn;
 use crate::error::{ApiError, ApiResult};
 use crate::time::{now_ms, rfc3339_ms};
 use agentpmt_protocol::wire::{ErrorBody, SignedEnvelope};
@@ -517,27 +517,41 @@ pub async fn start_workflow(
                 ended_at_ms: None,
                 end_reason: None,
             };
+            // A concurrent start of the same instance may have inserted first: then this
+            // statement does nothing and the session it created is resumed.
             let inserted = crate::db::macros::sql_execute!(
                 tx.conn(),
                 "INSERT INTO workflow_sessions (workflow_session_id, workflow_id, wallet_address, \
                    instance_id, status, started_at_ms, last_activity_at_ms, idle_timeout_ms) \
-                 VALUES ($1, $2, $3, $4, 'active', $5, $5, $6)",
+                 VALUES ($1, $2, $3, $4, 'active', $5, $5, $6) \
+                 ON CONFLICT (wallet_address, workflow_id, instance_id) WHERE status = 'active' \
+                 DO NOTHING",
                 &row.workflow_session_id,
                 &row.workflow_id,
                 &row.wallet_address,
                 &row.instance_id,
                 now,
                 idle_ms
-            );
-            match inserted {
-                Ok(_) => (row, false),
-                Err(e) if is_unique_violation(&e) => {
-                    return Err(ApiError::new(
-                        ErrorCode::WORKFLOW_SESSION_AMBIGUOUS,
-                        "Another request is starting a session for this instance; retry with a fresh request_id",
+            )?;
+            if inserted == 1 {
+                (row, false)
+            } else {
+                let winner = sessions::live_sessions(
+                    &mut tx,
+                    &wallet,
+                    Some(&workflow.workflow_id),
+                    Some(&instance),
+                    now,
+                )
+                .await?
+                .into_iter()
+                .next()
+                .ok_or_else(|| {
+                    ApiError::internal(anyhow::anyhow!(
+                        "session insert conflicted but no live session was found"
                     ))
-                }
-                Err(e) => return Err(e.into()),
+                })?;
+                (winner, true)
             }
         }
     };

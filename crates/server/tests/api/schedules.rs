@@ -23,6 +23,7 @@ backend_tests!(
     due_lists_and_bad_input_is_400,
     cron_schedules_advance_in_their_time_zone,
     operator_schedule_changes,
+    concurrent_retries_of_one_claim_return_it,
 );
 
 /// An account with an API key and a budget.
@@ -891,4 +892,37 @@ async fn operator_schedule_changes(backend: Backend) {
         )
         .await;
     assert_envelope(status, &body, 404, "WORKFLOW_NOT_FOUND");
+}
+
+async fn concurrent_retries_of_one_claim_return_it(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (tenant, workflow, _) = setup(&app).await;
+    schedule(&app, &tenant, &workflow, json!({"name": "Second"})).await;
+    let app = std::sync::Arc::new(app);
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let (app, tenant) = (app.clone(), tenant.clone());
+        tasks.push(tokio::spawn(async move {
+            claim(
+                &app,
+                &tenant,
+                json!({"limit": 1, "request_id": "one-claim"}),
+            )
+            .await
+        }));
+    }
+    let mut answers = Vec::new();
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        answers.push(body["data"].clone());
+    }
+    assert_eq!(answers[0]["count"], json!(1), "{:?}", answers[0]);
+    assert!(answers.iter().all(|a| *a == answers[0]), "{answers:?}");
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM workflow_schedules WHERE claim_token IS NOT NULL")
+            .await,
+        1,
+        "the retries leased nothing more"
+    );
 }

@@ -19,6 +19,7 @@ backend_tests!(
     attribution_refuses_unknown_foreign_and_ended_sessions,
     idle_sessions_end_by_themselves,
     unpublished_workflows_are_not_reachable,
+    concurrent_starts_of_one_instance_share_a_session,
 );
 
 pub const PRODUCT: &str = "0123456789abcdef01234567";
@@ -689,5 +690,36 @@ async fn unpublished_workflows_are_not_reachable(backend: Backend) {
         app.scalar("SELECT COUNT(*) FROM request_replays WHERE action = 'workflow_start'")
             .await,
         0
+    );
+}
+
+async fn concurrent_starts_of_one_instance_share_a_session(backend: Backend) {
+    let app = std::sync::Arc::new(spawn_app(backend).await);
+    let id = create_workflow(&app, "racy", json!({}), true).await;
+    let key = PrivateKey::random();
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let (app, key, id) = (app.clone(), key.clone(), id.clone());
+        tasks.push(tokio::spawn(async move {
+            call(
+                &app,
+                &key,
+                SignedAction::WorkflowStart,
+                &id,
+                json!({"instance_id": "same"}),
+            )
+            .await
+        }));
+    }
+    let mut ids = std::collections::HashSet::new();
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        ids.insert(body["workflow_session_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids.len(), 1, "one session: {ids:?}");
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM workflow_sessions").await,
+        1
     );
 }
