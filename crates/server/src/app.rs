@@ -327,7 +327,8 @@ async fn request_context(State(state): State<AppState>, req: Request, next: Next
 }
 
 /// Background upkeep every ten minutes, until shutdown: prunes long-expired sessions and
-/// their replay records, ended AgentAddress limiter windows, and idle in-memory buckets.
+/// their replay records, ended AgentAddress limiter windows, idle in-memory buckets, and
+/// workflow-schedule claim records older than a day.
 async fn sweep(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
     let period = Duration::from_secs(600);
     // The first sweep comes one period after start-up, not at once.
@@ -344,6 +345,11 @@ async fn sweep(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
                 let before = crate::time::now_ms().saturating_sub(window_ms.saturating_mul(2));
                 if let Err(e) = identity::limiter::prune(&state.db, before).await {
                     tracing::warn!(error = %e, "AgentAddress limiter pruning failed");
+                }
+                let claims_before = crate::time::now_ms()
+                    - crate::workflows::schedules::CLAIM_RECORD_RETENTION_MS;
+                if let Err(e) = crate::workflows::schedules::prune_claim_records(&state.db, claims_before).await {
+                    tracing::warn!(error = %e, "schedule claim record pruning failed");
                 }
                 state.limits.prune();
             }

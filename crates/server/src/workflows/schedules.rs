@@ -19,7 +19,7 @@
 //! server instances) never hold the same occurrence; every grant bumps `claim_epoch` and
 //! mints a new token, so a holder whose lease expired and was re-granted gets
 //! `claim_mismatch`. A claim `request_id` is an idempotency key per budget: a retry returns
-//! the stored answer. Bad input is 400 `SCHEDULE_REQUEST_INVALID` (the seeds' status for
+//! the stored answer (claims that leased something are kept for 24 hours). Bad input is 400 `SCHEDULE_REQUEST_INVALID` (the seeds' status for
 //! these endpoints) with `detail[]`; the 409s carry the seed's enums in `error`.
 
 use super::recurrence::{RecurrenceError, Schedule};
@@ -483,7 +483,13 @@ async fn claim_once(
         as_of: rfc3339_ms(as_of),
         claim_lease_seconds: lease,
     };
-    if let Some(id) = &request.request_id {
+    // Only claims that leased something are kept for retries: retrying an empty claim may
+    // simply claim afresh (the first answer handed out no work).
+    if let Some(id) = request
+        .request_id
+        .as_ref()
+        .filter(|_| !data.items.is_empty())
+    {
         let stored = sql_execute!(
             tx.conn(),
             "INSERT INTO workflow_schedule_claims (budget_id, request_id, response, created_at_ms) \
@@ -520,6 +526,19 @@ async fn claim_once(
         );
     }
     Ok(data)
+}
+
+/// How long a claim `request_id` is remembered for retries.
+pub const CLAIM_RECORD_RETENTION_MS: i64 = 24 * 3600 * 1000;
+
+/// Forgets claim records (idempotency keys) created before `before_ms`.
+pub async fn prune_claim_records(db: &Db, before_ms: i64) -> sqlx::Result<u64> {
+    let mut conn = db.write().await?;
+    sql_execute!(
+        conn.conn(),
+        "DELETE FROM workflow_schedule_claims WHERE created_at_ms < $1",
+        before_ms
+    )
 }
 
 /// The `{scheduleId}` path parameter.

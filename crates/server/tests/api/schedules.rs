@@ -671,6 +671,22 @@ async fn claim_request_id_is_idempotent_and_empty_queue_is_200(backend: Backend)
     let other = tenant_of_other_account(&app).await;
     let (_, theirs) = claim(&app, &other, json!({"request_id": "retry-me"})).await;
     assert_eq!(theirs["data"]["items"], json!([]));
+    // Only claims that leased something were kept; once pruned, a retry claims afresh
+    // (and finds nothing: both occurrences are still leased).
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM workflow_schedule_claims")
+            .await,
+        2
+    );
+    let pruned = agentpmt_server::workflows::schedules::prune_claim_records(
+        &app.state.db,
+        agentpmt_server::time::now_ms() + 1,
+    )
+    .await
+    .unwrap();
+    assert_eq!(pruned, 2);
+    let (_, afresh) = claim(&app, &tenant, json!({"limit": 1, "request_id": "retry-me"})).await;
+    assert_eq!(afresh["data"]["items"], json!([]));
 }
 
 async fn due_lists_and_bad_input_is_400(backend: Backend) {
