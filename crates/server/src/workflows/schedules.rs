@@ -430,12 +430,28 @@ async fn claim_once(
     lease: i64,
 ) -> ApiResult<ClaimData> {
     let mut tx = db.begin().await?;
+    let now = db_now(&mut tx, db.backend()).await?;
     if let Some(id) = &request.request_id {
-        if let Some(data) = stored_claim(&mut tx, budget_id, id).await? {
-            return Ok(data);
+        // Take the idempotency key first: a concurrent request with the same key waits
+        // here until this one commits, then reads its answer.
+        let taken = sql_execute!(
+            tx.conn(),
+            "INSERT INTO workflow_schedule_claims (budget_id, request_id, response, created_at_ms) \
+             VALUES ($1, $2, '', $3) ON CONFLICT (budget_id, request_id) DO NOTHING",
+            budget_id,
+            id,
+            now
+        )?;
+        if taken == 0 {
+            drop(tx);
+            let mut conn = db.write().await?;
+            return stored_claim(&mut conn, budget_id, id)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::internal(anyhow::anyhow!("claim record without an answer"))
+                });
         }
     }
-    let now = db_now(&mut tx, db.backend()).await?;
     let as_of = check_as_of(request.as_of.as_deref(), now, &["body", "as_of"])?;
     let ids: Vec<String> = {
         #[derive(sqlx::FromRow)]
@@ -483,37 +499,25 @@ async fn claim_once(
         as_of: rfc3339_ms(as_of),
         claim_lease_seconds: lease,
     };
-    // Only claims that leased something are kept for retries: retrying an empty claim may
-    // simply claim afresh (the first answer handed out no work).
-    if let Some(id) = request
-        .request_id
-        .as_ref()
-        .filter(|_| !data.items.is_empty())
-    {
-        let stored = sql_execute!(
-            tx.conn(),
-            "INSERT INTO workflow_schedule_claims (budget_id, request_id, response, created_at_ms) \
-             VALUES ($1, $2, $3, $4)",
-            budget_id,
-            id,
-            serde_json::to_string(&data).map_err(ApiError::internal)?,
-            now
-        );
-        match stored {
-            Ok(_) => {}
-            Err(e) if is_unique_violation(&e) => {
-                // A concurrent retry with the same request_id won: answer what it claimed.
-                drop(tx);
-                let mut conn = db.read().await?;
-                return stored_claim(&mut conn, budget_id, id)
-                    .await?
-                    .ok_or_else(|| {
-                        ApiError::internal(anyhow::anyhow!(
-                            "claim record vanished after a conflict"
-                        ))
-                    });
-            }
-            Err(e) => return Err(e.into()),
+    if let Some(id) = &request.request_id {
+        // Only claims that leased something are kept for retries: retrying an empty claim
+        // may simply claim afresh (the first answer handed out no work).
+        if data.items.is_empty() {
+            sql_execute!(
+                tx.conn(),
+                "DELETE FROM workflow_schedule_claims WHERE budget_id = $1 AND request_id = $2",
+                budget_id,
+                id
+            )?;
+        } else {
+            sql_execute!(
+                tx.conn(),
+                "UPDATE workflow_schedule_claims SET response = $1 \
+                 WHERE budget_id = $2 AND request_id = $3",
+                serde_json::to_string(&data).map_err(ApiError::internal)?,
+                budget_id,
+                id
+            )?;
         }
     }
     tx.commit().await?;
