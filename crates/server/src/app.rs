@@ -8,6 +8,7 @@ use crate::error::{ApiError, RequestContext, REQUEST_CONTEXT};
 use crate::ops::metrics::Metrics;
 use crate::payments::Payments;
 use crate::ratelimit::Limits;
+use crate::workflows::schedules;
 use crate::{admin, auth, credits, help, identity, openapi, ops};
 use agentpmt_protocol::ErrorCode;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -346,9 +347,8 @@ async fn sweep(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
                 if let Err(e) = identity::limiter::prune(&state.db, before).await {
                     tracing::warn!(error = %e, "AgentAddress limiter pruning failed");
                 }
-                let claims_before = crate::time::now_ms()
-                    - crate::workflows::schedules::CLAIM_RECORD_RETENTION_MS;
-                if let Err(e) = crate::workflows::schedules::prune_claim_records(&state.db, claims_before).await {
+                let claims_before = crate::time::now_ms() - schedules::CLAIM_RECORD_RETENTION_MS;
+                if let Err(e) = schedules::prune_claim_records(&state.db, claims_before).await {
                     tracing::warn!(error = %e, "schedule claim record pruning failed");
                 }
                 state.limits.prune();
