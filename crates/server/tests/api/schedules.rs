@@ -24,6 +24,7 @@ backend_tests!(
     cron_schedules_advance_in_their_time_zone,
     operator_schedule_changes,
     concurrent_retries_of_one_claim_return_it,
+    account_admin_input_is_checked,
 );
 
 /// An account with an API key and a budget.
@@ -941,4 +942,103 @@ async fn concurrent_retries_of_one_claim_return_it(backend: Backend) {
         1,
         "the retries leased nothing more"
     );
+}
+
+async fn account_admin_input_is_checked(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let t = tenant(&app).await;
+    let budgets = format!("/api/admin/accounts/{}/budgets", t.account_id);
+    for (body, field) in [
+        (json!({"name": "x", "cap_credits": -1}), "cap_credits"),
+        (
+            json!({"name": "x", "cap_credits": 2_000_000_000i64}),
+            "cap_credits",
+        ),
+        (json!({"name": "", "cap_credits": 1}), "name"),
+        (
+            json!({"name": "x", "cap_credits": 1, "wallet_address": "0x123"}),
+            "wallet_address",
+        ),
+    ] {
+        let (status, answer) = app.admin(Method::POST, &budgets, Some(&body)).await;
+        assert_envelope(status, &answer, 422, "VALIDATION_ERROR");
+        assert_eq!(
+            answer["detail"][0]["loc"],
+            json!(["body", field]),
+            "{answer}"
+        );
+    }
+    let (status, answer) = app
+        .admin(
+            Method::POST,
+            "/api/admin/accounts",
+            Some(&json!({"name": " "})),
+        )
+        .await;
+    assert_envelope(status, &answer, 422, "VALIDATION_ERROR");
+    for path in [
+        "/api/admin/accounts/acc_nope/budgets",
+        "/api/admin/accounts/acc_nope/api-keys",
+    ] {
+        let (status, answer) = app
+            .admin(
+                Method::POST,
+                path,
+                Some(&json!({"name": "x", "cap_credits": 1})),
+            )
+            .await;
+        if path.ends_with("api-keys") {
+            // {name, cap_credits} is not an API-key body: refused before the lookup.
+            assert_envelope(status, &answer, 422, "VALIDATION_ERROR");
+            let (status, answer) = app.admin(Method::POST, path, Some(&json!({}))).await;
+            assert_envelope(status, &answer, 404, "NOT_FOUND");
+        } else {
+            assert_envelope(status, &answer, 404, "NOT_FOUND");
+        }
+    }
+    for path in [
+        "/api/admin/api-keys/key_nope/revoke",
+        "/api/admin/budgets/bud_nope/revoke",
+    ] {
+        let (status, answer) = app.admin(Method::POST, path, None).await;
+        assert_envelope(status, &answer, 404, "NOT_FOUND");
+    }
+    // A budget drawing from a wallet; revoking twice keeps the first time.
+    let wallet = agentpmt_protocol::PrivateKey::random().address();
+    let (status, created) = app
+        .admin(
+            Method::POST,
+            &budgets,
+            Some(&json!({"name": "Wallet budget", "cap_credits": 0,
+                         "wallet_address": wallet.to_checksum()})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["budget"]["draws_from"], json!("wallet"));
+    assert_eq!(
+        created["budget"]["wallet_address"],
+        json!(wallet.to_string())
+    );
+    assert!(created["budget_key"]
+        .as_str()
+        .unwrap()
+        .starts_with("apmt_bk_"));
+    let revoke = format!(
+        "/api/admin/budgets/{}/revoke",
+        created["budget"]["budget_id"].as_str().unwrap()
+    );
+    let (_, first) = app.admin(Method::POST, &revoke, None).await;
+    let (_, second) = app.admin(Method::POST, &revoke, None).await;
+    assert_eq!(first["revoked_at"], second["revoked_at"]);
+    // The operator API needs the admin token.
+    let response = app
+        .http
+        .post(app.url("/api/admin/accounts"))
+        .json(&json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let answer: Value = response.json().await.unwrap();
+    assert_envelope(status, &answer, 401, "ADMIN_UNAUTHORIZED");
 }
