@@ -9,6 +9,9 @@
 //! - `agentpmt tools list|show|invoke`: the tool marketplace (credits or `--x402`).
 //! - `agentpmt sign`: builds and signs a request message and shows every intermediate
 //!   (canonical payload, hash, exact message, signature) to debug client signing.
+//! - `agentpmt workflows list|show|start|active|end`: workflows and this wallet's sessions.
+//! - `agentpmt schedules due|claim|advance|release|work`: BYO-agent schedule workers, with
+//!   the API-key + budget-key bearer from the environment.
 //!
 //! Every command prints text, or one JSON object on stdout with `--json`. Exit codes: 0 on
 //! success, 1 when the command failed (the server's error envelope is shown), 2 for usage
@@ -19,9 +22,11 @@ mod balance;
 mod credits;
 mod keys;
 mod output;
+mod schedules;
 mod sign;
 mod tools;
 mod wallet;
+mod workflows;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -42,7 +47,11 @@ Environment:
   AGENTPMT_PRIVATE_KEY        0x-hex private key used instead of the keystore by every command
                               that signs (for scripts and CI), and the input of `wallet import`.
                               A private key is never accepted as a command-line argument.
-  AGENTPMT_ADMIN_TOKEN        the server's admin token, for `agentpmt admin ...`";
+  AGENTPMT_ADMIN_TOKEN        the server's admin token, for `agentpmt admin ...`
+  AGENTPMT_BEARER_TOKEN       API-key + budget-key bearer (base64 of api_key:budget_key), for
+                              `agentpmt schedules ...`
+  AGENTPMT_API_KEY, AGENTPMT_BUDGET_KEY
+                              the two keys instead of AGENTPMT_BEARER_TOKEN";
 
 /// Command-line client of the External Agent API.
 #[derive(Debug, Parser)]
@@ -87,6 +96,13 @@ enum Command {
     /// Operator commands (needs AGENTPMT_ADMIN_TOKEN).
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// Published workflows and this wallet's workflow sessions.
+    #[command(subcommand)]
+    Workflows(workflows::WorkflowsCommand),
+    /// BYO-agent workflow schedules: claim, advance, release, or work through the queue
+    /// (needs AGENTPMT_BEARER_TOKEN, or AGENTPMT_API_KEY and AGENTPMT_BUDGET_KEY).
+    #[command(subcommand)]
+    Schedules(schedules::SchedulesCommand),
 }
 
 fn main() -> ExitCode {
@@ -121,5 +137,9 @@ fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
             runtime.block_on(tools::run(command, &cli.server, &keystore, out))
         }
         Command::Sign(args) => runtime.block_on(sign::run(args, &cli.server, &keystore, out)),
+        Command::Workflows(command) => {
+            runtime.block_on(workflows::run(command, &cli.server, &keystore, out))
+        }
+        Command::Schedules(command) => runtime.block_on(schedules::run(command, &cli.server, out)),
     }
 }

@@ -309,6 +309,99 @@ error_codes! {
         "The server failed unexpectedly.",
         "Retry later; if it persists, report the request_id.",
         ["Retry later.", "If it persists, report the request_id of this response."];
+    /// No workflow with this id or slug is published.
+    WORKFLOW_NOT_FOUND = 404,
+        "No published workflow has this id or slug.",
+        "List workflows with GET /api/external/workflows and use a workflow_id from there.",
+        [
+            "Call GET /api/external/workflows and copy a workflow_id (or slug).",
+            "Sign product:<workflowId> with the same value you put in the path.",
+        ];
+    /// The workflow slug is used by another workflow.
+    WORKFLOW_SLUG_TAKEN = 409,
+        "Another workflow already uses this slug.",
+        "Choose a different slug.",
+        ["Slugs are unique across workflows: pick another one."];
+    /// No workflow session with this id exists.
+    WORKFLOW_SESSION_NOT_FOUND = 404,
+        "No workflow session with this id exists (for this workflow).",
+        "Start a session with POST /api/external/workflows/{workflowId}/start and use its workflow_session_id.",
+        [
+            "Call POST /api/external/workflows/active to list your active sessions.",
+            "Start a session with POST /api/external/workflows/{workflowId}/start.",
+        ];
+    /// The workflow session belongs to another wallet.
+    WORKFLOW_SESSION_FOREIGN = 403,
+        "The workflow session belongs to another wallet.",
+        "Use a workflow_session_id that your own wallet started.",
+        [
+            "Only the wallet that started a session may use it or attribute tool calls to it.",
+            "Start your own session with POST /api/external/workflows/{workflowId}/start.",
+        ];
+    /// The workflow session has ended.
+    WORKFLOW_SESSION_ENDED = 409,
+        "The workflow session has ended (by the agent, or after being idle too long).",
+        "Start or resume a session with POST /api/external/workflows/{workflowId}/start.",
+        [
+            "Call POST /api/external/workflows/{workflowId}/start (same instance_id) for a new session.",
+            "Use the new workflow_session_id in _workflow_session_id.",
+        ];
+    /// Several active sessions match and none was named.
+    WORKFLOW_SESSION_AMBIGUOUS = 409,
+        "The wallet has several active sessions of this workflow; name one.",
+        "Send workflow_session_id (one of details.active_session_ids).",
+        ["Send workflow_session_id with one of details.active_session_ids."];
+    /// The API-key + budget-key bearer token is missing, malformed, wrong or revoked.
+    BEARER_UNAUTHORIZED = 401,
+        "Missing or invalid API-key + budget-key bearer token.",
+        "Send Authorization: Bearer <base64 of api_key:budget_key> (or X-API-Key and X-Budget-Key) with live keys of one account.",
+        [
+            "Send Authorization: Bearer base64(\"<api_key>:<budget_key>\"), or base64/base64url of {\"api_key\":…,\"budget_key\":…}.",
+            "Or send the headers X-API-Key and X-Budget-Key.",
+            "The API key and the budget must belong to the same account and must not be revoked.",
+        ];
+    /// The schedule request body or parameters are invalid.
+    SCHEDULE_REQUEST_INVALID = 400,
+        "Invalid schedule id, request body or query parameters.",
+        "Fix the fields listed in detail[] (loc names the field) and send again.",
+        [
+            "Read detail[].loc for the field and detail[].msg for the problem.",
+            "Times are RFC 3339, e.g. 2026-05-15T13:00:00.000Z.",
+        ];
+    /// No schedule with this id belongs to the authenticated budget.
+    SCHEDULE_NOT_FOUND = 404,
+        "Schedule not found for the authenticated budget.",
+        "Use a schedule_id returned by claim or due for this budget.",
+        ["Call POST /api/external/workflow-schedules/claim and use the schedule_id it returns."];
+    /// The due_at sent does not match the schedule's current occurrence.
+    SCHEDULE_DUE_AT_MISMATCH = 409,
+        "The due time does not match the schedule's current occurrence.",
+        "Send the due_at exactly as the claim returned it; the occurrence may have moved on.",
+        [
+            "Send due_at exactly as returned by claim.",
+            "If the schedule moved on, claim again.",
+        ];
+    /// The occurrence has no active claim.
+    SCHEDULE_CLAIM_REQUIRED = 409,
+        "No active claim exists for this occurrence.",
+        "Claim the occurrence with POST /api/external/workflow-schedules/claim first.",
+        ["Call POST /api/external/workflow-schedules/claim and use the claim_token it returns."];
+    /// The claim's lease expired.
+    SCHEDULE_CLAIM_EXPIRED = 409,
+        "The claim's lease expired; another worker may claim the occurrence.",
+        "Claim again (with a longer lease_seconds if the work takes longer).",
+        [
+            "Call POST /api/external/workflow-schedules/claim again.",
+            "Use a lease_seconds longer than the work takes.",
+        ];
+    /// The claim token is not the occurrence's current claim.
+    SCHEDULE_CLAIM_MISMATCH = 409,
+        "A different worker owns the claim (the claim_token is not the current one).",
+        "Stop working on this occurrence; claim new work.",
+        [
+            "Another worker claimed this occurrence after your lease; do not advance it.",
+            "Call POST /api/external/workflow-schedules/claim for new work.",
+        ];
 }
 
 impl fmt::Display for ErrorCode {

@@ -9,6 +9,7 @@
 //! - [`address`]: wallet addresses.
 //! - [`x402`]: x402 v2 payments (challenge, payment payload, EIP-3009 authorization).
 //! - [`tools`]: the tool marketplace (catalog, invocation, operator documents).
+//! - [`workflows`]: workflows, workflow sessions, accounts/budgets and workflow schedules.
 
 pub mod address;
 pub mod canonical;
@@ -18,6 +19,7 @@ pub mod signature;
 pub mod signing;
 pub mod tools;
 pub mod wire;
+pub mod workflows;
 pub mod x402;
 
 pub use address::{InvalidAddress, WalletAddress};

@@ -17,7 +17,9 @@
 
 pub mod admin;
 pub mod keystore;
+pub mod schedules;
 pub mod tools;
+pub mod workflows;
 
 use agentpmt_protocol::signing::{sign_body, BuildError};
 use agentpmt_protocol::wire::{

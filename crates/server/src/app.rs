@@ -8,6 +8,7 @@ use crate::error::{ApiError, RequestContext, REQUEST_CONTEXT};
 use crate::ops::metrics::Metrics;
 use crate::payments::Payments;
 use crate::ratelimit::Limits;
+use crate::workflows::schedules;
 use crate::{admin, auth, credits, help, identity, openapi, ops, tools};
 use agentpmt_protocol::ErrorCode;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -96,6 +97,8 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(help::router())
         .merge(ops::router())
         .merge(tools::router())
+        .merge(crate::workflows::router())
+        .merge(crate::accounts::router())
         .split_for_parts()
 }
 
@@ -336,7 +339,8 @@ async fn request_context(State(state): State<AppState>, req: Request, next: Next
 }
 
 /// Background upkeep every ten minutes, until shutdown: prunes long-expired sessions and
-/// their replay records, ended AgentAddress limiter windows, and idle in-memory buckets.
+/// their replay records, ended AgentAddress limiter windows, idle in-memory buckets, and
+/// workflow-schedule claim records older than a day.
 async fn sweep(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
     let period = Duration::from_secs(600);
     // The first sweep comes one period after start-up, not at once.
@@ -353,6 +357,10 @@ async fn sweep(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
                 let before = crate::time::now_ms().saturating_sub(window_ms.saturating_mul(2));
                 if let Err(e) = identity::limiter::prune(&state.db, before).await {
                     tracing::warn!(error = %e, "AgentAddress limiter pruning failed");
+                }
+                let claims_before = crate::time::now_ms() - schedules::CLAIM_RECORD_RETENTION_MS;
+                if let Err(e) = schedules::prune_claim_records(&state.db, claims_before).await {
+                    tracing::warn!(error = %e, "schedule claim record pruning failed");
                 }
                 state.limits.prune();
             }

@@ -26,6 +26,7 @@
 //! | `--wallet-rate-burst` | `AGENTPMT_WALLET_RATE_BURST` | `2000` |
 //! | `--catalog` | `AGENTPMT_CATALOG` | `demo` (built-in tools; a TOML/JSON file path, or `none`) |
 //! | `--secrets-key` | `AGENTPMT_SECRETS_KEY` | none (64 hex digits; needed to store vendor secrets) |
+//! | `--workflow-session-idle-secs` | `AGENTPMT_WORKFLOW_SESSION_IDLE_SECS` | `3600` |
 
 use crate::payments::networks::{NetworkConfigError, Networks, PaymentsFile};
 use crate::payments::Fault;
@@ -175,6 +176,12 @@ pub struct ServerConfig {
     /// Key (64 hex digits) that encrypts vendor HMAC secrets at rest.
     #[arg(long, env = "AGENTPMT_SECRETS_KEY", hide_env_values = true)]
     pub secrets_key: Option<SecretString>,
+    /// Seconds without activity (start, attributed tool call) after which a workflow
+    /// session ends by itself.
+    #[arg(long, env = "AGENTPMT_WORKFLOW_SESSION_IDLE_SECS",
+          default_value_t = crate::workflows::DEFAULT_SESSION_IDLE_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=2_592_000))]
+    pub workflow_session_idle_secs: u64,
 }
 
 fn parse_key(s: &str) -> Result<SecretString, String> {
@@ -282,6 +289,7 @@ impl Default for ServerConfig {
             wallet_rate_burst: DEFAULT_WALLET_RATE_BURST,
             catalog: DEFAULT_CATALOG.to_owned(),
             secrets_key: None,
+            workflow_session_idle_secs: crate::workflows::DEFAULT_SESSION_IDLE_SECS,
         }
     }
 }

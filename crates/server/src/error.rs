@@ -53,6 +53,8 @@ struct Extras {
     rate_limit: Option<RateLimitInfo>,
     fields: Map<String, Value>,
     headers: Vec<(axum::http::HeaderName, HeaderValue)>,
+    /// Replaces the envelope's `error` (the status label), e.g. the schedule 409 enums.
+    error_label: Option<&'static str>,
 }
 
 /// Result alias for handlers.
@@ -144,6 +146,20 @@ impl ApiError {
         err
     }
 
+    /// Sets the envelope's `error` field to `label` instead of the HTTP status label (the
+    /// schedule endpoints publish enums there, e.g. `claim_mismatch`).
+    pub fn with_error_label(mut self, label: &'static str) -> Self {
+        self.extras.get_or_insert_with(Default::default).error_label = Some(label);
+        self
+    }
+
+    /// The same error under another code (and so another status); a 422's `detail[]` list
+    /// is kept.
+    pub fn recode(mut self, code: ErrorCode) -> Self {
+        self.code = code;
+        self
+    }
+
     /// The error code.
     pub fn code(&self) -> ErrorCode {
         self.code
@@ -231,6 +247,9 @@ impl IntoResponse for ApiError {
         let mut body = Value::Object(body);
         if let Some(rate_limit) = extras.rate_limit {
             body["rate_limit"] = json!(rate_limit);
+        }
+        if let Some(label) = extras.error_label {
+            body["error"] = json!(label);
         }
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, axum::Json(body)).into_response();

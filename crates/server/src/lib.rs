@@ -7,7 +7,10 @@
 //! networks, verification, settlement, reconciliation). Shared pieces: [`ratelimit`] (client
 //! IP and abuse limits), [`db`] (SQLite/PostgreSQL), [`ledger`] (credit ledger),
 //! [`error`] (the error envelope), [`extract`] (body and path extractors), [`config`].
+//! [`workflows`] (workflows, workflow sessions, BYO-agent workflow schedules) and
+//! [`accounts`] (accounts, API keys, budgets, the API-key + budget-key bearer).
 
+pub mod accounts;
 pub mod admin;
 pub mod app;
 pub mod auth;
@@ -25,6 +28,7 @@ pub mod payments;
 pub mod ratelimit;
 pub mod time;
 pub mod tools;
+pub mod workflows;
 
 pub use app::{AppState, Error, Server};
 pub use config::ServerConfig;

@@ -25,6 +25,8 @@ use utoipa::{Modify, OpenApi};
         (name = "identity", description = "AgentAddress: anonymous wallet identities"),
         (name = "help", description = "Help for agents"),
         (name = "meta", description = "About this server"),
+        (name = "workflows", description = "Workflows (skill chains) and wallet-scoped workflow sessions"),
+        (name = "workflow-schedules", description = "BYO-agent workflow schedules (API-key + budget-key bearer)"),
     )
 )]
 struct ApiDoc;
@@ -37,6 +39,18 @@ impl Modify for AdminSecurity {
         components.add_security_scheme(
             "admin_token",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "budget_bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "base64(\"<api_key>:<budget_key>\"), or base64/base64url of \
+                         {\"api_key\",\"budget_key\"}; or the headers X-API-Key + X-Budget-Key",
+                    ))
+                    .build(),
+            ),
         );
     }
 }

@@ -162,6 +162,14 @@ pub fn build(state: &AppState) -> Value {
                 "canonical_json": "sorted keys at every depth, ',' and ':' separators, no whitespace, UTF-8 (the ASCII-escaped form is accepted too)",
             },
             "actions": actions(),
+            "budget_bearer": {
+                "used_by": ["/api/external/workflow-schedules/*"],
+                "forms": [
+                    "Authorization: Bearer base64(\"<api_key>:<budget_key>\")",
+                    "Authorization: Bearer base64 or base64url of {\"api_key\": ..., \"budget_key\": ...}",
+                    "X-API-Key: <api_key> and X-Budget-Key: <budget_key>",
+                ],
+            },
         },
         "identity": {
             "agentaddress": {

@@ -299,6 +299,14 @@ async fn credit_call(
     let (tool_params, credentials, workflow_session) =
         schema::split_reserved(&parameters).map_err(|issue| ApiError::validation(vec![issue]))?;
     schema::validate(&resolved.action.schema(), &tool_params).map_err(ApiError::validation)?;
+    if let Some(session_id) = &workflow_session {
+        crate::workflows::sessions::check_attribution(
+            &state.db,
+            &signer.wallet.to_string(),
+            session_id,
+        )
+        .await?;
+    }
     let runner_spec = resolved.action.runner()?;
     let secret = vendor_secret(state, &resolved)?;
 
@@ -380,6 +388,30 @@ async fn credit_call(
     .map_err(|e| ApiError::internal(anyhow::anyhow!("tool task failed: {e}")))??;
 
     let balance = crate::ledger::balance(&mut state.db.read().await?, &signer.wallet).await?;
+    if let Some(session_id) = &workflow_session {
+        let record = crate::workflows::sessions::ToolCallRecord {
+            product_slug: usage.product_slug.clone(),
+            action_slug: usage.action_slug.clone(),
+            request_id: signer.request_id.clone(),
+            succeeded: outcome.is_ok(),
+            charged_credits: if outcome.is_ok() {
+                usage.price_credits
+            } else {
+                0
+            },
+            response: outcome.as_ref().ok().cloned(),
+            error: outcome.as_ref().err().map(|e| {
+                let (code, message) = tool_error_parts(e);
+                serde_json::json!({"error_code": code.as_str(), "message": message})
+            }),
+            at_ms: now_ms(),
+        };
+        if let Err(e) =
+            crate::workflows::sessions::record_tool_call(&state.db, session_id, &record).await
+        {
+            tracing::warn!(usage_id = %usage.usage_id, error = %e, "could not record the tool call on its workflow session");
+        }
+    }
     match outcome {
         Ok(response) => {
             tracing::info!(usage_id = %usage.usage_id, wallet = %signer.wallet, price = usage.price_credits, "tool call charged");

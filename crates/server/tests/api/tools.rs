@@ -24,6 +24,7 @@ backend_tests!(
     vendor_failures_release_the_hold,
     signed_path_variants,
     legacy_route_invokes_the_named_action,
+    workflow_session_attribution,
     credentials_never_stored_or_echoed,
     operator_api_and_usage
 );
@@ -942,6 +943,17 @@ async fn credentials_never_stored_or_echoed(backend: Backend) {
     assert_eq!(app.adjust(&key.address(), 50).await.0, 201);
     let nonce = app.session(&key.address()).await;
     let creds = json!({"api_key": SECRET});
+    let workflow = crate::workflows::create_workflow(&app, "creds-flow", json!({}), true).await;
+    let (status, started) = crate::workflows::call(
+        &app,
+        &key,
+        SignedAction::WorkflowStart,
+        &workflow,
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{started}");
+    let session = started["workflow_session_id"].as_str().unwrap().to_owned();
     // Success: the vendor receives the credentials; the response does not carry them.
     let (status, body) = invoke(
         &app,
@@ -950,7 +962,7 @@ async fn credentials_never_stored_or_echoed(backend: Backend) {
         "s1",
         "stub",
         "ok-action",
-        json!({"q": "x", "_credentials": creds, "_workflow_session_id": "ws_test_1"}),
+        json!({"q": "x", "_credentials": creds, "_workflow_session_id": session}),
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -960,7 +972,7 @@ async fn credentials_never_stored_or_echoed(backend: Backend) {
         json!({"q": "x"}),
         "reserved fields stripped before the tool"
     );
-    assert_eq!(body["workflow_session_id"], "ws_test_1");
+    assert_eq!(body["workflow_session_id"], session.as_str());
     assert!(!body.to_string().contains(SECRET));
     let sent = seen.bodies.lock().unwrap().last().cloned().unwrap();
     assert_eq!(sent["credentials"]["api_key"], SECRET);
@@ -1034,8 +1046,10 @@ async fn credentials_never_stored_or_echoed(backend: Backend) {
     assert!(leaks.is_empty(), "{leaks:#?}");
     // The usage records hold the session id, never parameters or credentials.
     assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM tool_usage WHERE workflow_session_id = 'ws_test_1'")
-            .await,
+        app.scalar(&format!(
+            "SELECT COUNT(*) FROM tool_usage WHERE workflow_session_id = '{session}'"
+        ))
+        .await,
         1
     );
     for (table, column) in [
@@ -1224,4 +1238,109 @@ async fn operator_api_and_usage(backend: Backend) {
         .find(|p| p["slug"] == "clock")
         .unwrap();
     assert_eq!(clock["status"], "inactive");
+}
+
+async fn workflow_session_attribution(backend: Backend) {
+    let app = spawn_tools(backend).await;
+    let workflow = crate::workflows::create_workflow(&app, "attributed", json!({}), true).await;
+    let owner = PrivateKey::random();
+    let stranger = PrivateKey::random();
+    for key in [&owner, &stranger] {
+        assert_eq!(app.adjust(&key.address(), 20).await.0, 201);
+    }
+    let (status, started) = crate::workflows::call(
+        &app,
+        &owner,
+        SignedAction::WorkflowStart,
+        &workflow,
+        json!({"instance_id": "one"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{started}");
+    let session = started["workflow_session_id"].as_str().unwrap().to_owned();
+    let owner_nonce = app.session(&owner.address()).await;
+    let stranger_nonce = app.session(&stranger.address()).await;
+    let params = |sid: &str| json!({"text": "a b c", "_workflow_session_id": sid});
+
+    // The owner's call is recorded on the session and shows in fetch results.
+    let (status, body) = invoke(
+        &app,
+        &owner,
+        &owner_nonce,
+        "a1",
+        "text-tools",
+        "stats",
+        params(&session),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["workflow_session_id"], session.as_str());
+    assert_eq!(
+        body["response"]["words"], 3,
+        "the session id is not a tool parameter"
+    );
+    let (status, fetched) = crate::workflows::call(
+        &app,
+        &owner,
+        SignedAction::WorkflowFetch,
+        &workflow,
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{fetched}");
+    let results = fetched["sessions"][0]["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "{fetched}");
+    assert_eq!(results[0]["request_id"], "a1");
+    assert_eq!(results[0]["status"], "succeeded");
+    assert_eq!(results[0]["charged_credits"], 2);
+    assert_eq!(results[0]["response"]["words"], 3);
+
+    // Another wallet cannot attribute to it; unknown ids are refused; nothing is charged.
+    let (status, body) = invoke(
+        &app,
+        &stranger,
+        &stranger_nonce,
+        "b1",
+        "text-tools",
+        "stats",
+        params(&session),
+    )
+    .await;
+    assert_envelope(status, &body, 403, "WORKFLOW_SESSION_FOREIGN");
+    let (status, body) = invoke(
+        &app,
+        &stranger,
+        &stranger_nonce,
+        "b2",
+        "text-tools",
+        "stats",
+        params("ws_does_not_exist"),
+    )
+    .await;
+    assert_envelope(status, &body, 404, "WORKFLOW_SESSION_NOT_FOUND");
+    assert_eq!(balance_of(&app, &stranger.address().to_string()).await, 20);
+
+    // Once ended, the session takes no more calls.
+    let (status, ended) = crate::workflows::call(
+        &app,
+        &owner,
+        SignedAction::WorkflowEnd,
+        &workflow,
+        json!({"workflow_session_id": session}),
+    )
+    .await;
+    assert_eq!(status, 200, "{ended}");
+    let (status, body) = invoke(
+        &app,
+        &owner,
+        &owner_nonce,
+        "a2",
+        "text-tools",
+        "stats",
+        params(&session),
+    )
+    .await;
+    assert_envelope(status, &body, 409, "WORKFLOW_SESSION_ENDED");
+    assert_eq!(balance_of(&app, &owner.address().to_string()).await, 18);
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM tool_usage").await, 1);
 }
