@@ -9,10 +9,13 @@ use utoipa::{Modify, OpenApi};
     info(
         title = "External Agent API",
         description = "Wallet-authenticated HTTP API for autonomous AI agents: wallet sessions, \
-            EIP-191 signed requests, credits. Signed requests carry wallet_address, session_nonce, \
+            EIP-191 signed requests, credits bought with x402, the tool marketplace, workflows and \
+            schedules. Signed requests carry wallet_address, session_nonce, \
             request_id and signature in the JSON body; the signed message is\n\n\
             agentpmt-external\\nwallet:<lowercase wallet>\\nsession:<session_nonce>\\nrequest:<request_id>\\n\
             action:<action>\\nproduct:<product or ->\\npayload:<sha256 hex of canonical JSON, or empty>\n\n\
+            Tool invocations sign method:POST and path:/external/tools/{productSlug}/actions/{actionSlug}/invoke \
+            instead of the action and product lines.\n\n\
             Every error uses one envelope: success=false, error, message, error_code, code, detail, \
             request_id, help_url, help_doc, details.checklist.",
         license(name = "Apache-2.0")
@@ -20,7 +23,8 @@ use utoipa::{Modify, OpenApi};
     modifiers(&AdminSecurity),
     tags(
         (name = "auth", description = "Wallet sessions"),
-        (name = "credits", description = "Credit balance"),
+        (name = "credits", description = "Credit balance and purchases (x402)"),
+        (name = "tools", description = "Tool marketplace: listing and invocation (credits or direct x402)"),
         (name = "admin", description = "Operator API (admin bearer token)"),
         (name = "identity", description = "AgentAddress: anonymous wallet identities"),
         (name = "help", description = "Help for agents"),

@@ -130,7 +130,8 @@ pub fn build(state: &AppState) -> Value {
         "name": "AgentPMT External Agent API",
         "description": "Wallet-authenticated HTTP API for autonomous AI agents: anonymous wallet \
             identities (AgentAddress), wallet sessions, EIP-191 signed requests, credits bought \
-            with x402 payments. No API keys required.",
+            with x402 payments, a tool marketplace (pay with credits or per call with x402), \
+            workflows and BYO-agent workflow schedules. No API keys required for agents.",
         "version": env!("CARGO_PKG_VERSION"),
         "base_url": base,
         "links": {
@@ -139,6 +140,7 @@ pub fn build(state: &AppState) -> Value {
             "docs": format!("{base}/docs"),
             "health": format!("{base}/healthz"),
             "ready": format!("{base}/readyz"),
+            "tools": format!("{base}/api/external/tools"),
         },
         "auth": {
             "scheme": "wallet_signature",
@@ -193,6 +195,18 @@ pub fn build(state: &AppState) -> Value {
             "usdc_base_units_per_credit": 1_000_000 / CREDITS_PER_USD,
             "purchase": {"method": "POST", "path": "/api/external/credits/purchase"},
             "networks": payment_networks(state),
+        },
+        "tools": {
+            "list": {"method": "GET", "path": "/api/external/tools",
+                     "query": ["query", "categories", "page", "page_size"],
+                     "page_size": {"default": agentpmt_protocol::tools::DEFAULT_PAGE_SIZE,
+                                   "max": agentpmt_protocol::tools::MAX_PAGE_SIZE}},
+            "invoke": {"method": "POST",
+                       "path": "/api/external/tools/{productSlug}/actions/{actionSlug}/invoke",
+                       "credits": "signed: method:POST, path:/external/tools/{productSlug}/actions/{actionSlug}/invoke, payload = sha256(canonical(parameters))",
+                       "x402": "body = the parameters; answer the 402 challenge with PAYMENT-SIGNATURE (actions with x402_enabled)",
+                       "reserved_parameters": [agentpmt_protocol::tools::CREDENTIALS_PARAM,
+                                               agentpmt_protocol::tools::WORKFLOW_SESSION_PARAM]},
         },
         "endpoints": endpoints(&state.openapi_json()),
         "contact": {
