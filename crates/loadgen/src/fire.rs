@@ -256,10 +256,11 @@ impl Pacer {
     }
 }
 
-/// Sends `bodies[range]` to the balance route over `connections`, paced by `pace`.
+/// Sends `bodies[range]` to `path` over `connections`, paced by `pace`.
 /// Returns the outcome and the connections still usable.
 pub async fn fire(
     target: &Arc<Target>,
+    path: &Arc<str>,
     connections: Vec<Sender>,
     bodies: &Arc<Vec<Bytes>>,
     range: Range<usize>,
@@ -285,6 +286,7 @@ pub async fn fire(
         .map(|sender| {
             let job = Job {
                 target: target.clone(),
+                path: path.clone(),
                 bodies: bodies.clone(),
                 first: range.start,
                 end: range.end,
@@ -314,6 +316,7 @@ pub async fn fire(
 /// What one connection task needs.
 struct Job {
     target: Arc<Target>,
+    path: Arc<str>,
     bodies: Arc<Vec<Bytes>>,
     first: usize,
     end: usize,
@@ -347,7 +350,7 @@ impl Job {
                     }
                 },
             };
-            let request = self.target.post(BALANCE_PATH, self.bodies[index].clone());
+            let request = self.target.post(&self.path, self.bodies[index].clone());
             let sent = Instant::now();
             match exchange(conn, request).await {
                 Ok((status, body)) => {

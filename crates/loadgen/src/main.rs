@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Load generator for the External Agent API: fires pre-signed `POST
-/// /api/external/credits/balance` requests over keep-alive HTTP/1.1 connections and reports
+/// /api/external/credits/balance` requests (or, with --invoke, signed tool invocations) over keep-alive HTTP/1.1 connections and reports
 /// requests/s, latency percentiles and the ratio to single-core signature recovery.
 #[derive(Debug, Parser)]
 #[command(name = "agentpmt-loadgen", version, about, long_about = None)]
@@ -78,7 +78,24 @@ struct Cli {
     /// Print one JSON object (`runs`: one entry per level) instead of the table.
     #[arg(long)]
     json: bool,
+
+    /// Fire signed credit invocations of PRODUCT/ACTION instead of balance requests (each
+    /// holds the price, runs the tool and posts the charge). Wallets are funded first
+    /// through the operator API (needs --admin-token).
+    #[arg(long, value_name = "PRODUCT/ACTION")]
+    invoke: Option<String>,
+
+    /// The invocations' parameters (a JSON object).
+    #[arg(long, value_name = "JSON", default_value = "{}")]
+    params: String,
+
+    /// The server's admin token (to fund the wallets of --invoke).
+    #[arg(long, env = "AGENTPMT_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
 }
+
+/// Credits given to each wallet of an `--invoke` run.
+const FUND_CREDITS: i64 = 100_000_000;
 
 fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
@@ -96,6 +113,26 @@ fn main() -> Result<ExitCode> {
     if levels.contains(&0) {
         bail!("a concurrency level must be at least 1");
     }
+    let scenario = match &cli.invoke {
+        None => presign::Scenario::Balance,
+        Some(spec) => {
+            let Some((product, action)) = spec.split_once('/') else {
+                bail!("--invoke takes PRODUCT/ACTION, e.g. clock/now");
+            };
+            let parameters: serde_json::Value = serde_json::from_str(&cli.params)?;
+            if !parameters.is_object() {
+                bail!("--params must be a JSON object");
+            }
+            if cli.admin_token.is_none() {
+                bail!("--invoke needs --admin-token (or AGENTPMT_ADMIN_TOKEN) to fund the wallets");
+            }
+            presign::Scenario::Invoke {
+                product: product.to_owned(),
+                action: action.to_owned(),
+                parameters,
+            }
+        }
+    };
     let target = Arc::new(Target::parse(&cli.server)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cli.threads as usize)
@@ -107,9 +144,23 @@ fn main() -> Result<ExitCode> {
     eprintln!("single-core recoveries/s before: {before:.0}");
 
     let keys: Vec<PrivateKey> = (0..cli.wallets).map(|_| PrivateKey::random()).collect();
+    if let (presign::Scenario::Invoke { .. }, Some(token)) = (&scenario, &cli.admin_token) {
+        runtime.block_on(presign::fund(&target, &keys, token, FUND_CREDITS))?;
+        eprintln!(
+            "funded {} wallets with {FUND_CREDITS} credits each",
+            keys.len()
+        );
+    }
     let mut runs = Vec::new();
     for (level_index, &concurrency) in levels.iter().enumerate() {
-        let run = runtime.block_on(run_level(&cli, &target, &keys, level_index, concurrency))?;
+        let run = runtime.block_on(run_level(
+            &cli,
+            &scenario,
+            &target,
+            &keys,
+            level_index,
+            concurrency,
+        ))?;
         runs.push(run);
     }
     drop(runtime);
@@ -142,6 +193,7 @@ fn main() -> Result<ExitCode> {
 /// Sessions, pre-signing, connections, warm-up and the measured firing at one level.
 async fn run_level(
     cli: &Cli,
+    scenario: &presign::Scenario,
     target: &Arc<Target>,
     keys: &[PrivateKey],
     level_index: usize,
@@ -175,10 +227,14 @@ async fn run_level(
         .presign_threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let wallets = sessions.wallets;
+    let signing_scenario = scenario.clone();
     let bodies = Arc::new(
-        tokio::task::spawn_blocking(move || presign::presign(&wallets, total, &tag, threads))
-            .await??,
+        tokio::task::spawn_blocking(move || {
+            presign::presign(&signing_scenario, &wallets, total, &tag, threads)
+        })
+        .await??,
     );
+    let path: Arc<str> = scenario.path().into();
     eprintln!(
         "[c={concurrency}] pre-signed in {:.2?}; opening {concurrency} connections",
         signing.elapsed()
@@ -186,7 +242,8 @@ async fn run_level(
 
     let mut connections = target.connect_many(concurrency).await?;
     if cli.warmup > 0 {
-        let (warm, alive) = fire::fire(target, connections, &bodies, 0..cli.warmup, pace).await;
+        let (warm, alive) =
+            fire::fire(target, &path, connections, &bodies, 0..cli.warmup, pace).await;
         eprintln!(
             "[c={concurrency}] warm-up: {} requests in {:.2?}, {} failed",
             cli.warmup,
@@ -198,7 +255,8 @@ async fn run_level(
             connections.extend(target.connect_many(concurrency - connections.len()).await?);
         }
     }
-    let (outcome, _) = fire::fire(target, connections, &bodies, cli.warmup..total, pace).await;
+    let (outcome, _) =
+        fire::fire(target, &path, connections, &bodies, cli.warmup..total, pace).await;
     let run = Run::new(concurrency, keys.len(), pace, measured, &outcome);
     eprintln!(
         "[c={concurrency}] {measured} requests in {:.3} s: {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms, {} failed",

@@ -95,6 +95,42 @@ pub async fn open_sessions(
     })
 }
 
+/// Grants `credits` to every key's wallet through the operator API
+/// (`POST /api/admin/wallets/{address}/credits`).
+pub async fn fund(
+    target: &Arc<Target>,
+    keys: &[PrivateKey],
+    admin_token: &str,
+    credits: i64,
+) -> Result<()> {
+    let mut sender = target.connect().await?;
+    let bearer = hyper::header::HeaderValue::from_str(&format!("Bearer {admin_token}"))
+        .context("the admin token is not a valid header value")?;
+    for key in keys {
+        let body = serde_json::to_vec(&serde_json::json!({
+            "amount_credits": credits,
+            "reason": "load generator funding",
+        }))?;
+        let mut request = target.post(
+            &format!("/api/admin/wallets/{}/credits", key.address()),
+            body.into(),
+        );
+        request
+            .headers_mut()
+            .insert(hyper::header::AUTHORIZATION, bearer.clone());
+        let (status, body) = exchange(&mut sender, request)
+            .await
+            .context("funding a wallet")?;
+        if !status.is_success() {
+            bail!(
+                "funding a wallet answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+    }
+    Ok(())
+}
+
 /// One signed balance request body for `wallet`.
 pub fn sign_balance(wallet: &Wallet, request_id: &str) -> Result<Bytes> {
     let (body, _) = sign_body(
@@ -108,9 +144,71 @@ pub fn sign_balance(wallet: &Wallet, request_id: &str) -> Result<Bytes> {
     Ok(Bytes::from(serde_json::to_vec(&body)?))
 }
 
-/// Signs `count` balance requests, round-robin over `wallets`, request ids
+/// What the load generator sends.
+#[derive(Debug, Clone)]
+pub enum Scenario {
+    /// `POST /api/external/credits/balance` (read-only, one group-committed replay claim).
+    Balance,
+    /// A signed credit invocation of `product/action` with `parameters` (hold, tool, post).
+    Invoke {
+        product: String,
+        action: String,
+        parameters: serde_json::Value,
+    },
+}
+
+impl Scenario {
+    /// The route the requests go to.
+    pub fn path(&self) -> String {
+        match self {
+            Scenario::Balance => crate::fire::BALANCE_PATH.to_owned(),
+            Scenario::Invoke {
+                product, action, ..
+            } => {
+                format!("/api/external/tools/{product}/actions/{action}/invoke")
+            }
+        }
+    }
+
+    /// One signed body for `wallet`.
+    pub fn sign(&self, wallet: &Wallet, request_id: &str) -> Result<Bytes> {
+        match self {
+            Scenario::Balance => sign_balance(wallet, request_id),
+            Scenario::Invoke {
+                product,
+                action,
+                parameters,
+            } => {
+                let mut fields = serde_json::Map::new();
+                fields.insert("parameters".into(), parameters.clone());
+                let param = |name: &str| match name {
+                    "productSlug" => Some(product.clone()),
+                    "actionSlug" => Some(action.clone()),
+                    _ => None,
+                };
+                let (body, _) = sign_body(
+                    &wallet.key,
+                    SignedAction::ToolActionInvoke.spec(),
+                    param,
+                    &wallet.session_nonce,
+                    request_id,
+                    fields,
+                )?;
+                Ok(Bytes::from(serde_json::to_vec(&body)?))
+            }
+        }
+    }
+}
+
+/// Signs `count` requests of `scenario`, round-robin over `wallets`, request ids
 /// `<tag>-<index>`, on `threads` threads. Body `i` belongs to wallet `i % wallets.len()`.
-pub fn presign(wallets: &[Wallet], count: usize, tag: &str, threads: usize) -> Result<Vec<Bytes>> {
+pub fn presign(
+    scenario: &Scenario,
+    wallets: &[Wallet],
+    count: usize,
+    tag: &str,
+    threads: usize,
+) -> Result<Vec<Bytes>> {
     if wallets.is_empty() {
         bail!("no wallets to sign with");
     }
@@ -122,7 +220,7 @@ pub fn presign(wallets: &[Wallet], count: usize, tag: &str, threads: usize) -> R
                 let range = (t * chunk).min(count)..((t + 1) * chunk).min(count);
                 scope.spawn(move || {
                     range
-                        .map(|i| sign_balance(&wallets[i % wallets.len()], &format!("{tag}-{i}")))
+                        .map(|i| scenario.sign(&wallets[i % wallets.len()], &format!("{tag}-{i}")))
                         .collect::<Result<Vec<_>>>()
                 })
             })
@@ -154,7 +252,7 @@ mod tests {
                 session_nonce: format!("nonce{i}"),
             })
             .collect();
-        let bodies = presign(&wallets, 10, "t", 4).unwrap();
+        let bodies = presign(&Scenario::Balance, &wallets, 10, "t", 4).unwrap();
         assert_eq!(bodies.len(), 10);
         let mut ids = HashSet::new();
         for (i, bytes) in bodies.iter().enumerate() {
@@ -190,8 +288,49 @@ mod tests {
             key: PrivateKey::random(),
             session_nonce: "n".into(),
         }];
-        assert_eq!(presign(&wallets, 2, "x", 8).unwrap().len(), 2);
-        assert!(presign(&wallets, 0, "x", 8).unwrap().is_empty());
-        assert!(presign(&[], 1, "x", 1).is_err());
+        assert_eq!(
+            presign(&Scenario::Balance, &wallets, 2, "x", 8)
+                .unwrap()
+                .len(),
+            2
+        );
+        assert!(presign(&Scenario::Balance, &wallets, 0, "x", 8)
+            .unwrap()
+            .is_empty());
+        assert!(presign(&Scenario::Balance, &[], 1, "x", 1).is_err());
+    }
+
+    #[test]
+    fn invoke_bodies_sign_the_method_path_scope() {
+        let wallet = Wallet {
+            key: PrivateKey::random(),
+            session_nonce: "n".into(),
+        };
+        let scenario = Scenario::Invoke {
+            product: "clock".into(),
+            action: "now".into(),
+            parameters: serde_json::json!({"a": 1}),
+        };
+        assert_eq!(
+            scenario.path(),
+            "/api/external/tools/clock/actions/now/invoke"
+        );
+        let body: Value = serde_json::from_slice(&scenario.sign(&wallet, "r").unwrap()).unwrap();
+        assert_eq!(body["parameters"], serde_json::json!({"a": 1}));
+        let hash = agentpmt_protocol::canonical::payload_hash(
+            &agentpmt_protocol::JsonValue::from_serde(&body["parameters"]),
+        );
+        let message = build_message(
+            &wallet.key.address(),
+            "n",
+            "r",
+            &Scope::method_path("POST", "/external/tools/clock/actions/now/invoke"),
+            Some(&hash),
+        );
+        let signature = Signature::parse(body["signature"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            signature.recover_message(&message).unwrap(),
+            wallet.key.address()
+        );
     }
 }
