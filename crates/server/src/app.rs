@@ -382,6 +382,11 @@ async fn reconcile_payments(state: AppState, mut stop: tokio::sync::watch::Recei
                     Ok(n) => tracing::info!(purchases = n, "reconciled open settlements"),
                     Err(e) => tracing::warn!(error = %e.message(), "settlement reconciliation failed"),
                 }
+                match tools::invoke::reconcile_payments(&state).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(calls = n, "reconciled open tool payments"),
+                    Err(e) => tracing::warn!(error = %e.message(), "tool payment reconciliation failed"),
+                }
                 match tools::usage::sweep_stale(&state.db).await {
                     Ok(0) => {}
                     Ok(n) => tracing::warn!(calls = n, "finished tool calls left running past their deadline (holds released)"),

@@ -74,15 +74,20 @@ CREATE TABLE tool_usage (
     error_message        TEXT,
     workflow_session_id  TEXT,
     network              TEXT,
+    -- x402: the token, and the payment payload kept to settle or reconcile the payment
+    -- without asking the payer to sign again.
+    token                TEXT,
+    authorization_json   TEXT,
     transaction_hash     TEXT,
-    -- A crashed call is finished (hold released) by the sweeper after this time.
+    -- A running call is finished (hold released) by the sweeper after this time; a settling
+    -- x402 payment is reconciled from chain state after it (the lease of its settler).
     deadline_ms          BIGINT NOT NULL,
     created_at_ms        BIGINT NOT NULL,
     finished_at_ms       BIGINT
 );
 CREATE INDEX tool_usage_product ON tool_usage (product_id, created_at_ms);
 CREATE INDEX tool_usage_wallet ON tool_usage (wallet_address, created_at_ms);
-CREATE INDEX tool_usage_running ON tool_usage (status, deadline_ms);
+CREATE INDEX tool_usage_open ON tool_usage (status, deadline_ms);
 CREATE INDEX tool_usage_workflow_session ON tool_usage (workflow_session_id);
 
 -- Two-phase charges: a hold is a ledger debit (entry `hold:<usage>`); it is posted (kept)

@@ -39,8 +39,8 @@ use agentpmt_protocol::canonical::JsonValue;
 use agentpmt_protocol::tools::{InvokeRequest, InvokeResponse, X402PaymentView, X402Receipt};
 use agentpmt_protocol::wire::{credits_to_usd, ErrorBody, ValidationIssue};
 use agentpmt_protocol::x402::{
-    self, decode_payment_header, encode_header, DecodedPayment, PaymentRequired, ResourceInfo,
-    X402_VERSION,
+    self, decode_payment_header, encode_header, DecodedPayment, ExactEvmPayload, PaymentPayload,
+    PaymentRequired, ResourceInfo, X402_VERSION,
 };
 use agentpmt_protocol::{ErrorCode, Scope, SignedAction, WalletAddress, ENVELOPE_FIELDS};
 use axum::extract::{Path, Request, State};
@@ -323,6 +323,8 @@ async fn credit_call(
         price_credits: resolved.action.price_credits,
         workflow_session_id: workflow_session.clone(),
         network: None,
+        token: None,
+        authorization_json: None,
         deadline_ms: now_ms() + deadline_margin_ms(&runner_spec),
     };
     {
@@ -701,7 +703,9 @@ async fn x402_call(
         .and_then(|r| r.get("url"))
         .and_then(Value::as_str)
     {
-        if url != resource_url {
+        // The action is identified by the path: instances behind a load balancer (or a
+        // proxy) may see other hosts.
+        if url_path(url) != url_path(&resource_url) {
             return Err(refused(
                 ErrorCode::PAYMENT_INVALID,
                 &offers,
@@ -774,6 +778,20 @@ async fn x402_call(
         price_credits: price,
         workflow_session_id: None,
         network: Some(offer.requirement.network.clone()),
+        token: Some(offer.token.symbol.clone()),
+        authorization_json: Some(
+            serde_json::to_string(&PaymentPayload {
+                x402_version: X402_VERSION,
+                resource: None,
+                accepted: offer.requirement.clone(),
+                payload: ExactEvmPayload {
+                    signature: payment.signature.to_hex(),
+                    authorization: payment.authorization.to_wire(),
+                },
+                extensions: None,
+            })
+            .map_err(ApiError::internal)?,
+        ),
         deadline_ms: now_ms()
             + deadline_margin_ms(&runner_spec)
             + state.payments.lease.as_millis() as i64,
@@ -839,59 +857,34 @@ async fn x402_call(
                 // No result, no settlement: the authorization is given back unused.
                 let (code, message) = tool_error_parts(&error);
                 let mut tx = state.db.begin().await?;
-                usage::finish(&mut tx, &usage_id, usage::status::FAILED, Some(code.as_str()), Some(&message)).await?;
+                usage::finish(
+                    &mut tx,
+                    &usage_id,
+                    usage::status::FAILED,
+                    Some(code.as_str()),
+                    Some(&message),
+                )
+                .await?;
                 usage::give_back_authorization(&mut tx, &usage_id).await?;
                 tx.commit().await?;
                 return Ok::<_, ApiError>(X402Outcome::ToolFailed(error));
             }
         };
-        usage::mark_settling(&mut state.db.write().await?, &usage_id).await?;
-        let settler = state
-            .payments
-            .settler(task_offer.network.chain_id)
-            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no settler")))?;
-        let outcome = match settler.broadcast(&task_offer, &payment).await {
-            Broadcast::Confirmed(tx) => Outcome::Settled(tx),
-            Broadcast::Failed(refusal) => Outcome::Failed(refusal),
-            Broadcast::Unknown(message) => Outcome::Unknown(message),
-            Broadcast::Sent(tx) => {
-                crate::db::macros::sql_execute!(
-                    state.db.write().await?.conn(),
-                    "UPDATE tool_usage SET transaction_hash = $2 WHERE usage_id = $1",
-                    &usage_id,
-                    &tx
-                )?;
-                settler.confirm(&task_offer, &payment, &tx).await
-            }
-        };
-        let mut tx = state.db.begin().await?;
-        let result = match outcome {
-            Outcome::Settled(hash) => {
-                usage::record_settlement(&mut tx, &usage_id, usage::status::SUCCEEDED, Some(&hash), None).await?;
-                crate::db::macros::sql_execute!(
-                    tx.conn(),
-                    "UPDATE payment_authorizations SET status = 'settled', updated_at_ms = $2 WHERE purchase_id = $1",
-                    &usage_id,
-                    now_ms()
-                )?;
-                state.metrics.settlement("settled");
-                X402Outcome::Settled { response, transaction: hash }
-            }
-            Outcome::Failed(refusal) => {
-                usage::record_settlement(&mut tx, &usage_id, usage::status::SETTLEMENT_FAILED, None, Some((&refusal.reason, &refusal.message))).await?;
-                usage::give_back_authorization(&mut tx, &usage_id).await?;
-                state.metrics.settlement("failed");
-                X402Outcome::SettlementFailed(refusal)
-            }
-            Outcome::Unknown(message) => {
-                usage::record_settlement(&mut tx, &usage_id, usage::status::SETTLEMENT_PENDING, None, Some(("settlement_pending", &message))).await?;
-                state.metrics.settlement("pending");
-                X402Outcome::Pending { response }
-            }
-            Outcome::Resubmit => X402Outcome::Pending { response },
-        };
-        tx.commit().await?;
-        Ok(result)
+        usage::mark_settling(
+            &mut state.db.write().await?,
+            &usage_id,
+            now_ms() + state.payments.lease.as_millis() as i64,
+        )
+        .await?;
+        let settled = settle_payment(&state, &usage_id, &task_offer, &payment, None).await?;
+        Ok(match settled {
+            Settled::Yes(transaction) => X402Outcome::Settled {
+                response,
+                transaction,
+            },
+            Settled::No(refusal) => X402Outcome::SettlementFailed(refusal),
+            Settled::Pending => X402Outcome::Pending { response },
+        })
     })
     .await
     .map_err(|e| ApiError::internal(anyhow::anyhow!("tool task failed: {e}")))??;
@@ -970,6 +963,194 @@ async fn x402_call(
     }
 }
 
+/// How a tool payment's settlement ended.
+#[derive(Debug)]
+pub enum Settled {
+    /// On chain: the transaction hash.
+    Yes(String),
+    /// It did not and cannot; the authorization was given back.
+    No(Refusal),
+    /// Not known yet; the reconciler will find out.
+    Pending,
+}
+
+/// Settles (or, with `known`, reconciles) the x402 payment of a tool call and records the
+/// outcome on its usage record and authorization claim. The caller holds the call's lease.
+pub async fn settle_payment(
+    state: &AppState,
+    usage_id: &str,
+    offer: &Offer,
+    payment: &DecodedPayment,
+    known: Option<Outcome>,
+) -> ApiResult<Settled> {
+    let settler = state
+        .payments
+        .settler(offer.network.chain_id)
+        .ok_or_else(|| {
+            ApiError::internal(anyhow::anyhow!(
+                "no settler for chain {}",
+                offer.network.chain_id
+            ))
+        })?;
+    let outcome = match known {
+        Some(Outcome::Resubmit) | None => match settler.broadcast(offer, payment).await {
+            Broadcast::Confirmed(tx) => Outcome::Settled(tx),
+            Broadcast::Failed(refusal) => Outcome::Failed(refusal),
+            Broadcast::Unknown(message) => Outcome::Unknown(message),
+            Broadcast::Sent(tx) => {
+                crate::db::macros::sql_execute!(
+                    state.db.write().await?.conn(),
+                    "UPDATE tool_usage SET transaction_hash = $2 WHERE usage_id = $1",
+                    usage_id,
+                    &tx
+                )?;
+                if state.payments.fault == Some(crate::payments::Fault::CrashAfterBroadcast) {
+                    usage::set_deadline(&mut state.db.write().await?, usage_id, 0).await?;
+                    return Err(ApiError::internal(anyhow::anyhow!(
+                        "injected fault: crash after broadcast"
+                    )));
+                }
+                settler.confirm(offer, payment, &tx).await
+            }
+        },
+        Some(outcome) => outcome,
+    };
+    let mut tx = state.db.begin().await?;
+    let settled = match outcome {
+        Outcome::Settled(hash) => {
+            usage::record_settlement(
+                &mut tx,
+                usage_id,
+                usage::status::SUCCEEDED,
+                Some(&hash),
+                None,
+            )
+            .await?;
+            crate::db::macros::sql_execute!(
+                tx.conn(),
+                "UPDATE payment_authorizations SET status = 'settled', updated_at_ms = $2 WHERE purchase_id = $1",
+                usage_id,
+                now_ms()
+            )?;
+            state.metrics.settlement("settled");
+            tracing::info!(usage_id, transaction = %hash, "tool payment settled");
+            Settled::Yes(hash)
+        }
+        Outcome::Failed(refusal) => {
+            usage::record_settlement(
+                &mut tx,
+                usage_id,
+                usage::status::SETTLEMENT_FAILED,
+                None,
+                Some((&refusal.reason, &refusal.message)),
+            )
+            .await?;
+            usage::give_back_authorization(&mut tx, usage_id).await?;
+            state.metrics.settlement("failed");
+            tracing::info!(usage_id, reason = %refusal.reason, "tool payment failed");
+            Settled::No(refusal)
+        }
+        Outcome::Unknown(message) => {
+            crate::db::macros::sql_execute!(
+                tx.conn(),
+                "UPDATE tool_usage SET status = 'settlement_pending', error_code = 'settlement_pending', \
+                 error_message = $2 WHERE usage_id = $1",
+                usage_id,
+                &message
+            )?;
+            state.metrics.settlement("pending");
+            tracing::warn!(usage_id, %message, "tool payment outcome unknown; will reconcile");
+            Settled::Pending
+        }
+        Outcome::Resubmit => Settled::Pending,
+    };
+    tx.commit().await?;
+    Ok(settled)
+}
+
+/// Reconciles x402 tool payments left settling or pending past their lease (a crash, a
+/// timeout) from chain state, exactly like credit purchases: used on chain → succeeded;
+/// can no longer be used → failed, authorization given back; unused and still valid →
+/// submitted again (the payer never signs twice). Returns how many became final.
+pub async fn reconcile_payments(state: &AppState) -> ApiResult<usize> {
+    let now = now_ms();
+    let open = usage::open_settlements(&mut state.db.read().await?, now, 50).await?;
+    let mut done = 0;
+    for row in open {
+        let until = now_ms() + state.payments.lease.as_millis() as i64;
+        if !usage::take_settlement(&mut state.db.write().await?, &row.usage_id, now_ms(), until)
+            .await?
+        {
+            continue;
+        }
+        let (offer, payment) = match stored_payment(state, &row) {
+            Ok(found) => found,
+            Err(message) => {
+                tracing::error!(usage_id = %row.usage_id, %message, "cannot reconcile tool payment");
+                continue;
+            }
+        };
+        let Some(settler) = state.payments.settler(offer.network.chain_id) else {
+            continue;
+        };
+        let outcome = settler
+            .reconcile(
+                &offer,
+                &payment,
+                row.transaction_hash.as_deref(),
+                (now_ms() / 1000) as u64,
+            )
+            .await;
+        match settle_payment(state, &row.usage_id, &offer, &payment, Some(outcome)).await? {
+            Settled::Yes(_) | Settled::No(_) => done += 1,
+            Settled::Pending => {}
+        }
+    }
+    Ok(done)
+}
+
+/// The offer and payment a stored tool payment was made with.
+fn stored_payment(
+    state: &AppState,
+    row: &usage::OpenSettlement,
+) -> Result<(Offer, DecodedPayment), String> {
+    let chain_id = row
+        .network
+        .as_deref()
+        .and_then(x402::parse_caip2)
+        .ok_or("the usage record has no network")?;
+    let offer =
+        state
+            .payments
+            .networks
+            .offer(row.price_credits, Some(chain_id), row.token.as_deref())?;
+    let json = row
+        .authorization_json
+        .as_deref()
+        .ok_or("the usage record has no stored payment")?;
+    let value: Value = serde_json::from_str(json).map_err(|e| format!("stored payment: {e}"))?;
+    let payment = x402::decode_payment_value(value).map_err(|e| e.to_string())?;
+    Ok((offer, payment))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn url_paths() {
+        use super::url_path;
+        assert_eq!(url_path("http://a:1/api/x/invoke"), "/api/x/invoke");
+        assert_eq!(
+            url_path("https://b.example/api/x/invoke/?q=1"),
+            "/api/x/invoke"
+        );
+        assert_ne!(
+            url_path("http://a/api/x/invoke"),
+            url_path("http://a/api/y/invoke")
+        );
+        assert_eq!(url_path("http://a"), "");
+    }
+}
+
 #[derive(Debug)]
 enum X402Outcome {
     Settled {
@@ -981,6 +1162,14 @@ enum X402Outcome {
     },
     ToolFailed(ToolError),
     SettlementFailed(Refusal),
+}
+
+/// The path of an absolute URL (without query or fragment), trailing slash ignored.
+fn url_path(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path = rest.find('/').map_or("/", |i| &rest[i..]);
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    path.strip_suffix('/').unwrap_or(path)
 }
 
 fn in_use(holder: &str, status: &str) -> ApiError {

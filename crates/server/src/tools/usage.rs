@@ -48,6 +48,9 @@ pub struct NewUsage {
     pub price_credits: i64,
     pub workflow_session_id: Option<String>,
     pub network: Option<String>,
+    /// x402: the token symbol and the stored payment payload (JSON).
+    pub token: Option<String>,
+    pub authorization_json: Option<String>,
     pub deadline_ms: i64,
 }
 
@@ -61,8 +64,9 @@ pub async fn insert(conn: &mut impl AsConn, u: &NewUsage) -> Result<(), sqlx::Er
     sql_execute!(
         conn.conn(),
         "INSERT INTO tool_usage (usage_id, product_id, product_slug, action_slug, mode, wallet_address, payer_address, \
-         session_nonce, request_id, price_credits, charged_credits, status, workflow_session_id, network, deadline_ms, created_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, 'running', $11, $12, $13, $14)",
+         session_nonce, request_id, price_credits, charged_credits, status, workflow_session_id, network, token, authorization_json, \
+         deadline_ms, created_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, 'running', $11, $12, $13, $14, $15, $16)",
         &u.usage_id,
         &u.product_id,
         &u.product_slug,
@@ -75,6 +79,8 @@ pub async fn insert(conn: &mut impl AsConn, u: &NewUsage) -> Result<(), sqlx::Er
         u.price_credits,
         &u.workflow_session_id,
         &u.network,
+        &u.token,
+        &u.authorization_json,
         u.deadline_ms,
         now_ms()
     )?;
@@ -237,14 +243,81 @@ pub async fn finish(
     Ok(())
 }
 
-/// Marks an x402 call as settling (the tool succeeded; settlement starts).
-pub async fn mark_settling(conn: &mut impl AsConn, usage_id: &str) -> Result<(), sqlx::Error> {
+/// Marks an x402 call as settling (the tool succeeded; settlement starts) and holds it
+/// until `lease_until_ms` (after that the reconciler may take it).
+pub async fn mark_settling(
+    conn: &mut impl AsConn,
+    usage_id: &str,
+    lease_until_ms: i64,
+) -> Result<(), sqlx::Error> {
     sql_execute!(
         conn.conn(),
-        "UPDATE tool_usage SET status = 'settling' WHERE usage_id = $1 AND status = 'running'",
-        usage_id
+        "UPDATE tool_usage SET status = 'settling', deadline_ms = $2 WHERE usage_id = $1 AND status = 'running'",
+        usage_id,
+        lease_until_ms
     )?;
     Ok(())
+}
+
+/// Sets when an open x402 settlement may be reconciled (0: at once).
+pub async fn set_deadline(
+    conn: &mut impl AsConn,
+    usage_id: &str,
+    deadline_ms: i64,
+) -> Result<(), sqlx::Error> {
+    sql_execute!(
+        conn.conn(),
+        "UPDATE tool_usage SET deadline_ms = $2 WHERE usage_id = $1",
+        usage_id,
+        deadline_ms
+    )?;
+    Ok(())
+}
+
+/// An x402 call whose settlement is open (settling or pending).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OpenSettlement {
+    pub usage_id: String,
+    pub price_credits: i64,
+    pub network: Option<String>,
+    pub token: Option<String>,
+    pub authorization_json: Option<String>,
+    pub transaction_hash: Option<String>,
+}
+
+/// Open x402 settlements whose lease passed.
+pub async fn open_settlements(
+    conn: &mut impl AsConn,
+    now: i64,
+    limit: i64,
+) -> Result<Vec<OpenSettlement>, sqlx::Error> {
+    sql_fetch_all!(
+        conn.conn(),
+        OpenSettlement,
+        "SELECT usage_id, price_credits, network, token, authorization_json, transaction_hash FROM tool_usage \
+         WHERE mode = 'x402' AND status IN ('settling', 'settlement_pending') AND deadline_ms < $1 \
+         ORDER BY deadline_ms LIMIT $2",
+        now,
+        limit
+    )
+}
+
+/// Takes the lease of an open settlement; false when another request or instance holds it.
+pub async fn take_settlement(
+    conn: &mut impl AsConn,
+    usage_id: &str,
+    now: i64,
+    until: i64,
+) -> Result<bool, sqlx::Error> {
+    let n = sql_execute!(
+        conn.conn(),
+        "UPDATE tool_usage SET deadline_ms = $3 WHERE usage_id = $1 AND mode = 'x402' \
+         AND status IN ('settling', 'settlement_pending') AND deadline_ms < $2",
+        usage_id,
+        now,
+        until
+    )?;
+    Ok(n == 1)
 }
 
 /// Records an x402 call's settlement.

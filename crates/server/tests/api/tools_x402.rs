@@ -24,7 +24,8 @@ backend_tests!(
     payment_for_one_action_is_refused_on_another,
     one_authorization_in_parallel_runs_once,
     tool_failure_settles_nothing,
-    official_client_pays_a_tool_on_chain
+    official_client_pays_a_tool_on_chain,
+    crash_after_broadcast_is_reconciled_once
 );
 
 const OK: &str = "/api/external/tools/stub/actions/ok-action/invoke";
@@ -312,4 +313,61 @@ async fn official_client_pays_a_tool_on_chain(backend: Backend) {
         U256::from(970_000u64)
     );
     assert_eq!(seen.hits.load(Ordering::SeqCst), 2);
+}
+
+async fn crash_after_broadcast_is_reconciled_once(backend: Backend) {
+    let chain = Chain::start().await;
+    let options = |fault| AppOptions {
+        payments: Some(chain.payments()),
+        settlement_key: Some(GAS_KEY.into()),
+        fault,
+        configure: Some(with_key),
+        ..AppOptions::default()
+    };
+    let first = spawn_app_with(
+        backend,
+        options(Some(agentpmt_server::payments::Fault::CrashAfterBroadcast)),
+    )
+    .await;
+    let (vendor, seen) = spawn_vendor().await;
+    register_stub(&first, &vendor).await;
+    let payer = PrivateKey::random();
+    chain.mint(payer.address().address(), 1_000_000).await;
+    let body = json!({"q": "crash"});
+    let (_, payment) = paid(&first, OK, &body, &payer).await;
+    // The tool ran and the settlement was broadcast, then the process "died".
+    let (status, _, _) = call(&first, OK, &body, Some(&payment)).await;
+    assert_eq!(status, 500);
+    assert_eq!(seen.hits.load(Ordering::SeqCst), 1);
+    assert_eq!(first.scalar("SELECT COUNT(*) FROM tool_usage WHERE status = 'settling' AND transaction_hash IS NOT NULL").await, 1);
+    // A retry while the claim is open runs nothing.
+    let (status, retry, _) = call(&first, OK, &body, Some(&payment)).await;
+    assert_envelope(status, &retry, 409, "PAYMENT_IN_PROGRESS");
+    assert_eq!(seen.hits.load(Ordering::SeqCst), 1);
+
+    // A second instance on the same database reconciles at start-up: settled once.
+    let second = spawn_on(&first.database_url, options(None)).await;
+    let mut settled = 0;
+    for _ in 0..100 {
+        settled = second.scalar("SELECT COUNT(*) FROM tool_usage WHERE status = 'succeeded' AND transaction_hash IS NOT NULL").await;
+        if settled == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(settled, 1, "reconciled from chain state");
+    assert_eq!(
+        second
+            .scalar("SELECT COUNT(*) FROM payment_authorizations WHERE status = 'settled'")
+            .await,
+        1
+    );
+    assert_eq!(
+        chain.balance(chain.pay_to).await,
+        U256::from(30_000u64),
+        "paid exactly once"
+    );
+    let (status, again, _) = call(&second, OK, &body, Some(&payment)).await;
+    assert_envelope(status, &again, 409, "PAYMENT_ALREADY_USED");
+    assert_eq!(seen.hits.load(Ordering::SeqCst), 1);
 }
