@@ -211,6 +211,9 @@ pub struct PayoutView {
 pub struct ReservationView {
     pub reservation_id: String,
     pub reserved_until: String,
+    /// social_share jobs: the reservation's tracked link again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub social_share: Option<SocialShareAccess>,
 }
 
 /// `POST /api/external/jobs/{jobId}/status` response: the caller's view of a job.

@@ -603,6 +603,29 @@ pub async fn job_status(
          ORDER BY created_at_ms DESC, submission_id DESC LIMIT 1"
     );
     let submission = sql_fetch_optional!(conn.conn(), SubmissionRow, &sql, &job.job_id, &wallet)?;
+    let mut reservation = None;
+    if active {
+        let id = reservation_id(&job.job_id, job.reservation_epoch);
+        let link = sql_fetch_optional!(
+            conn.conn(),
+            (String, Option<String>),
+            "SELECT tracking_code, tracked_url FROM job_reservations WHERE reservation_id = $1",
+            &id
+        )?;
+        let social_share = match (link, job.platform.clone()) {
+            (Some((code, Some(url))), Some(platform)) => Some(SocialShareAccess {
+                platform,
+                tracking_links: vec![url],
+                tracking_code: code,
+            }),
+            _ => None,
+        };
+        reservation = Some(ReservationView {
+            reservation_id: id,
+            reserved_until: job.reserved_until_ms.map(rfc3339_ms).unwrap_or_default(),
+            social_share,
+        });
+    }
     let payout = PayoutView {
         status: match submission.as_ref().map(|s| s.status.as_str()) {
             None => "none",
@@ -623,10 +646,7 @@ pub async fn job_status(
         success: true,
         wallet_address: wallet,
         has_active_reservation: active,
-        reservation: active.then(|| ReservationView {
-            reservation_id: reservation_id(&job.job_id, job.reservation_epoch),
-            reserved_until: job.reserved_until_ms.map(rfc3339_ms).unwrap_or_default(),
-        }),
+        reservation,
         can_submit: active,
         job: job.summary(now),
         submission: submission.as_ref().map(SubmissionRow::view),

@@ -323,6 +323,14 @@ async fn social_share_job_is_listed_reserved_completed_verified_and_paid(backend
     assert_eq!(status["wallet_address"], json!(agent.wallet()));
     assert_eq!(status["has_active_reservation"], json!(true));
     assert_eq!(status["can_submit"], json!(true));
+    assert_eq!(
+        status["reservation"]["reservation_id"],
+        json!(format!("{job}-r1"))
+    );
+    assert_eq!(
+        status["reservation"]["social_share"]["tracking_links"][0],
+        json!(link)
+    );
     assert_eq!(status["payout"]["status"], json!("none"));
 
     let post = format!("{posts_url}/post/{job}");
