@@ -412,3 +412,36 @@ pub async fn decide(
     }
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn post_hosts_match_subdomains_only() {
+        let hosts = PostHosts::parse(&default_post_hosts()).unwrap();
+        assert!(hosts.allows(Some("x"), "x.com"));
+        assert!(hosts.allows(Some("x"), "mobile.twitter.com"));
+        assert!(hosts.allows(Some("linkedin"), "www.linkedin.com"));
+        assert!(!hosts.allows(Some("x"), "evilx.com"));
+        assert!(!hosts.allows(Some("x"), "x.com.evil.example"));
+        assert!(!hosts.allows(Some("linkedin"), "x.com"));
+        assert!(hosts.allows(None, "reddit.com"));
+        assert!(PostHosts::parse(&["nohost".to_owned()]).is_err());
+        assert_eq!(normalize_platform(" Twitter "), "x");
+    }
+
+    #[test]
+    fn tracked_links_carry_the_four_utm_parameters_in_order() {
+        assert_eq!(
+            tracked_url("https://www.agentpmt.com/marketplace/example", "x", "job123", "code").unwrap(),
+            "https://www.agentpmt.com/marketplace/example?utm_source=x&utm_medium=agent_social&utm_campaign=agent_job_job123&utm_content=code"
+        );
+        assert_eq!(
+            tracked_url("https://www.agentpmt.com/p?ref=a", "linkedin", "j", "c").unwrap(),
+            "https://www.agentpmt.com/p?ref=a&utm_source=linkedin&utm_medium=agent_social&utm_campaign=agent_job_j&utm_content=c"
+        );
+        assert_eq!(reservation_id("j", 3), "j-r3");
+        assert_eq!(payout_entry_id("j", 3), "job_reward:j:3");
+    }
+}

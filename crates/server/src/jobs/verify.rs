@@ -45,7 +45,7 @@ pub enum Outcome {
 }
 
 /// The HTTP client of the verifier: time limit, bounded redirects to accepted hosts only.
-pub fn client(state: &AppState) -> reqwest::Client {
+pub fn client(state: &AppState) -> reqwest::Result<reqwest::Client> {
     let hosts = Arc::new(PostHosts::parse(&state.config.job_post_hosts).unwrap_or_default());
     let timeout = Duration::from_millis(state.config.job_verify_timeout_ms);
     let policy = reqwest::redirect::Policy::custom(move |attempt| {
@@ -67,12 +67,17 @@ pub fn client(state: &AppState) -> reqwest::Client {
         .redirect(policy)
         .user_agent("agentpmt-job-verifier/1")
         .build()
-        .unwrap_or_default()
 }
 
 /// Runs until `stop` changes.
 pub async fn run(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let http = client(&state);
+    let http = match client(&state) {
+        Ok(http) => http,
+        Err(e) => {
+            tracing::error!(error = %e, "the job verifier cannot start: no HTTP client");
+            return;
+        }
+    };
     let period = Duration::from_millis(state.config.job_verify_interval_ms.max(10));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
