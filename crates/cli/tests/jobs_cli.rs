@@ -42,9 +42,9 @@ async fn spawn_server() -> TestServer {
     }
 }
 
-/// A minimal social site: `GET /p/<jobId>/<trackingCode>` is a post showing the tracked
-/// link of that reservation.
-async fn social_site() -> String {
+/// A minimal social site: `GET /p/<name>` shows the post "published" as the file
+/// `<dir>/<name>`.
+async fn social_site(dir: std::path::PathBuf) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -54,18 +54,22 @@ async fn social_site() -> String {
             let Ok((mut socket, _)) = listener.accept().await else {
                 return;
             };
+            let dir = dir.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 8192];
                 let n = socket.read(&mut buf).await.unwrap_or(0);
                 let request = String::from_utf8_lossy(&buf[..n]).to_string();
                 let path = request.split_whitespace().nth(1).unwrap_or("/").to_owned();
-                let parts: Vec<&str> = path.trim_start_matches("/p/").split('/').collect();
-                let body = match parts.as_slice() {
-                    [job, code] => format!(
-                        "<html><body><p>Great tool: {TARGET}?utm_source=x&amp;utm_medium=agent_social&amp;utm_campaign=agent_job_{job}&amp;utm_content={code}</p></body></html>"
-                    ),
-                    _ => "no such post".to_owned(),
+                let name = path.trim_start_matches("/p/");
+                let text = if name.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                    std::fs::read_to_string(dir.join(name)).unwrap_or_default()
+                } else {
+                    String::new()
                 };
+                let body = format!(
+                    "<html><body><p>Great tool: {}</p></body></html>",
+                    text.trim().replace('&', "&amp;")
+                );
                 let response = format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
@@ -125,20 +129,21 @@ async fn run(mut cmd: Command) -> Assert {
 }
 
 /// The worker command: reads the job JSON, refuses to run if it can see the wallet key,
-/// "posts" on the social site and prints the proof.
+/// "posts" the tracked link on the social site (a file) and prints the proof.
 const WORKER: &str = r#"
 input=$(cat)
 [ -n "$AGENTPMT_PRIVATE_KEY" ] && { echo "the key leaked" >&2; exit 3; }
 link=$(printf '%s' "$input" | sed -n 's/.*"tracking_links":\["\([^"]*\)".*/\1/p')
-code=$(printf '%s' "$input" | sed -n 's/.*"tracking_code":"\([^"]*\)".*/\1/p')
 [ -n "$link" ] || { echo "no link in $input" >&2; exit 4; }
-printf '{"proof_text":"Posted it","social_posts":[{"platform":"x","post_url":"%s/p/%s/%s","target_url_used":"%s","message_text":""}]}' "$SOCIAL_SITE" "$AGENTPMT_JOB_ID" "$code" "$link"
+printf '%s' "$link" > "$SOCIAL_DIR/$AGENTPMT_JOB_ID"
+printf '{"proof_text":"Posted it","social_posts":[{"platform":"x","post_url":"%s/p/%s","target_url_used":"%s","message_text":""}]}' "$SOCIAL_SITE" "$AGENTPMT_JOB_ID" "$link"
 "#;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn jobs_list_reserve_complete_status_and_run() {
     let server = spawn_server().await;
-    let site = social_site().await;
+    let posts = tempfile::tempdir().expect("temp dir");
+    let site = social_site(posts.path().to_owned()).await;
     let first = server.job("Share it").await;
 
     let mut cmd = server.cmd();
@@ -150,12 +155,12 @@ async fn jobs_list_reserve_complete_status_and_run() {
     let mut cmd = server.cmd();
     cmd.args(["jobs", "reserve", &first]);
     let reserved = json_of(&run(cmd).await.success());
-    let code = reserved["job"]["social_share"]["tracking_code"]
+    let link = reserved["job"]["social_share"]["tracking_links"][0]
         .as_str()
-        .unwrap()
-        .to_owned();
+        .unwrap();
+    std::fs::write(posts.path().join(&first), link).expect("post written");
     let mut cmd = server.cmd();
-    let post = format!("{site}/p/{first}/{code}");
+    let post = format!("{site}/p/{first}");
     cmd.args([
         "jobs",
         "complete",
@@ -192,18 +197,20 @@ async fn jobs_list_reserve_complete_status_and_run() {
     // The worker loop: one open job, handled by the command, verified and paid.
     let second = server.job("Share it again").await;
     let mut cmd = server.cmd();
-    cmd.env("SOCIAL_SITE", &site).args([
-        "jobs",
-        "run",
-        "--wait-secs",
-        "30",
-        "--poll-secs",
-        "1",
-        "--",
-        "sh",
-        "-c",
-        WORKER,
-    ]);
+    cmd.env("SOCIAL_SITE", &site)
+        .env("SOCIAL_DIR", posts.path())
+        .args([
+            "jobs",
+            "run",
+            "--wait-secs",
+            "30",
+            "--poll-secs",
+            "1",
+            "--",
+            "sh",
+            "-c",
+            WORKER,
+        ]);
     let assert = run(cmd).await.success();
     let ran = json_of(&assert);
     let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();

@@ -316,6 +316,7 @@ fn check_social(
     job: &JobRow,
     posts: Option<&[SocialPostProof]>,
     issued: &str,
+    code: &str,
 ) -> ApiResult<()> {
     let posts = posts.unwrap_or_default();
     if posts.len() != 1 {
@@ -359,6 +360,21 @@ fn check_social(
         return Err(proof_issue(
             &["body", "social_posts", "0", "post_url"],
             format!("post_url must be a post on {platform} (its host is not accepted for this platform)"),
+        ));
+    }
+    // A URL that carries the tracked link itself (a search or share page echoing its
+    // query) would "contain" the link without any post: refuse it.
+    let decoded: String = url
+        .query_pairs()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    if !code.is_empty()
+        && (post.post_url.contains(code) || decoded.contains(code) || url.path().contains(code))
+    {
+        return Err(proof_issue(
+            &["body", "social_posts", "0", "post_url"],
+            "post_url must be the published post itself, not a URL that carries the tracked link",
         ));
     }
     if post.message_text.chars().count() > MAX_MESSAGE_CHARS {
@@ -471,16 +487,16 @@ pub async fn complete_job(
     let mut workflow_id = None;
     match job.job_type.as_str() {
         "social_share" => {
-            let issued = sql_scalar_optional!(
+            let (code, issued) = sql_fetch_optional!(
                 tx.conn(),
-                Option<String>,
-                "SELECT tracked_url FROM job_reservations WHERE reservation_id = $1",
+                (String, Option<String>),
+                "SELECT tracking_code, tracked_url FROM job_reservations WHERE reservation_id = $1",
                 &current
             )?
-            .flatten()
             .unwrap_or_default();
+            let issued = issued.unwrap_or_default();
             let hosts = PostHosts::parse(&state.config.job_post_hosts).unwrap_or_default();
-            check_social(&hosts, &job, body.social_posts.as_deref(), &issued)?;
+            check_social(&hosts, &job, body.social_posts.as_deref(), &issued, &code)?;
             posts = body.social_posts.clone().unwrap_or_default();
         }
         "workflow_creation" => {
@@ -592,7 +608,7 @@ pub async fn job_status(
     ApiPath(path): ApiPath<JobPath>,
     signed: Signed<StatusEndpoint>,
 ) -> ApiResult<Json<JobStatusResponse>> {
-    let (signer, _, balance) = signed.claim_read_only(&state).await?;
+    let (signer, _, _) = signed.claim_read_only(&state).await?;
     let wallet = signer.wallet.to_string();
     let mut conn = state.db.read().await?;
     let now = db_now(&mut conn, state.db.backend()).await?;
@@ -603,6 +619,8 @@ pub async fn job_status(
          ORDER BY created_at_ms DESC, submission_id DESC LIMIT 1"
     );
     let submission = sql_fetch_optional!(conn.conn(), SubmissionRow, &sql, &job.job_id, &wallet)?;
+    // Read after the submission, so a submission shown as paid has its credits included.
+    let balance = crate::ledger::balance(&mut conn, &signer.wallet).await?;
     let mut reservation = None;
     if active {
         let id = reservation_id(&job.job_id, job.reservation_epoch);

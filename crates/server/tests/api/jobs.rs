@@ -6,7 +6,7 @@
 
 use crate::backend_tests;
 use crate::helpers::{
-    assert_envelope, signed, spawn_app_with, AppOptions, Backend, TestApp, ADMIN_TOKEN,
+    assert_envelope, signed, spawn_app_with, spawn_on, AppOptions, Backend, TestApp, ADMIN_TOKEN,
 };
 use agentpmt_protocol::{PrivateKey, SignedAction};
 use agentpmt_server::ServerConfig;
@@ -30,6 +30,7 @@ backend_tests!(
     workflow_creation_job_and_token_scope,
     list_paging_and_limits,
     operator_input_and_rejection,
+    two_instances_share_the_verification_queue,
 );
 
 /// Fast verifier, 127.0.0.1 accepted as the post host of x and linkedin.
@@ -245,7 +246,7 @@ fn tracked(reservation: &Value) -> String {
 
 /// Polls the caller's status until the verification reaches a final state (or panics).
 async fn wait_verification(app: &TestApp, agent: &Agent, job: &str, want: &[&str]) -> Value {
-    for _ in 0..200 {
+    for _ in 0..400 {
         let status = agent.status(app, job).await;
         let v = status["submission"]["verification"]["status"]
             .as_str()
@@ -490,6 +491,13 @@ async fn bad_completions_are_refused_and_change_nothing(backend: Backend) {
     wrong_platform["social_posts"][0]["platform"] = json!("linkedin");
     let mut foreign_host = good.clone();
     foreign_host["social_posts"][0]["post_url"] = json!("https://evil.example/post/1");
+    let mut echo = good.clone();
+    echo["social_posts"][0]["post_url"] = json!(format!(
+        "{posts_url}/post/{job}?share={}",
+        link.replace('&', "%26")
+            .replace('?', "%3F")
+            .replace('=', "%3D")
+    ));
     let mut no_proof = good.clone();
     no_proof["proof_text"] = json!("   ");
     let mut long_proof = good.clone();
@@ -1021,4 +1029,34 @@ async fn operator_input_and_rejection(backend: Backend) {
         .await;
     assert_eq!(view["job"]["status"], json!("approved"), "{view}");
     assert_eq!(view["job"]["completions"], json!(2));
+}
+
+async fn two_instances_share_the_verification_queue(backend: Backend) {
+    let app = app(backend).await;
+    let second = spawn_on(&app.database_url, AppOptions::configured(configure)).await;
+    let (posts_url, posts) = Posts::start().await;
+    let mut done = Vec::new();
+    for i in 0..6 {
+        // Alternate instances for every call; both verifiers poll the same queue.
+        let via = if i % 2 == 0 { &app } else { &second };
+        let job = create_job(via, json!({})).await;
+        let agent = Agent::new(via).await;
+        let (status, reserved) = agent.reserve(via, &job).await;
+        assert_eq!(status, StatusCode::OK, "{reserved}");
+        let link = tracked(&reserved);
+        posts.put(&job, html(&format!("Paid AgentPMT share: {link}")), 0, 60);
+        let post = format!("{posts_url}/post/{job}");
+        let (status, body) = agent
+            .complete(via, &job, proof(&reserved, &post, &link))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        done.push((agent, job));
+    }
+    for (agent, job) in &done {
+        let status = wait_verification(&app, agent, job, &["verified"]).await;
+        assert_eq!(status["payout"]["wallet_balance_credits"], json!(250));
+        // Checked once: exactly one instance claimed each submission.
+        assert_eq!(posts.hits(job), 1, "job {job}");
+    }
+    assert_eq!(rewards(&app).await, 6);
 }
