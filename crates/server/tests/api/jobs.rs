@@ -31,6 +31,7 @@ backend_tests!(
     list_paging_and_limits,
     operator_input_and_rejection,
     two_instances_share_the_verification_queue,
+    job_routes_are_documented,
 );
 
 /// Fast verifier, 127.0.0.1 accepted as the post host of x and linkedin.
@@ -400,6 +401,23 @@ async fn hundred_concurrent_reserves_grant_exactly_one(backend: Backend) {
     assert_eq!(granted, 1);
     assert_eq!(app.scalar("SELECT reservation_epoch FROM jobs").await, 1);
     assert_eq!(app.scalar("SELECT COUNT(*) FROM job_reservations").await, 1);
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (outcome, count) in [("job_granted", " 1"), ("job_conflict", " 99")] {
+        assert!(
+            metrics.lines().any(|l| l.contains("reservations")
+                && l.contains(&format!("outcome=\"{outcome}\""))
+                && l.ends_with(count)),
+            "{metrics}"
+        );
+    }
 }
 
 /// Moves a job's live reservation into the past.
@@ -1059,4 +1077,43 @@ async fn two_instances_share_the_verification_queue(backend: Backend) {
         assert_eq!(posts.hits(job), 1, "job {job}");
     }
     assert_eq!(rewards(&app).await, 6);
+}
+
+async fn job_routes_are_documented(backend: Backend) {
+    let app = app(backend).await;
+    let (status, doc) = app.get("/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    let paths = &doc["paths"];
+    for (path, method) in [
+        ("/api/external/jobs/list", "post"),
+        ("/api/external/jobs/{jobId}/reserve", "post"),
+        ("/api/external/jobs/{jobId}/complete", "post"),
+        ("/api/external/jobs/{jobId}/status", "post"),
+        ("/api/external/jobs/{jobId}/workflow/create", "post"),
+        ("/api/external/jobs/{jobId}/workflow/{workflowId}", "put"),
+        (
+            "/api/external/jobs/{jobId}/workflow/{workflowId}/publish",
+            "post",
+        ),
+        ("/api/admin/jobs", "post"),
+        ("/api/admin/jobs/{jobId}", "get"),
+        ("/api/admin/jobs/submissions", "get"),
+        ("/api/admin/jobs/submissions/{submissionId}/approve", "post"),
+        ("/api/admin/jobs/submissions/{submissionId}/reject", "post"),
+    ] {
+        let operation = &paths[path][method];
+        assert!(operation.is_object(), "{method} {path} missing");
+        assert!(
+            operation["responses"]["200"].is_object() || operation["responses"]["201"].is_object()
+        );
+    }
+    assert!(doc["components"]["securitySchemes"]["job_workflow_token"].is_object());
+    for schema in [
+        "JobReserveResponse",
+        "JobCompleteBody",
+        "JobStatusResponse",
+        "JobListResponse",
+    ] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
+    }
 }
