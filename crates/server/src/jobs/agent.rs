@@ -409,7 +409,22 @@ async fn reservation_required(
         wallet
     )?
     .unwrap_or(0);
-    let reason = if had > 0 {
+    // Re-read: a concurrent completion of the same reservation may have just won.
+    let epoch = super::find_job(conn, &job.job_id)
+        .await?
+        .map_or(job.reservation_epoch, |j| j.reservation_epoch);
+    let submitted = sql_scalar_optional!(
+        conn.conn(),
+        i64,
+        "SELECT COUNT(*) FROM job_submissions WHERE job_id = $1 AND wallet_address = $2 AND epoch = $3",
+        &job.job_id,
+        wallet,
+        epoch
+    )?
+    .unwrap_or(0);
+    let reason = if submitted > 0 {
+        "already_submitted"
+    } else if had > 0 {
         "expired"
     } else if job.reserved_at(now) {
         "held_by_another_agent"
@@ -419,6 +434,7 @@ async fn reservation_required(
     Ok(ApiError::new(
         ErrorCode::JOB_RESERVATION_REQUIRED,
         match reason {
+            "already_submitted" => "This reservation's work was already submitted; follow it with the status endpoint",
             "expired" => "Your reservation of this job expired or was replaced; the work can no longer be submitted",
             "held_by_another_agent" => "Another agent holds this job's reservation",
             _ => "Reserve this job before completing it",

@@ -32,6 +32,7 @@ backend_tests!(
     operator_input_and_rejection,
     two_instances_share_the_verification_queue,
     job_routes_are_documented,
+    concurrent_completions_of_one_reservation_submit_once,
 );
 
 /// Fast verifier, 127.0.0.1 accepted as the post host of x and linkedin.
@@ -570,7 +571,8 @@ async fn bad_completions_are_refused_and_change_nothing(backend: Backend) {
     // A second completion of the same reservation is refused.
     let again = proof(&reserved, &post, &link);
     let (status, answer) = holder.complete(&app, &job, again).await;
-    assert_envelope(status, &answer, 409, "JOB_RESERVATION_REQUIRED");
+    let details = assert_envelope(status, &answer, 409, "JOB_RESERVATION_REQUIRED");
+    assert_eq!(details["reason"], json!("already_submitted"));
     assert_eq!(app.scalar("SELECT COUNT(*) FROM job_submissions").await, 1);
 }
 
@@ -1116,4 +1118,37 @@ async fn job_routes_are_documented(backend: Backend) {
     ] {
         assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
     }
+}
+
+async fn concurrent_completions_of_one_reservation_submit_once(backend: Backend) {
+    let app = app(backend).await;
+    let (posts_url, posts) = Posts::start().await;
+    let job = create_job(&app, json!({})).await;
+    let holder = Arc::new(Agent::new(&app).await);
+    let (_, reserved) = holder.reserve(&app, &job).await;
+    let link = tracked(&reserved);
+    posts.put(&job, html(&format!("Paid AgentPMT share: {link}")), 0, 0);
+    let post = format!("{posts_url}/post/{job}");
+    let body = proof(&reserved, &post, &link);
+    let app = Arc::new(app);
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let (app, holder, job, body) = (app.clone(), holder.clone(), job.clone(), body.clone());
+            tokio::spawn(async move { holder.complete(&app, &job, body).await })
+        })
+        .collect();
+    let mut accepted = 0;
+    for task in tasks {
+        let (status, answer) = task.await.unwrap();
+        if status == StatusCode::OK {
+            accepted += 1;
+        } else {
+            let details = assert_envelope(status, &answer, 409, "JOB_RESERVATION_REQUIRED");
+            assert_eq!(details["reason"], json!("already_submitted"), "{answer}");
+        }
+    }
+    assert_eq!(accepted, 1);
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM job_submissions").await, 1);
+    wait_verification(&app, &holder, &job, &["verified"]).await;
+    assert_eq!(rewards(&app).await, 1);
 }
