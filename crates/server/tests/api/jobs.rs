@@ -33,6 +33,7 @@ backend_tests!(
     two_instances_share_the_verification_queue,
     job_routes_are_documented,
     concurrent_completions_of_one_reservation_submit_once,
+    a_short_configured_window_expires_on_the_database_clock,
 );
 
 /// Fast verifier, 127.0.0.1 accepted as the post host of x and linkedin.
@@ -1151,4 +1152,37 @@ async fn concurrent_completions_of_one_reservation_submit_once(backend: Backend)
     assert_eq!(app.scalar("SELECT COUNT(*) FROM job_submissions").await, 1);
     wait_verification(&app, &holder, &job, &["verified"]).await;
     assert_eq!(rewards(&app).await, 1);
+}
+
+fn one_second_window(config: &mut ServerConfig) {
+    configure(config);
+    config.job_reservation_secs = 1;
+    // Leave expiry to the reserve statement itself (no sweeper run in between).
+    config.job_verify_interval_ms = 3_600_000;
+}
+
+async fn a_short_configured_window_expires_on_the_database_clock(backend: Backend) {
+    let app = spawn_app_with(backend, AppOptions::configured(one_second_window)).await;
+    let job = create_job(&app, json!({})).await;
+    let (first, second) = (Agent::new(&app).await, Agent::new(&app).await);
+    let (status, reserved) = first.reserve(&app, &job).await;
+    assert_eq!(status, StatusCode::OK, "{reserved}");
+    let until =
+        chrono::DateTime::parse_from_rfc3339(reserved["job"]["reserved_until"].as_str().unwrap())
+            .unwrap()
+            .timestamp_millis();
+    assert!(
+        (until - chrono::Utc::now().timestamp_millis()).abs() < 1500,
+        "{reserved}"
+    );
+    let (status, body) = second.reserve(&app, &job).await;
+    let details = assert_envelope(status, &body, 409, "JOB_NOT_AVAILABLE");
+    assert_eq!(details["reason"], json!("reserved"));
+    assert!(details["reserved_until"].is_string());
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let (status, body) = second.reserve(&app, &job).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["job"]["reservation_id"], json!(format!("{job}-r2")));
+    let status = first.status(&app, &job).await;
+    assert_eq!(status["has_active_reservation"], json!(false));
 }
