@@ -110,7 +110,7 @@ impl PostHosts {
         })
     }
 
-    /// Whether any platform is configured at all.
+    /// The configured platform names, sorted and without duplicates.
     pub fn platforms(&self) -> Vec<String> {
         let mut out: Vec<String> = self.0.iter().map(|(p, _)| p.clone()).collect();
         out.sort();
