@@ -34,6 +34,7 @@ backend_tests!(
     job_routes_are_documented,
     concurrent_completions_of_one_reservation_submit_once,
     a_short_configured_window_expires_on_the_database_clock,
+    sdk_drives_a_workflow_creation_job,
 );
 
 /// Fast verifier, 127.0.0.1 accepted as the post host of x and linkedin.
@@ -1185,4 +1186,87 @@ async fn a_short_configured_window_expires_on_the_database_clock(backend: Backen
     assert_eq!(body["job"]["reservation_id"], json!(format!("{job}-r2")));
     let status = first.status(&app, &job).await;
     assert_eq!(status["has_active_reservation"], json!(false));
+}
+
+async fn sdk_drives_a_workflow_creation_job(backend: Backend) {
+    use agentpmt_protocol::jobs::{JobCompleteBody, JobCreateRequest, JobWorkflowWriteRequest};
+    let app = app(backend).await;
+    let admin = agentpmt_sdk::admin::AdminClient::new(
+        &app.base_url,
+        zeroize::Zeroizing::new(ADMIN_TOKEN.to_owned()),
+    )
+    .unwrap();
+    let created = admin
+        .create_job(&JobCreateRequest {
+            job_type: "workflow_creation".into(),
+            title: "Build a triage workflow".into(),
+            public_description: "A workflow that triages tickets".into(),
+            private_instructions: "Two nodes: triage, then tell a human".into(),
+            reward_credits: 75,
+            target_url: None,
+            platform: None,
+            max_completions: None,
+            on_reject: None,
+        })
+        .await
+        .unwrap();
+    let job = created.job.summary.job_id.clone();
+    let client = agentpmt_sdk::Client::new(&app.base_url, PrivateKey::random()).unwrap();
+    let listed = client.list_jobs(Some(10), None).await.unwrap();
+    assert_eq!(listed.jobs[0].job_id, job);
+    let reserved = client.reserve_job(&job).await.unwrap();
+    let token = reserved.workflow_access.unwrap().access_token;
+    let graph: JobWorkflowWriteRequest = serde_json::from_value(workflow_body()).unwrap();
+    let draft = client
+        .create_job_workflow(&job, &token, &graph)
+        .await
+        .unwrap();
+    let id = draft.workflow.summary.workflow_id.clone();
+    let updated = client
+        .update_job_workflow(&job, &id, &token, &graph)
+        .await
+        .unwrap();
+    assert_eq!(updated.workflow.summary.version, 2);
+    client
+        .publish_job_workflow(&job, &id, &token)
+        .await
+        .unwrap();
+    let done = client
+        .complete_job(
+            &job,
+            &JobCompleteBody {
+                proof_text: "Published the triage workflow".into(),
+                reservation_id: Some(reserved.job.reservation_id.clone()),
+                social_posts: None,
+                workflow_id: Some(id.clone()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.job.status, "submitted");
+    let mut paid = None;
+    for _ in 0..200 {
+        let status = client.job_status(&job).await.unwrap();
+        if status.payout.status == "paid" {
+            paid = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let paid = paid.expect("the workflow job is verified and paid");
+    assert_eq!(paid.payout.wallet_balance_credits, 75);
+    // A refused call surfaces the error code.
+    let err = client.reserve_job(&job).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(agentpmt_protocol::ErrorCode::JOB_NOT_AVAILABLE)
+    );
+    let decided = admin.job_submissions(Some("approved")).await.unwrap();
+    assert_eq!(decided.count, 1);
+    let again = admin
+        .review_submission(&decided.submissions[0].submission_id, true, None)
+        .await
+        .unwrap();
+    assert!(!again.changed);
+    assert_eq!(rewards(&app).await, 1);
 }
