@@ -1112,6 +1112,11 @@ async fn job_routes_are_documented(backend: Backend) {
         );
     }
     assert!(doc["components"]["securitySchemes"]["job_workflow_token"].is_object());
+    let (status, card) = app.get("/.well-known/agent.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(card["jobs"]["reservation_seconds"], json!(1800));
+    assert_eq!(card["jobs"]["platforms"], json!(["linkedin", "x"]));
+    assert!(card["auth"]["job_workflow_token"]["header"].is_string());
     for schema in [
         "JobReserveResponse",
         "JobCompleteBody",
