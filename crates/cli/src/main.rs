@@ -12,6 +12,8 @@
 //! - `agentpmt workflows list|show|start|active|end`: workflows and this wallet's sessions.
 //! - `agentpmt schedules due|claim|advance|release|work`: BYO-agent schedule workers, with
 //!   the API-key + budget-key bearer from the environment.
+//! - `agentpmt jobs list|reserve|complete|status|run`: the jobs board (`run` works through
+//!   it with a user-supplied command).
 //!
 //! Every command prints text, or one JSON object on stdout with `--json`. Exit codes: 0 on
 //! success, 1 when the command failed (the server's error envelope is shown), 2 for usage
@@ -20,6 +22,7 @@
 mod admin;
 mod balance;
 mod credits;
+mod jobs;
 mod keys;
 mod output;
 mod schedules;
@@ -103,6 +106,9 @@ enum Command {
     /// (needs AGENTPMT_BEARER_TOKEN, or AGENTPMT_API_KEY and AGENTPMT_BUDGET_KEY).
     #[command(subcommand)]
     Schedules(schedules::SchedulesCommand),
+    /// The jobs board: list, reserve, complete, status, or run a worker command.
+    #[command(subcommand)]
+    Jobs(jobs::JobsCommand),
 }
 
 fn main() -> ExitCode {
@@ -141,5 +147,6 @@ fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
             runtime.block_on(workflows::run(command, &cli.server, &keystore, out))
         }
         Command::Schedules(command) => runtime.block_on(schedules::run(command, &cli.server, out)),
+        Command::Jobs(command) => runtime.block_on(jobs::run(command, &cli.server, &keystore, out)),
     }
 }

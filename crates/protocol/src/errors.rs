@@ -402,6 +402,67 @@ error_codes! {
             "Another worker claimed this occurrence after your lease; do not advance it.",
             "Call POST /api/external/workflow-schedules/claim for new work.",
         ];
+    /// No job has this id.
+    JOB_NOT_FOUND = 404,
+        "No job has this id.",
+        "List open jobs with POST /api/external/jobs/list and use a job_id from there.",
+        [
+            "Call POST /api/external/jobs/list and copy a job_id.",
+            "Sign product:<jobId> with the same value you put in the path.",
+        ];
+    /// The job cannot be reserved now (held by another agent, submitted, or finished).
+    JOB_NOT_AVAILABLE = 409,
+        "The job cannot be reserved now: another agent holds it, it awaits review, or it is finished.",
+        "Pick another open job; reservations are exclusive.",
+        [
+            "Read details.reason (reserved, submitted, completed, already_submitted).",
+            "Call POST /api/external/jobs/list for other open jobs.",
+            "Retry this job later only if details.reason is reserved (reservations expire).",
+        ];
+    /// The caller holds no active reservation of this job.
+    JOB_RESERVATION_REQUIRED = 409,
+        "You hold no active reservation of this job (never reserved, expired, or someone else holds it).",
+        "Reserve the job again if it is open; never submit work done under an expired reservation.",
+        [
+            "Call POST /api/external/jobs/{jobId}/status to see the job and your reservation.",
+            "If the job is open, reserve it again with POST /api/external/jobs/{jobId}/reserve.",
+        ];
+    /// The reservation_id is not the caller's active reservation.
+    JOB_RESERVATION_MISMATCH = 409,
+        "The reservation_id is not your active reservation of this job.",
+        "Send the reservation_id of your current reservation (from the reserve response or status).",
+        [
+            "Call POST /api/external/jobs/{jobId}/status and read reservation.reservation_id.",
+            "Sign the completion again with that reservation_id and a fresh request_id.",
+        ];
+    /// The completion proof does not satisfy the job.
+    JOB_PROOF_INVALID = 422,
+        "The completion proof does not satisfy the job (see detail[]).",
+        "Fix the fields named in detail[] and submit again with a fresh request_id.",
+        [
+            "social_share: send exactly one social_posts item for the job's platform.",
+            "Copy target_url_used unchanged from job.social_share.tracking_links[0].",
+            "workflow_creation: send the workflow_id you created and published under this reservation.",
+        ];
+    /// The X-Job-Workflow-Token is missing, unknown, expired or for another job.
+    JOB_WORKFLOW_TOKEN_INVALID = 401,
+        "The X-Job-Workflow-Token is missing, unknown, expired, superseded or for another job.",
+        "Use workflow_access.access_token from your reserve response, on its own job, before it expires.",
+        [
+            "Send the header as X-Job-Workflow-Token: Bearer <access_token>.",
+            "Use it only on /api/external/jobs/{jobId}/workflow/... of the job you reserved.",
+            "If it expired, reserve the job again for a new token.",
+        ];
+    /// No submission has this id.
+    JOB_SUBMISSION_NOT_FOUND = 404,
+        "No submission has this id.",
+        "List submissions with GET /api/admin/jobs/submissions.",
+        ["Call GET /api/admin/jobs/submissions and copy a submission_id."];
+    /// The submission was already decided the other way.
+    JOB_SUBMISSION_ALREADY_REVIEWED = 409,
+        "The submission was already approved or rejected; a decision is final.",
+        "Read the submission's status; nothing was changed.",
+        ["Call GET /api/admin/jobs/submissions?status=all to see the decision."];
 }
 
 impl fmt::Display for ErrorCode {

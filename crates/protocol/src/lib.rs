@@ -10,10 +10,12 @@
 //! - [`x402`]: x402 v2 payments (challenge, payment payload, EIP-3009 authorization).
 //! - [`tools`]: the tool marketplace (catalog, invocation, operator documents).
 //! - [`workflows`]: workflows, workflow sessions, accounts/budgets and workflow schedules.
+//! - [`jobs`]: the jobs board (reservations, completion proof, verification, payout).
 
 pub mod address;
 pub mod canonical;
 pub mod errors;
+pub mod jobs;
 pub mod message;
 pub mod signature;
 pub mod signing;

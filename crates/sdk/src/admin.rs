@@ -36,6 +36,13 @@ impl AdminClient {
         })
     }
 
+    /// A request to `path` (from `/api/admin/…`) carrying the admin token.
+    pub(crate) fn authed(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base_url))
+            .bearer_auth(self.token.as_str())
+    }
+
     /// `GET /api/admin/wallets/{address}`: balance, ledger totals, recent entries.
     pub async fn wallet(&self, wallet: &WalletAddress) -> Result<AdminWalletView> {
         let response = self

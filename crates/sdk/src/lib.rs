@@ -16,6 +16,7 @@
 //! errors surface as [`Error::Api`] with the `error_code`, message and checklist.
 
 pub mod admin;
+pub mod jobs;
 pub mod keystore;
 pub mod schedules;
 pub mod tools;

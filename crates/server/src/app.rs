@@ -99,6 +99,7 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(tools::router())
         .merge(crate::workflows::router())
         .merge(crate::accounts::router())
+        .merge(crate::jobs::router())
         .split_for_parts()
 }
 
@@ -143,6 +144,7 @@ impl Server {
         )
         .await?;
         db.migrate().await?;
+        crate::jobs::PostHosts::parse(&config.job_post_hosts).map_err(ConfigError::JobPostHosts)?;
         let secrets = config.secrets_key()?;
         if let Some(file) = config.catalog_file()? {
             let (vendors, products) = tools::catalog::load(&db, &file, secrets.as_ref())
@@ -202,7 +204,8 @@ impl Server {
     ) -> Result<(), Error> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let sweeper = tokio::spawn(sweep(self.state.clone(), stop_rx.clone()));
-        let reconciler = tokio::spawn(reconcile_payments(self.state.clone(), stop_rx));
+        let reconciler = tokio::spawn(reconcile_payments(self.state.clone(), stop_rx.clone()));
+        let verifier = tokio::spawn(crate::jobs::verify::run(self.state.clone(), stop_rx));
         tracing::info!(address = %self.local_addr(), public_url = %self.state.public_url,
             backend = ?self.state.db.backend(), "serving the External Agent API");
         let served = axum::serve(
@@ -215,6 +218,7 @@ impl Server {
         let _ = stop_tx.send(true);
         let _ = sweeper.await;
         let _ = reconciler.await;
+        let _ = verifier.await;
         self.state.db.close().await;
         served.map_err(Error::Io)
     }

@@ -27,6 +27,12 @@
 //! | `--catalog` | `AGENTPMT_CATALOG` | `demo` (built-in tools; a TOML/JSON file path, or `none`) |
 //! | `--secrets-key` | `AGENTPMT_SECRETS_KEY` | none (64 hex digits; needed to store vendor secrets) |
 //! | `--workflow-session-idle-secs` | `AGENTPMT_WORKFLOW_SESSION_IDLE_SECS` | `3600` |
+//! | `--job-reservation-secs` | `AGENTPMT_JOB_RESERVATION_SECS` | `1800` |
+//! | `--job-post-hosts` | `AGENTPMT_JOB_POST_HOSTS` | `platform=host` pairs of x, linkedin, reddit, facebook, threads, bluesky, mastodon, instagram, youtube, tiktok |
+//! | `--job-verify-interval-ms` | `AGENTPMT_JOB_VERIFY_INTERVAL_MS` | `5000` |
+//! | `--job-verify-timeout-ms` | `AGENTPMT_JOB_VERIFY_TIMEOUT_MS` | `10000` |
+//! | `--job-verify-backoff-ms` | `AGENTPMT_JOB_VERIFY_BACKOFF_MS` | `30000` |
+//! | `--job-verify-max-attempts` | `AGENTPMT_JOB_VERIFY_MAX_ATTEMPTS` | `5` |
 
 use crate::payments::networks::{NetworkConfigError, Networks, PaymentsFile};
 use crate::payments::Fault;
@@ -182,6 +188,40 @@ pub struct ServerConfig {
           default_value_t = crate::workflows::DEFAULT_SESSION_IDLE_SECS,
           value_parser = clap::value_parser!(u64).range(1..=2_592_000))]
     pub workflow_session_idle_secs: u64,
+
+    /// Length of a job reservation (and of a workflow-creation token), in seconds,
+    /// measured on the database clock.
+    #[arg(long, env = "AGENTPMT_JOB_RESERVATION_SECS",
+          default_value_t = crate::jobs::DEFAULT_RESERVATION_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub job_reservation_secs: u64,
+
+    /// Accepted social post URL hosts per platform, as `platform=host` (comma-separated;
+    /// a host also matches its subdomains). Replaces the defaults when given.
+    #[arg(long, env = "AGENTPMT_JOB_POST_HOSTS", value_delimiter = ',',
+          default_values_t = crate::jobs::default_post_hosts())]
+    pub job_post_hosts: Vec<String>,
+
+    /// How often the job verifier looks for queued submissions, in milliseconds.
+    #[arg(long, env = "AGENTPMT_JOB_VERIFY_INTERVAL_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub job_verify_interval_ms: u64,
+
+    /// Time limit of one post fetch by the verifier, in milliseconds.
+    #[arg(long, env = "AGENTPMT_JOB_VERIFY_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=120_000))]
+    pub job_verify_timeout_ms: u64,
+
+    /// First retry delay after a transient verification failure, in milliseconds
+    /// (doubled on each further attempt).
+    #[arg(long, env = "AGENTPMT_JOB_VERIFY_BACKOFF_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(10..=86_400_000))]
+    pub job_verify_backoff_ms: u64,
+
+    /// Automated check attempts before a submission goes to `needs_human`.
+    #[arg(long, env = "AGENTPMT_JOB_VERIFY_MAX_ATTEMPTS", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub job_verify_max_attempts: u32,
 }
 
 fn parse_key(s: &str) -> Result<SecretString, String> {
@@ -290,6 +330,12 @@ impl Default for ServerConfig {
             catalog: DEFAULT_CATALOG.to_owned(),
             secrets_key: None,
             workflow_session_idle_secs: crate::workflows::DEFAULT_SESSION_IDLE_SECS,
+            job_reservation_secs: crate::jobs::DEFAULT_RESERVATION_SECS,
+            job_post_hosts: crate::jobs::default_post_hosts(),
+            job_verify_interval_ms: 5000,
+            job_verify_timeout_ms: 10_000,
+            job_verify_backoff_ms: 30_000,
+            job_verify_max_attempts: 5,
         }
     }
 }
@@ -360,6 +406,8 @@ pub enum ConfigError {
     SecretsKey(#[from] crate::tools::secrets::SecretsError),
     #[error("--catalog: {0}")]
     Catalog(String),
+    #[error("--job-post-hosts: {0}")]
+    JobPostHosts(String),
 }
 
 #[cfg(test)]

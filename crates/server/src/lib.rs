@@ -9,6 +9,7 @@
 //! [`error`] (the error envelope), [`extract`] (body and path extractors), [`config`].
 //! [`workflows`] (workflows, workflow sessions, BYO-agent workflow schedules) and
 //! [`accounts`] (accounts, API keys, budgets, the API-key + budget-key bearer).
+//! [`jobs`] (the jobs board: reservations, proof, verification worker, payout).
 
 pub mod accounts;
 pub mod admin;
@@ -21,6 +22,7 @@ pub mod error;
 pub mod extract;
 pub mod help;
 pub mod identity;
+pub mod jobs;
 pub mod ledger;
 pub mod openapi;
 pub mod ops;

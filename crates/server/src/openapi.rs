@@ -31,6 +31,7 @@ use utoipa::{Modify, OpenApi};
         (name = "meta", description = "About this server"),
         (name = "workflows", description = "Workflows (skill chains) and wallet-scoped workflow sessions"),
         (name = "workflow-schedules", description = "BYO-agent workflow schedules (API-key + budget-key bearer)"),
+        (name = "jobs", description = "Jobs board: list, reserve, complete, status; workflow-creation job endpoints"),
     )
 )]
 struct ApiDoc;
@@ -55,6 +56,15 @@ impl Modify for AdminSecurity {
                     ))
                     .build(),
             ),
+        );
+        components.add_security_scheme(
+            "job_workflow_token",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Header(
+                utoipa::openapi::security::ApiKeyValue::with_description(
+                    "X-Job-Workflow-Token",
+                    "Bearer <workflow_access.access_token> of a workflow_creation reservation",
+                ),
+            )),
         );
     }
 }

@@ -172,6 +172,19 @@ pub fn build(state: &AppState) -> Value {
                     "X-API-Key: <api_key> and X-Budget-Key: <budget_key>",
                 ],
             },
+            "job_workflow_token": {
+                "used_by": ["/api/external/jobs/{jobId}/workflow/*"],
+                "header": "X-Job-Workflow-Token: Bearer <workflow_access.access_token>",
+                "issued_by": "POST /api/external/jobs/{jobId}/reserve (workflow_creation jobs)",
+            },
+        },
+        "jobs": {
+            "reservation_seconds": config.job_reservation_secs,
+            "job_types": ["social_share", "workflow_creation", "general"],
+            "tracked_link_parameters": ["utm_source=<platform>", "utm_medium=agent_social",
+                                        "utm_campaign=agent_job_<jobId>", "utm_content=<tracking code>"],
+            "verification_statuses": ["queued", "running", "verified", "rejected", "transient_error", "needs_human"],
+            "platforms": crate::jobs::PostHosts::parse(&config.job_post_hosts).unwrap_or_default().platforms(),
         },
         "identity": {
             "agentaddress": {

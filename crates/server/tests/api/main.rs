@@ -9,6 +9,7 @@ mod balance;
 mod discovery;
 mod envelope;
 mod identity;
+mod jobs;
 mod ledger;
 mod logs;
 mod openapi;
