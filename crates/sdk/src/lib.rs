@@ -280,34 +280,11 @@ impl Client {
         if response.status().as_u16() != 402 {
             return decode(response).await;
         }
-        let header = response
-            .headers()
-            .get(x402::HEADER_PAYMENT_REQUIRED)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let required: PaymentRequired = match header {
-            Some(h) => x402::decode_header(&h).map_err(|e| Error::Decode {
-                status: 402,
-                message: e.to_string(),
-            })?,
-            None => decode_json(402, &response.bytes().await?)?,
-        };
-        let requirement = required.accepts.first().ok_or_else(|| Error::Decode {
-            status: 402,
-            message: "the challenge offers no way to pay".into(),
-        })?;
-        progress(PurchaseProgress::Challenge(requirement));
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
-        let payment =
-            x402::sign_authorization(&self.key, requirement, Some(required.resource.clone()), now)
-                .map_err(|e| Error::Decode {
-                    status: 402,
-                    message: e.to_string(),
-                })?;
-        let header = x402::encode_header(&payment);
+        let (_, header) = self
+            .sign_challenge(response, |requirement| {
+                progress(PurchaseProgress::Challenge(requirement))
+            })
+            .await?;
         progress(PurchaseProgress::Signed);
         let deadline = Instant::now() + wait;
         loop {
@@ -336,6 +313,46 @@ impl Client {
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
+    }
+}
+
+impl Client {
+    /// Reads a 402 challenge (the `PAYMENT-REQUIRED` header, else the body), shows its first
+    /// accepted requirement to `seen`, and signs an EIP-3009 authorization for it with this
+    /// wallet. Returns the requirement and the payment header value.
+    pub(crate) async fn sign_challenge(
+        &self,
+        response: reqwest::Response,
+        seen: impl FnOnce(&PaymentRequirements),
+    ) -> Result<(PaymentRequirements, String)> {
+        let header = response
+            .headers()
+            .get(x402::HEADER_PAYMENT_REQUIRED)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let required: PaymentRequired = match header {
+            Some(h) => x402::decode_header(&h).map_err(|e| Error::Decode {
+                status: 402,
+                message: e.to_string(),
+            })?,
+            None => decode_json(402, &response.bytes().await?)?,
+        };
+        let requirement = required.accepts.first().ok_or_else(|| Error::Decode {
+            status: 402,
+            message: "the challenge offers no way to pay".into(),
+        })?;
+        seen(requirement);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let payment =
+            x402::sign_authorization(&self.key, requirement, Some(required.resource.clone()), now)
+                .map_err(|e| Error::Decode {
+                    status: 402,
+                    message: e.to_string(),
+                })?;
+        Ok((requirement.clone(), x402::encode_header(&payment)))
     }
 }
 

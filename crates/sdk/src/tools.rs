@@ -1,9 +1,9 @@
 //! The tool marketplace from the client side: listing (no wallet needed), signed credit
 //! invocation, and direct x402 invocation paid per call by this wallet.
 
-use crate::{decode, decode_json, default_http, Client, Error, Result};
+use crate::{decode, default_http, Client, Result};
 use agentpmt_protocol::tools::{InvokeResponse, ToolListResponse, ToolView, MAX_PAGE_SIZE};
-use agentpmt_protocol::x402::{self, PaymentRequired};
+use agentpmt_protocol::x402;
 use agentpmt_protocol::SignedAction;
 use serde_json::{Map, Value};
 
@@ -115,39 +115,11 @@ impl Client {
         if response.status().as_u16() != 402 {
             return decode(response).await;
         }
-        let header = response
-            .headers()
-            .get(x402::HEADER_PAYMENT_REQUIRED)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let required: PaymentRequired = match header {
-            Some(h) => x402::decode_header(&h).map_err(|e| Error::Decode {
-                status: 402,
-                message: e.to_string(),
-            })?,
-            None => decode_json(402, &response.bytes().await?)?,
-        };
-        let requirement = required.accepts.first().ok_or_else(|| Error::Decode {
-            status: 402,
-            message: "the challenge offers no way to pay".into(),
-        })?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
-        let payment =
-            x402::sign_authorization(&self.key, requirement, Some(required.resource.clone()), now)
-                .map_err(|e| Error::Decode {
-                    status: 402,
-                    message: e.to_string(),
-                })?;
+        let (_, payment) = self.sign_challenge(response, |_| {}).await?;
         let response = self
             .http
             .post(&url)
-            .header(
-                x402::HEADER_PAYMENT_SIGNATURE,
-                x402::encode_header(&payment),
-            )
+            .header(x402::HEADER_PAYMENT_SIGNATURE, payment)
             .json(&parameters)
             .send()
             .await?;

@@ -213,10 +213,15 @@ fn challenge(offer: &Offer, resource: ResourceInfo, error: Option<&Refusal>) -> 
 
 /// The 402 challenge: header and body carry the same JSON.
 fn challenge_response(offer: &Offer, resource: ResourceInfo) -> Response {
-    let required = challenge(offer, resource, None);
-    let mut response = (StatusCode::PAYMENT_REQUIRED, Json(&required)).into_response();
+    payment_required(&challenge(offer, resource, None))
+}
+
+/// A 402 answer for `required`: the `PAYMENT-REQUIRED` header and the body carry the same
+/// JSON; never cached.
+pub(crate) fn payment_required(required: &PaymentRequired) -> Response {
+    let mut response = (StatusCode::PAYMENT_REQUIRED, Json(required)).into_response();
     let h = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&encode_header(&required)) {
+    if let Ok(v) = HeaderValue::from_str(&encode_header(required)) {
         h.insert(x402::HEADER_PAYMENT_REQUIRED, v);
     }
     h.insert(

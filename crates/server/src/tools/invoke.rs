@@ -27,7 +27,7 @@ use super::usage::{self, NewUsage};
 use crate::app::AppState;
 use crate::auth::sessions::claim_request;
 use crate::auth::signed::{verify, Envelope};
-use crate::credits::purchase::{payment_header, settle_header};
+use crate::credits::purchase::{payment_header, payment_required, settle_header};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_object, read_body};
 use crate::payments::networks::Offer;
@@ -44,7 +44,7 @@ use agentpmt_protocol::x402::{
 };
 use agentpmt_protocol::{ErrorCode, Scope, SignedAction, WalletAddress, ENVELOPE_FIELDS};
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use secrecy::SecretString;
@@ -529,17 +529,7 @@ fn required(offers: &[Offer], resource: &ResourceInfo, error: Option<String>) ->
 }
 
 fn challenge(offers: &[Offer], resource: &ResourceInfo) -> Response {
-    let body = required(offers, resource, Some("Payment required".into()));
-    let mut response = (StatusCode::PAYMENT_REQUIRED, Json(&body)).into_response();
-    let h = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&encode_header(&body)) {
-        h.insert(x402::HEADER_PAYMENT_REQUIRED, v);
-    }
-    h.insert(
-        axum::http::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
-    response
+    payment_required(&required(offers, resource, Some("Payment required".into())))
 }
 
 /// A refused payment: the error envelope plus a fresh challenge (body fields and

@@ -255,3 +255,32 @@ impl Chain {
         }
     }
 }
+
+/// Runs the official x402 client (`tests/evm/x402-pay.mjs`: `@x402/fetch` + `@x402/evm` +
+/// viem) against `url` with the JSON `body`, paying with `payer`; returns its one-line JSON
+/// report `{status, body, paymentResponse, paymentRequired}`.
+pub async fn official_x402_client(
+    url: &str,
+    body: &serde_json::Value,
+    payer: &agentpmt_protocol::PrivateKey,
+) -> serde_json::Value {
+    let script = repo_root().join("tests/evm/x402-pay.mjs");
+    let output = tokio::process::Command::new("node")
+        .arg(&script)
+        .arg(url)
+        .arg(body.to_string())
+        .env(
+            "X402_PRIVATE_KEY",
+            format!("0x{}", hex::encode(payer.secret_bytes())),
+        )
+        .output()
+        .await
+        .expect("node runs (Node.js is required; ./scripts/test installs tests/evm)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "x402-pay failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap()
+}

@@ -3,7 +3,7 @@
 //! settlement, a crash between broadcast and credit, transfers, and the official x402 client.
 
 use crate::backend_tests;
-use crate::chain::{repo_root, Chain, GAS_KEY};
+use crate::chain::{Chain, GAS_KEY};
 use crate::helpers::{spawn_app_with, spawn_on, AppOptions, Backend, TestApp};
 use crate::purchase::{balance, now_secs, pay, purchase, requirement_of, settle_response};
 use agentpmt_protocol::x402::{encode_header, sign_authorization, PaymentRequirements};
@@ -421,25 +421,9 @@ async fn official_x402_client_buys_credits(backend: Backend) {
     chain.mint(payer.address().address(), 3 * PRICE).await;
     let wallet = payer.address().to_string();
     let body = json!({"wallet_address": wallet, "credits": 500, "payment_method": "x402"});
-    let script = repo_root().join("tests/evm/x402-pay.mjs");
-    let output = tokio::process::Command::new("node")
-        .arg(&script)
-        .arg(app.url(crate::purchase::PURCHASE))
-        .arg(body.to_string())
-        .env(
-            "X402_PRIVATE_KEY",
-            format!("0x{}", hex::encode(payer.secret_bytes())),
-        )
-        .output()
-        .await
-        .expect("node runs (Node.js is required; ./scripts/test installs tests/evm)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "x402-pay failed: {}\n{stdout}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let result: Value = serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
+    let result =
+        crate::chain::official_x402_client(&app.url(crate::purchase::PURCHASE), &body, &payer)
+            .await;
     assert_eq!(result["status"], 200, "{result}");
     assert_eq!(result["body"]["balance_credits"], 500);
     assert_eq!(result["paymentResponse"]["success"], true, "{result}");

@@ -280,25 +280,7 @@ async fn official_client_pays_a_tool_on_chain(backend: Backend) {
     assert_eq!(chain.balance(chain.pay_to).await, U256::ZERO);
 
     // The official client: 402, sign, retry, settled on chain.
-    let script = crate::chain::repo_root().join("tests/evm/x402-pay.mjs");
-    let output = tokio::process::Command::new("node")
-        .arg(&script)
-        .arg(app.url(OK))
-        .arg(body.to_string())
-        .env(
-            "X402_PRIVATE_KEY",
-            format!("0x{}", hex::encode(payer.secret_bytes())),
-        )
-        .output()
-        .await
-        .expect("node runs (Node.js is required; ./scripts/test installs tests/evm)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "x402-pay failed: {}\n{stdout}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let result: Value = serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
+    let result = crate::chain::official_x402_client(&app.url(OK), &body, &payer).await;
     assert_eq!(result["status"], 200, "{result}");
     assert_eq!(result["body"]["response"]["echo"], json!({"q": "chain"}));
     assert_eq!(result["body"]["x402"]["settled"], true);
