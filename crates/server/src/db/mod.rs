@@ -260,6 +260,19 @@ pub enum ConnRef<'c> {
 }
 
 /// Whether `err` is a unique-constraint violation (a lost race on a key).
+/// `%…%` LIKE pattern of `text`, with LIKE's wildcards escaped (use with `ESCAPE '\\'`).
+pub fn like_contains(text: &str) -> String {
+    let mut out = String::from("%");
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
 }

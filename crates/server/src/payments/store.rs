@@ -119,22 +119,17 @@ pub async fn insert_claimed(tx: &mut impl AsConn, row: &PurchaseRow) -> Result<(
         return Err(ClaimConflict::RequestId);
     }
     if let Some(nonce) = &row.auth_nonce {
-        let claimed = crate::db::macros::sql_scalar_optional!(
-            tx.conn(),
-            String,
-            "INSERT INTO payment_authorizations (chain_id, asset, payer_address, auth_nonce, purchase_id, status, updated_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, 'active', $6) \
-             ON CONFLICT (chain_id, asset, payer_address, auth_nonce) DO UPDATE SET \
-             purchase_id = excluded.purchase_id, status = 'active', updated_at_ms = excluded.updated_at_ms \
-             WHERE payment_authorizations.status = 'failed' RETURNING purchase_id",
+        let claimed = claim_authorization(
+            tx,
             row.chain_id,
             &row.asset,
             &row.payer_address,
             nonce,
             &row.purchase_id,
-            row.created_at_ms
-        )?;
-        if claimed.is_none() {
+            row.created_at_ms,
+        )
+        .await?;
+        if !claimed {
             let (purchase_id, status) =
                 authorization_holder(tx, row.chain_id, &row.asset, &row.payer_address, nonce)
                     .await?
@@ -169,6 +164,63 @@ pub async fn insert_claimed(tx: &mut impl AsConn, row: &PurchaseRow) -> Result<(
             Err(e) => return Err(e.into()),
         }
     }
+    Ok(())
+}
+
+/// Claims the EIP-3009 authorization `(chain, asset, payer, nonce)` for `holder` (a purchase
+/// or a tool call's usage record): a new claim, or one whose earlier holder failed. False
+/// when an active or settled claim holds it.
+pub async fn claim_authorization(
+    conn: &mut impl AsConn,
+    chain_id: i64,
+    asset: &str,
+    payer: &str,
+    nonce: &str,
+    holder: &str,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let claimed = crate::db::macros::sql_scalar_optional!(
+        conn.conn(),
+        String,
+        "INSERT INTO payment_authorizations (chain_id, asset, payer_address, auth_nonce, purchase_id, status, updated_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, 'active', $6) \
+         ON CONFLICT (chain_id, asset, payer_address, auth_nonce) DO UPDATE SET \
+         purchase_id = excluded.purchase_id, status = 'active', updated_at_ms = excluded.updated_at_ms \
+         WHERE payment_authorizations.status = 'failed' RETURNING purchase_id",
+        chain_id,
+        asset,
+        payer,
+        nonce,
+        holder,
+        now
+    )?;
+    Ok(claimed.is_some())
+}
+
+/// Marks `holder`'s authorization claim settled (used on chain).
+pub async fn settle_authorization(conn: &mut impl AsConn, holder: &str) -> Result<(), sqlx::Error> {
+    sql_execute!(
+        conn.conn(),
+        "UPDATE payment_authorizations SET status = 'settled', updated_at_ms = $2 WHERE purchase_id = $1",
+        holder,
+        now_ms()
+    )?;
+    Ok(())
+}
+
+/// Gives `holder`'s active authorization claim back (it will not settle): the payer may use
+/// the authorization again.
+pub async fn release_authorization(
+    conn: &mut impl AsConn,
+    holder: &str,
+) -> Result<(), sqlx::Error> {
+    sql_execute!(
+        conn.conn(),
+        "UPDATE payment_authorizations SET status = 'failed', updated_at_ms = $2 \
+         WHERE purchase_id = $1 AND status = 'active'",
+        holder,
+        now_ms()
+    )?;
     Ok(())
 }
 
@@ -311,12 +363,7 @@ pub async fn finalize_settled(
     if updated == 0 {
         return Ok(ledger::balance(tx, &wallet).await?);
     }
-    sql_execute!(
-        tx.conn(),
-        "UPDATE payment_authorizations SET status = 'settled', updated_at_ms = $2 WHERE purchase_id = $1",
-        &row.purchase_id,
-        now
-    )?;
+    settle_authorization(tx, &row.purchase_id).await?;
     let mut settled = row.clone();
     settled.transaction_hash = Some(tx_hash.to_owned());
     let entry_id = settled.entry_id();
@@ -362,14 +409,7 @@ pub async fn mark_failed(
         message,
         now
     )?;
-    sql_execute!(
-        conn.conn(),
-        "UPDATE payment_authorizations SET status = 'failed', updated_at_ms = $2 \
-         WHERE purchase_id = $1 AND status = 'active'",
-        id,
-        now
-    )?;
-    Ok(())
+    release_authorization(conn, id).await
 }
 
 /// The balance right after this purchase's grant.

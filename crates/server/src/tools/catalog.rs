@@ -135,11 +135,7 @@ impl ListFilter {
         let pattern = match &self.query {
             Some(q) => {
                 clause.push_str(" AND p.search_text LIKE $1 ESCAPE '\\'");
-                let escaped = q
-                    .replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_");
-                format!("%{escaped}%")
+                crate::db::like_contains(q)
             }
             None => {
                 clause.push_str(" AND $1 = ''");

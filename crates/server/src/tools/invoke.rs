@@ -788,22 +788,17 @@ async fn x402_call(
     };
     {
         let mut tx = state.db.begin().await?;
-        let claimed = crate::db::macros::sql_scalar_optional!(
-            tx.conn(),
-            String,
-            "INSERT INTO payment_authorizations (chain_id, asset, payer_address, auth_nonce, purchase_id, status, updated_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, 'active', $6) \
-             ON CONFLICT (chain_id, asset, payer_address, auth_nonce) DO UPDATE SET \
-             purchase_id = excluded.purchase_id, status = 'active', updated_at_ms = excluded.updated_at_ms \
-             WHERE payment_authorizations.status = 'failed' RETURNING purchase_id",
+        let claimed = crate::payments::store::claim_authorization(
+            &mut tx,
             chain_id,
             &asset,
-            payer.to_string(),
+            &payer.to_string(),
             &nonce_hex,
             &usage.usage_id,
-            now_ms()
-        )?;
-        if claimed.is_none() {
+            now_ms(),
+        )
+        .await?;
+        if !claimed {
             drop(tx);
             let (holder_id, status) = crate::payments::store::authorization_holder(
                 &mut state.db.read().await?,
@@ -855,7 +850,7 @@ async fn x402_call(
                     Some(&message),
                 )
                 .await?;
-                usage::give_back_authorization(&mut tx, &usage_id).await?;
+                crate::payments::store::release_authorization(&mut tx, &usage_id).await?;
                 tx.commit().await?;
                 return Ok::<_, ApiError>(X402Outcome::ToolFailed(error));
             }
@@ -1016,12 +1011,7 @@ pub async fn settle_payment(
                 None,
             )
             .await?;
-            crate::db::macros::sql_execute!(
-                tx.conn(),
-                "UPDATE payment_authorizations SET status = 'settled', updated_at_ms = $2 WHERE purchase_id = $1",
-                usage_id,
-                now_ms()
-            )?;
+            crate::payments::store::settle_authorization(&mut tx, usage_id).await?;
             state.metrics.settlement("settled");
             tracing::info!(usage_id, transaction = %hash, "tool payment settled");
             Settled::Yes(hash)
@@ -1035,7 +1025,7 @@ pub async fn settle_payment(
                 Some((&refusal.reason, &refusal.message)),
             )
             .await?;
-            usage::give_back_authorization(&mut tx, usage_id).await?;
+            crate::payments::store::release_authorization(&mut tx, usage_id).await?;
             state.metrics.settlement("failed");
             tracing::info!(usage_id, reason = %refusal.reason, "tool payment failed");
             Settled::No(refusal)

@@ -117,6 +117,28 @@ fn int_param(
     }
 }
 
+/// A PUT's body names the resource of its path.
+fn same_slug(path: &str, body: &str) -> ApiResult<()> {
+    if path == body {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_field(
+            &["body", "slug"],
+            "value_error",
+            "slug must equal the slug in the path",
+        ))
+    }
+}
+
+/// 201 for a created resource, 200 for a replaced one.
+fn written(created: bool) -> StatusCode {
+    if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    }
+}
+
 /// List available tools (unsigned).
 ///
 /// Active, non-private products with their actions, ordered by slug. `query` searches name
@@ -242,13 +264,7 @@ pub async fn admin_put_tool(
     ApiPath(slug): ApiPath<String>,
     ApiJson(doc): ApiJson<ProductSpecDoc>,
 ) -> ApiResult<(StatusCode, Json<ProductAdminView>)> {
-    if doc.slug != slug {
-        return Err(ApiError::invalid_field(
-            &["body", "slug"],
-            "value_error",
-            "slug must equal the slug in the path",
-        ));
-    }
+    same_slug(&slug, &doc.slug)?;
     let mut tx = state.db.begin().await?;
     let created = catalog::upsert_product(&mut tx, &doc).await?;
     tx.commit().await?;
@@ -258,12 +274,7 @@ pub async fn admin_put_tool(
         .into_iter()
         .next()
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("product vanished")))?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Json(view)))
+    Ok((written(created), Json(view)))
 }
 
 /// Deactivate a product (operator): it leaves the listing and cannot be invoked; usage
@@ -330,13 +341,7 @@ pub async fn admin_put_vendor(
     ApiPath(slug): ApiPath<String>,
     ApiJson(doc): ApiJson<VendorSpecDoc>,
 ) -> ApiResult<(StatusCode, Json<VendorView>)> {
-    if doc.slug != slug {
-        return Err(ApiError::invalid_field(
-            &["body", "slug"],
-            "value_error",
-            "slug must equal the slug in the path",
-        ));
-    }
+    same_slug(&slug, &doc.slug)?;
     if doc.secret_env.is_some() {
         return Err(ApiError::invalid_field(
             &["body", "secret_env"],
@@ -352,12 +357,7 @@ pub async fn admin_put_vendor(
         .into_iter()
         .find(|v| v.slug == slug)
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("vendor vanished")))?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Json(view)))
+    Ok((written(created), Json(view)))
 }
 
 /// Usage totals (operator): `group_by` = `product` (default), `action` or `wallet`;

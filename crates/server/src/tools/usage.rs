@@ -375,26 +375,11 @@ pub async fn sweep_stale(db: &Db) -> ApiResult<usize> {
                 Some("the call did not finish before its deadline"),
             )
             .await?;
-            give_back_authorization(&mut tx, &s.usage_id).await?;
+            crate::payments::store::release_authorization(&mut tx, &s.usage_id).await?;
         }
         tx.commit().await?;
     }
     Ok(stale.len())
-}
-
-/// An x402 call that will not settle gives its authorization back (the payer may use it
-/// again).
-pub async fn give_back_authorization(
-    conn: &mut impl AsConn,
-    usage_id: &str,
-) -> Result<(), sqlx::Error> {
-    sql_execute!(
-        conn.conn(),
-        "UPDATE payment_authorizations SET status = 'failed', updated_at_ms = $2 WHERE purchase_id = $1 AND status = 'active'",
-        usage_id,
-        now_ms()
-    )?;
-    Ok(())
 }
 
 /// Usage totals grouped by `product`, `action` or `wallet`, since `since_ms`.

@@ -196,19 +196,6 @@ fn int_param(field: &str, value: Option<&str>, default: i64, max: i64, min: i64)
     Ok(n)
 }
 
-/// `%…%` LIKE pattern of `text`, with LIKE's wildcards escaped (ESCAPE '\').
-fn like_contains(text: &str) -> String {
-    let mut out = String::from("%");
-    for c in text.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('%');
-    out
-}
-
 /// Up to [`MAX_FILTER_VALUES`] `%|value|%` patterns of a comma-separated filter.
 fn list_filter(field: &str, value: Option<&str>) -> ApiResult<Vec<Option<String>>> {
     let values: Vec<String> = value
@@ -234,7 +221,7 @@ fn list_filter(field: &str, value: Option<&str>) -> ApiResult<Vec<Option<String>
     }
     let mut patterns: Vec<Option<String>> = values
         .iter()
-        .map(|v| Some(like_contains(&format!("|{v}|"))))
+        .map(|v| Some(crate::db::like_contains(&format!("|{v}|"))))
         .collect();
     patterns.resize(MAX_FILTER_VALUES, None);
     Ok(patterns)
@@ -280,7 +267,7 @@ pub async fn list_workflows(
         Some(t) if t.chars().count() > 200 => {
             return Err(query_issue("query", "query is at most 200 characters"))
         }
-        Some(t) => Some(like_contains(&t.to_lowercase())),
+        Some(t) => Some(crate::db::like_contains(&t.to_lowercase())),
         None => None,
     };
     let publisher = match q
