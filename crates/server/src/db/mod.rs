@@ -6,7 +6,9 @@
 //! live per engine in `migrations/{sqlite,postgres}` and run at start-up.
 //!
 //! SQLite runs in WAL mode with `synchronous=NORMAL`: one writer connection (all write
-//! transactions, serialized, so SQLite never sees competing writers) and a pool of
+//! transactions, serialized, so SQLite never sees competing writers within one process;
+//! write transactions are `BEGIN IMMEDIATE`, so several processes on one file wait for
+//! each other instead of failing) and a pool of
 //! reader connections (`query_only`; not opened read-only, which breaks WAL readers that
 //! race a checkpoint with SQLITE_IOERR_SHORT_READ).
 
@@ -157,9 +159,14 @@ impl Db {
     }
 
     /// Starts a read-write transaction.
+    ///
+    /// On SQLite it is `BEGIN IMMEDIATE`: the write lock is taken (waiting up to the busy
+    /// timeout) before the first read. A deferred transaction that reads and then writes
+    /// fails at once with SQLITE_BUSY when another process (a second server instance on
+    /// the same file, or the CLI) wrote in between, and the busy timeout does not help.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         Ok(match self {
-            Db::Sqlite { writer, .. } => Tx::Sqlite(writer.begin().await?),
+            Db::Sqlite { writer, .. } => Tx::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await?),
             Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
         })
     }
@@ -259,7 +266,6 @@ pub enum ConnRef<'c> {
     Postgres(&'c mut PgConnection),
 }
 
-/// Whether `err` is a unique-constraint violation (a lost race on a key).
 /// `%…%` LIKE pattern of `text`, with LIKE's wildcards escaped (use with `ESCAPE '\\'`).
 pub fn like_contains(text: &str) -> String {
     let mut out = String::from("%");
@@ -273,6 +279,7 @@ pub fn like_contains(text: &str) -> String {
     out
 }
 
+/// Whether `err` is a unique-constraint violation (a lost race on a key).
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
 }
@@ -286,4 +293,41 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::macros::{sql_execute, sql_scalar_optional};
+
+    /// Two handles on one SQLite file (two server instances, or the server and the CLI):
+    /// a transaction that reads and then writes must wait for the other writer, not fail
+    /// with SQLITE_BUSY because the other one committed after its read.
+    #[tokio::test]
+    async fn sqlite_transactions_of_two_processes_wait_for_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("two.db").display());
+        let first = Db::connect(&url, &DbOptions::default()).await.unwrap();
+        let second = Db::connect(&url, &DbOptions::default()).await.unwrap();
+        let mut conn = first.write().await.unwrap();
+        sql_execute!(conn.conn(), "CREATE TABLE t (id BIGINT PRIMARY KEY)").unwrap();
+        drop(conn);
+
+        let mut tx = first.begin().await.unwrap();
+        let seen = sql_scalar_optional!(tx.conn(), i64, "SELECT COUNT(*) FROM t").unwrap();
+        assert_eq!(seen, Some(0));
+        let other = tokio::spawn(async move {
+            let mut conn = second.write().await.unwrap();
+            sql_execute!(conn.conn(), "INSERT INTO t (id) VALUES (2)").map(|_| ())
+        });
+        // Let the other writer run (or block on our lock) before we write.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        sql_execute!(tx.conn(), "INSERT INTO t (id) VALUES (1)").unwrap();
+        tx.commit().await.unwrap();
+        other.await.unwrap().unwrap();
+
+        let mut conn = first.read().await.unwrap();
+        let count = sql_scalar_optional!(conn.conn(), i64, "SELECT COUNT(*) FROM t").unwrap();
+        assert_eq!(count, Some(2));
+    }
 }
