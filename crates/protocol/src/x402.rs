@@ -249,6 +249,24 @@ pub struct DecodedPayment {
     pub authorization: Authorization,
 }
 
+impl DecodedPayment {
+    /// The payment as a v2 payload for `accepted` (the requirement it was verified
+    /// against), whatever shape it arrived in: what is stored for reconciliation and sent
+    /// to a facilitator.
+    pub fn to_payload(&self, accepted: &PaymentRequirements) -> PaymentPayload {
+        PaymentPayload {
+            x402_version: X402_VERSION,
+            resource: None,
+            accepted: accepted.clone(),
+            payload: ExactEvmPayload {
+                signature: self.signature.to_hex(),
+                authorization: self.authorization.to_wire(),
+            },
+            extensions: None,
+        }
+    }
+}
+
 /// Why a payment header could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}: {message}")]

@@ -23,8 +23,8 @@ use agentpmt_protocol::wire::{
     CREDIT_PACK_SIZE,
 };
 use agentpmt_protocol::x402::{
-    self, decode_payment_header, encode_header, ExactEvmPayload, PaymentPayload, PaymentRequired,
-    ResourceInfo, SettleResponse, X402_VERSION,
+    self, decode_payment_header, encode_header, PaymentRequired, ResourceInfo, SettleResponse,
+    X402_VERSION,
 };
 use agentpmt_protocol::{ErrorCode, Signature, WalletAddress};
 use axum::extract::{Request, State};
@@ -262,21 +262,32 @@ fn refused(
     payer: &str,
 ) -> ApiError {
     let required = challenge(offer, resource, Some(&refusal));
+    payment_refused(code, &required, Some(offer), &refusal, payer)
+}
+
+/// The error of a refused payment (purchases and tool calls): the envelope with the x402
+/// reason, the fresh challenge `required` as body fields and in `PAYMENT-REQUIRED`, and,
+/// when the payment named one of our offers, a failed `PAYMENT-RESPONSE`.
+pub(crate) fn payment_refused(
+    code: ErrorCode,
+    required: &PaymentRequired,
+    offer: Option<&Offer>,
+    refusal: &Refusal,
+    payer: &str,
+) -> ApiError {
     let mut err = ApiError::new(
         code,
         format!("Payment refused ({}): {}", refusal.reason, refusal.message),
     )
     .with_detail("reason", refusal.reason.clone())
-    .with_header(x402::HEADER_PAYMENT_REQUIRED, &encode_header(&required))
-    .with_header(
-        x402::HEADER_PAYMENT_RESPONSE,
-        &settle_header(offer, false, "", payer, Some(&refusal)),
-    )
-    .with_header(
-        x402::HEADER_X_PAYMENT_RESPONSE,
-        &settle_header(offer, false, "", payer, Some(&refusal)),
-    );
-    for (key, value) in serde_json::to_value(&required)
+    .with_header(x402::HEADER_PAYMENT_REQUIRED, &encode_header(required));
+    if let Some(offer) = offer {
+        let header = settle_header(offer, false, "", payer, Some(refusal));
+        err = err
+            .with_header(x402::HEADER_PAYMENT_RESPONSE, &header)
+            .with_header(x402::HEADER_X_PAYMENT_RESPONSE, &header);
+    }
+    for (key, value) in serde_json::to_value(required)
         .unwrap_or_default()
         .as_object()
         .into_iter()
@@ -489,16 +500,7 @@ async fn x402_purchase(
         &payer,
         now_ms() + payments.lease.as_millis() as i64,
     );
-    let stored = PaymentPayload {
-        x402_version: X402_VERSION,
-        resource: None,
-        accepted: offer.requirement.clone(),
-        payload: ExactEvmPayload {
-            signature: payment.signature.to_hex(),
-            authorization: payment.authorization.to_wire(),
-        },
-        extensions: None,
-    };
+    let stored = payment.to_payload(&offer.requirement);
     row.authorization_json = Some(serde_json::to_string(&stored).map_err(ApiError::internal)?);
     row.auth_nonce = Some(nonce_hex);
     let mut tx = state.db.begin().await?;

@@ -10,9 +10,7 @@
 
 use super::networks::{Network, Offer, SettlementKind};
 use super::verify::Refusal;
-use agentpmt_protocol::x402::{
-    DecodedPayment, ExactEvmPayload, PaymentPayload, SettleResponse, X402_VERSION,
-};
+use agentpmt_protocol::x402::{DecodedPayment, SettleResponse, X402_VERSION};
 use alloy::network::EthereumWallet;
 use alloy::primitives::{keccak256, Address, B256, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
@@ -515,16 +513,7 @@ pub struct Facilitator {
 
 impl Facilitator {
     fn body(offer: &Offer, payment: &DecodedPayment) -> serde_json::Value {
-        let payload = PaymentPayload {
-            x402_version: X402_VERSION,
-            resource: None,
-            accepted: offer.requirement.clone(),
-            payload: ExactEvmPayload {
-                signature: payment.signature.to_hex(),
-                authorization: payment.authorization.to_wire(),
-            },
-            extensions: None,
-        };
+        let payload = payment.to_payload(&offer.requirement);
         serde_json::json!({
             "x402Version": X402_VERSION,
             "paymentPayload": payload,

@@ -27,7 +27,7 @@ use super::usage::{self, NewUsage};
 use crate::app::AppState;
 use crate::auth::sessions::claim_request;
 use crate::auth::signed::{verify, Envelope};
-use crate::credits::purchase::{payment_header, payment_required, settle_header};
+use crate::credits::purchase::{payment_header, payment_refused, payment_required, settle_header};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_object, read_body};
 use crate::payments::networks::Offer;
@@ -39,8 +39,7 @@ use agentpmt_protocol::canonical::JsonValue;
 use agentpmt_protocol::tools::{InvokeRequest, InvokeResponse, X402PaymentView, X402Receipt};
 use agentpmt_protocol::wire::{credits_to_usd, ErrorBody, ValidationIssue};
 use agentpmt_protocol::x402::{
-    self, decode_payment_header, encode_header, DecodedPayment, ExactEvmPayload, PaymentPayload,
-    PaymentRequired, ResourceInfo, X402_VERSION,
+    self, decode_payment_header, DecodedPayment, PaymentRequired, ResourceInfo, X402_VERSION,
 };
 use agentpmt_protocol::{ErrorCode, Scope, SignedAction, WalletAddress, ENVELOPE_FIELDS};
 use axum::extract::{Path, Request, State};
@@ -547,27 +546,7 @@ fn refused(
         resource,
         Some(format!("{}: {}", refusal.reason, refusal.message)),
     );
-    let mut err = ApiError::new(
-        code,
-        format!("Payment refused ({}): {}", refusal.reason, refusal.message),
-    )
-    .with_detail("reason", refusal.reason.clone())
-    .with_header(x402::HEADER_PAYMENT_REQUIRED, &encode_header(&body));
-    if let Some(offer) = offer {
-        let header = settle_header(offer, false, "", payer, Some(&refusal));
-        err = err
-            .with_header(x402::HEADER_PAYMENT_RESPONSE, &header)
-            .with_header(x402::HEADER_X_PAYMENT_RESPONSE, &header);
-    }
-    for (key, value) in serde_json::to_value(&body)
-        .unwrap_or_default()
-        .as_object()
-        .into_iter()
-        .flatten()
-    {
-        err = err.with_field(key, value.clone());
-    }
-    err
+    payment_refused(code, &body, offer, &refusal, payer)
 }
 
 /// The offer a payment names: the `accepted` entry's network and asset (v2), or the v1
@@ -770,17 +749,8 @@ async fn x402_call(
         network: Some(offer.requirement.network.clone()),
         token: Some(offer.token.symbol.clone()),
         authorization_json: Some(
-            serde_json::to_string(&PaymentPayload {
-                x402_version: X402_VERSION,
-                resource: None,
-                accepted: offer.requirement.clone(),
-                payload: ExactEvmPayload {
-                    signature: payment.signature.to_hex(),
-                    authorization: payment.authorization.to_wire(),
-                },
-                extensions: None,
-            })
-            .map_err(ApiError::internal)?,
+            serde_json::to_string(&payment.to_payload(&offer.requirement))
+                .map_err(ApiError::internal)?,
         ),
         deadline_ms: now_ms()
             + deadline_margin_ms(&runner_spec)

@@ -400,6 +400,27 @@ pub fn signed(
     Value::Object(body)
 }
 
+/// Asserts the fields every envelope (success or error) carries: `request_id`, `help_url`
+/// and `help_doc`.
+pub fn assert_request_and_help(body: &Value) {
+    assert!(
+        body["request_id"].as_str().is_some_and(|s| !s.is_empty()),
+        "{body}"
+    );
+    assert!(
+        body["help_url"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("/api/external/agent-help")),
+        "{body}"
+    );
+    assert!(
+        body["help_doc"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("http")),
+        "{body}"
+    );
+}
+
 /// Asserts the common error envelope and returns `details`.
 pub fn assert_envelope(
     status: StatusCode,
@@ -423,22 +444,7 @@ pub fn assert_envelope(
         body["message"].as_str().is_some_and(|s| !s.is_empty()),
         "{body}"
     );
-    assert!(
-        body["request_id"].as_str().is_some_and(|s| !s.is_empty()),
-        "{body}"
-    );
-    assert!(
-        body["help_url"]
-            .as_str()
-            .is_some_and(|s| s.ends_with("/api/external/agent-help")),
-        "{body}"
-    );
-    assert!(
-        body["help_doc"]
-            .as_str()
-            .is_some_and(|s| s.starts_with("http")),
-        "{body}"
-    );
+    assert_request_and_help(body);
     let checklist = body["details"]["checklist"]
         .as_array()
         .expect("details.checklist");

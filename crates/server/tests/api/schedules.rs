@@ -203,22 +203,7 @@ fn assert_bad_request(status: StatusCode, body: &Value) -> Value {
 
 fn assert_success_envelope(body: &Value) {
     assert_eq!(body["success"], json!(true), "{body}");
-    assert!(
-        body["request_id"].as_str().is_some_and(|s| !s.is_empty()),
-        "{body}"
-    );
-    assert!(
-        body["help_url"]
-            .as_str()
-            .is_some_and(|s| s.ends_with("/api/external/agent-help")),
-        "{body}"
-    );
-    assert!(
-        body["help_doc"]
-            .as_str()
-            .is_some_and(|s| s.starts_with("http")),
-        "{body}"
-    );
+    assert_request_and_help(body);
 }
 
 async fn setup(app: &TestApp) -> (Tenant, String, Value) {
