@@ -1,4 +1,5 @@
-//! Assembling and running the server: state, routes, middleware, background work.
+//! Assembling and running the server: routes, middleware, background work. The shared
+//! state lives below the areas, in [`crate::state`].
 
 use crate::auth::replay::ReplayClaims;
 use crate::auth::sessions::SessionStore;
@@ -8,6 +9,7 @@ use crate::error::{ApiError, RequestContext, REQUEST_CONTEXT};
 use crate::ops::metrics::Metrics;
 use crate::payments::Payments;
 use crate::ratelimit::Limits;
+pub use crate::state::{AppState, Inner};
 use crate::workflows::schedules;
 use crate::{admin, auth, credits, help, identity, openapi, ops, tools};
 use agentpmt_protocol::ErrorCode;
@@ -18,61 +20,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::ops::Deref;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa_axum::router::OpenApiRouter;
-
-/// Everything handlers share.
-#[derive(Debug)]
-pub struct Inner {
-    pub db: Db,
-    pub config: ServerConfig,
-    pub sessions: SessionStore,
-    /// Batched replay claims of read-only signed endpoints.
-    pub replay_claims: ReplayClaims,
-    /// SHA-256 of the admin token; `None` disables the operator API.
-    pub admin_token_digest: Option<[u8; 32]>,
-    /// Absolute base URL of this server.
-    pub public_url: Arc<str>,
-    /// Payment networks and settlement backends.
-    pub payments: Payments,
-    /// In-memory per-IP and per-wallet limits.
-    pub limits: Limits,
-    /// This instance's Prometheus metrics.
-    pub metrics: Metrics,
-    /// The tool marketplace's vendor client and secrets key.
-    pub tools: tools::Tools,
-    /// The OpenAPI document as JSON, built on first use.
-    openapi: OnceLock<Arc<serde_json::Value>>,
-}
-
-impl Inner {
-    /// The OpenAPI document of every route (served at `/openapi.json`, rendered by `/docs`,
-    /// summarized by `/.well-known/agent.json`).
-    pub fn openapi_json(&self) -> Arc<serde_json::Value> {
-        self.openapi
-            .get_or_init(|| {
-                let (_, mut document) = api_router();
-                openapi::document_self(&mut document);
-                Arc::new(serde_json::to_value(&document).unwrap_or_default())
-            })
-            .clone()
-    }
-}
-
-/// Cheaply clonable handle to [`Inner`].
-#[derive(Debug, Clone)]
-pub struct AppState(Arc<Inner>);
-
-impl Deref for AppState {
-    type Target = Inner;
-    fn deref(&self) -> &Inner {
-        &self.0
-    }
-}
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +53,13 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(crate::accounts::router())
         .merge(crate::jobs::router())
         .split_for_parts()
+}
+
+/// The OpenAPI document of every route, as served at `/openapi.json`.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    let (_, mut document) = api_router();
+    openapi::document_self(&mut document);
+    document
 }
 
 /// A server bound to its port, ready to run.
@@ -163,7 +122,7 @@ impl Server {
         let sessions = SessionStore::new(Duration::from_secs(config.session_ttl_secs), 100_000);
         let replay_claims = ReplayClaims::start(db.clone());
         let limits = Limits::new(&config);
-        let state = AppState(Arc::new(Inner {
+        let state = AppState::new(Inner {
             db,
             config,
             sessions,
@@ -174,8 +133,9 @@ impl Server {
             limits,
             metrics: Metrics::new(),
             tools: tools::Tools::new(secrets),
+            openapi_builder: openapi_document,
             openapi: OnceLock::new(),
-        }));
+        });
         let router = build_router(state.clone());
         Ok(Server {
             listener,

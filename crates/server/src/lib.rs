@@ -28,9 +28,11 @@ pub mod openapi;
 pub mod ops;
 pub mod payments;
 pub mod ratelimit;
+pub mod state;
 pub mod time;
 pub mod tools;
 pub mod workflows;
 
-pub use app::{AppState, Error, Server};
+pub use app::{Error, Server};
 pub use config::ServerConfig;
+pub use state::AppState;

@@ -13,9 +13,9 @@
 //! AgentAddress limit, which must hold across instances, lives in the database
 //! ([`crate::identity::limiter`]).
 
-use crate::app::AppState;
 use crate::config::{canonical_ip, IpNet, ServerConfig};
 use crate::error::ApiError;
+use crate::state::AppState;
 use agentpmt_protocol::wire::RateLimitInfo;
 use agentpmt_protocol::WalletAddress;
 use axum::extract::{ConnectInfo, FromRequestParts};

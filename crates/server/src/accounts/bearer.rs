@@ -13,9 +13,9 @@
 //! anything else is 401 `BEARER_UNAUTHORIZED` with `details.reason`. Keys are never logged.
 
 use super::key_digest;
-use crate::app::AppState;
 use crate::db::macros::sql_fetch_optional;
 use crate::error::ApiError;
+use crate::state::AppState;
 use agentpmt_protocol::ErrorCode;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;

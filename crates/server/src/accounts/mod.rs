@@ -15,10 +15,10 @@
 pub mod bearer;
 
 use crate::admin::Admin;
-use crate::app::AppState;
 use crate::db::macros::{sql_execute, sql_fetch_optional};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
+use crate::state::AppState;
 use crate::time::{now_ms, rfc3339_ms};
 use agentpmt_protocol::canonical::sha256_hex;
 use agentpmt_protocol::wire::ErrorBody;

@@ -10,10 +10,10 @@
 //!   with a reason; optional idempotency key).
 //! - `GET /api/admin/help-tickets?limit=N` — the newest agent-help tickets.
 
-use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
 use crate::ledger::{self, LedgerError, NewEntry};
+use crate::state::AppState;
 use agentpmt_protocol::canonical::sha256_hex;
 use agentpmt_protocol::wire::{
     credits_to_usd, AdminWalletView, CreditAdjustmentRequest, CreditAdjustmentResponse, ErrorBody,

@@ -7,10 +7,10 @@ pub mod replay;
 pub mod sessions;
 pub mod signed;
 
-use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::ratelimit::IpLimited;
+use crate::state::AppState;
 use crate::time::rfc3339_ms;
 use agentpmt_protocol::wire::{ErrorBody, SessionRequest, SessionResponse};
 use axum::extract::State;

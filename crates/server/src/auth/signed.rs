@@ -15,10 +15,10 @@
 //! wallet → 401 `…_WALLET_MISMATCH` with diagnostics; replay → 409 `…_REQUEST_REPLAY`.
 
 use super::sessions::claim_request;
-use crate::app::AppState;
 use crate::db::{AsConn, Tx};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{deserialize, parse_object, read_body};
+use crate::state::AppState;
 use crate::time::now_ms;
 use agentpmt_protocol::canonical::{self, JsonValue};
 use agentpmt_protocol::message::{build_message, ActionSpec};

@@ -8,9 +8,9 @@
 
 pub mod purchase;
 
-use crate::app::AppState;
 use crate::auth::{Signed, SignedEndpoint};
 use crate::error::ApiResult;
+use crate::state::AppState;
 use agentpmt_protocol::wire::{
     credits_to_usd, BalanceResponse, ErrorBody, SignedEnvelope, CREDITS_PER_USD,
 };

@@ -8,7 +8,6 @@
 //! confirmed in time → 202 `status: pending` (repeat the same request to learn the outcome;
 //! never sign again). `request_id` and `transaction_hash` are idempotency keys.
 
-use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{deserialize, parse_object, read_body};
 use crate::payments::networks::Offer;
@@ -16,6 +15,7 @@ use crate::payments::store::{self, ClaimConflict, PurchaseRow};
 use crate::payments::verify::{self, Refusal};
 use crate::payments::Settlement;
 use crate::ratelimit::IpLimited;
+use crate::state::AppState;
 use crate::time::now_ms;
 use agentpmt_protocol::canonical::payload_hash;
 use agentpmt_protocol::wire::{

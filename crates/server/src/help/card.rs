@@ -5,7 +5,7 @@
 //! Absolute URLs in the card are all fetchable with GET; other endpoints are listed as
 //! `{method, path}`.
 
-use crate::app::AppState;
+use crate::state::AppState;
 use agentpmt_protocol::message::{PayloadRule, ProductRule, ScopeRule, ACTIONS, MESSAGE_HEADER};
 use agentpmt_protocol::wire::CREDITS_PER_USD;
 use agentpmt_protocol::ENVELOPE_FIELDS;

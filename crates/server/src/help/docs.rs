@@ -2,7 +2,7 @@
 //! server from the OpenAPI document (no scripts, no external assets): endpoints with
 //! their parameters, bodies and responses, the schemas, and the error-code table.
 
-use crate::app::AppState;
+use crate::state::AppState;
 use agentpmt_protocol::ErrorCode;
 use axum::extract::State;
 use axum::response::Html;

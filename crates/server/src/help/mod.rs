@@ -11,11 +11,11 @@
 pub mod card;
 pub mod docs;
 
-use crate::app::AppState;
 use crate::db::macros::sql_execute;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::ratelimit::IpLimited;
+use crate::state::AppState;
 use crate::time::now_ms;
 use agentpmt_protocol::wire::{
     AgentHelpHint, AgentHelpRequest, AgentHelpResponse, ErrorBody, MAX_HELP_CONTEXT_BYTES,

@@ -13,11 +13,11 @@
 pub mod limiter;
 pub mod wallet;
 
-use crate::app::AppState;
 use crate::db::macros::sql_execute;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::ratelimit::IpLimited;
+use crate::state::AppState;
 use crate::time::now_ms;
 use agentpmt_protocol::wire::{AgentAddressResponse, ErrorBody, RateLimitInfo};
 use axum::extract::State;

@@ -15,10 +15,10 @@ use super::{
 };
 use crate::accounts::{check_text, random_hex};
 use crate::admin::Admin;
-use crate::app::AppState;
 use crate::db::macros::{sql_execute, sql_fetch_all};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
+use crate::state::AppState;
 use crate::workflows::schedules::db_now;
 use agentpmt_protocol::jobs::{
     JobAdminResponse, JobCreateRequest, ReviewRequest, ReviewResponse, SubmissionListResponse,

@@ -10,12 +10,12 @@ use super::{
     JOB_COLUMNS, SUBMISSION_COLUMNS,
 };
 use crate::accounts::{key_digest, random_hex};
-use crate::app::AppState;
 use crate::auth::{Signed, SignedEndpoint};
 use crate::db::macros::{sql_execute, sql_fetch_all, sql_fetch_optional, sql_scalar_optional};
 use crate::db::AsConn;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiPath;
+use crate::state::AppState;
 use crate::time::rfc3339_ms;
 use crate::workflows::schedules::db_now;
 use agentpmt_protocol::jobs::{

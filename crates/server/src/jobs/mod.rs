@@ -30,11 +30,11 @@ pub mod agent;
 pub mod verify;
 pub mod workflow;
 
-use crate::app::AppState;
 use crate::db::macros::{sql_execute, sql_fetch_optional, sql_scalar_optional};
 use crate::db::{AsConn, Tx};
 use crate::error::{ApiError, ApiResult};
 use crate::ledger::{self, LedgerError, NewEntry};
+use crate::state::AppState;
 use crate::time::rfc3339_ms;
 use agentpmt_protocol::jobs::{
     JobAdminView, JobSummary, SocialPostProof, SubmissionView, VerificationView, UTM_MEDIUM,

@@ -19,9 +19,9 @@
 //!   and non-empty → `verified`, else `rejected`.
 
 use super::{decide, find_submission, Decision, PostHosts, SubmissionRow, SUBMISSION_COLUMNS};
-use crate::app::AppState;
 use crate::db::macros::{sql_execute, sql_fetch_all, sql_scalar_optional};
 use crate::error::ApiResult;
+use crate::state::AppState;
 use crate::workflows::schedules::db_now;
 use crate::workflows::{find_any, graph};
 use agentpmt_protocol::workflows::WorkflowGraph;

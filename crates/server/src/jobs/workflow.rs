@@ -15,10 +15,10 @@
 
 use super::agent::JobPath;
 use crate::accounts::{check_text, key_digest, random_hex};
-use crate::app::AppState;
 use crate::db::macros::{sql_execute, sql_fetch_optional, sql_scalar_optional};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
+use crate::state::AppState;
 use crate::time::now_ms;
 use crate::workflows::schedules::db_now;
 use crate::workflows::{find_any, graph};

@@ -8,7 +8,7 @@
 
 pub mod metrics;
 
-use crate::app::AppState;
+use crate::state::AppState;
 use agentpmt_protocol::wire::{HealthResponse, ReadinessCheck};
 use axum::extract::State;
 use axum::http::{header, StatusCode};

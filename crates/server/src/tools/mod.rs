@@ -18,9 +18,9 @@ pub mod secrets;
 pub mod usage;
 
 use crate::admin::Admin;
-use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
+use crate::state::AppState;
 use agentpmt_protocol::tools::{
     Pagination, ProductAdminView, ProductSpecDoc, ToolListResponse, UsageRecordView, UsageReport,
     VendorSpecDoc, VendorView, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE,

@@ -8,11 +8,11 @@
 use super::{find_any, graph, WorkflowRow};
 use crate::accounts::{check_text, random_hex};
 use crate::admin::Admin;
-use crate::app::AppState;
 use crate::db::is_unique_violation;
 use crate::db::macros::sql_execute;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
+use crate::state::AppState;
 use crate::time::now_ms;
 use agentpmt_protocol::wire::ErrorBody;
 use agentpmt_protocol::workflows::{WorkflowAdminResponse, WorkflowWriteRequest};

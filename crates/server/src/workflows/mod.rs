@@ -26,11 +26,11 @@ pub mod recurrence;
 pub mod schedules;
 pub mod sessions;
 
-use crate::app::AppState;
 use crate::auth::{Signed, SignedEndpoint};
 use crate::db::macros::{sql_fetch_all, sql_fetch_optional};
 use crate::db::AsConn;
 use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
 use crate::time::{now_ms, rfc3339_ms};
 use agentpmt_protocol::wire::{ErrorBody, SignedEnvelope};
 use agentpmt_protocol::workflows::{

@@ -26,11 +26,11 @@ use super::recurrence::{RecurrenceError, Schedule};
 use super::{find_published, parse_time};
 use crate::accounts::{check_text, random_hex, BudgetAuth};
 use crate::admin::Admin;
-use crate::app::AppState;
 use crate::db::macros::{sql_execute, sql_fetch_all, sql_fetch_optional, sql_scalar_optional};
 use crate::db::{is_unique_violation, AsConn, Backend, Db};
 use crate::error::{current_context, ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
+use crate::state::AppState;
 use crate::time::rfc3339_ms;
 use agentpmt_protocol::wire::ErrorBody;
 use agentpmt_protocol::workflows::{

@@ -1,0 +1,74 @@
+//! The state every area shares: the database, configuration, sessions, payments, limits,
+//! metrics and the tool client. It sits below the areas: areas take [`AppState`] from here,
+//! and only `app.rs` (which assembles the router) sits above them.
+
+use crate::auth::replay::ReplayClaims;
+use crate::auth::sessions::SessionStore;
+use crate::config::ServerConfig;
+use crate::db::Db;
+use crate::ops::metrics::Metrics;
+use crate::payments::Payments;
+use crate::ratelimit::Limits;
+use crate::tools;
+use std::ops::Deref;
+use std::sync::{Arc, OnceLock};
+
+/// Builds the OpenAPI document of every route (given by the assembler, which knows them).
+pub type OpenApiBuilder = fn() -> utoipa::openapi::OpenApi;
+
+/// Everything handlers share.
+#[derive(Debug)]
+pub struct Inner {
+    pub db: Db,
+    pub config: ServerConfig,
+    pub sessions: SessionStore,
+    /// Batched replay claims of read-only signed endpoints.
+    pub replay_claims: ReplayClaims,
+    /// SHA-256 of the admin token; `None` disables the operator API.
+    pub admin_token_digest: Option<[u8; 32]>,
+    /// Absolute base URL of this server.
+    pub public_url: Arc<str>,
+    /// Payment networks and settlement backends.
+    pub payments: Payments,
+    /// In-memory per-IP and per-wallet limits.
+    pub limits: Limits,
+    /// This instance's Prometheus metrics.
+    pub metrics: Metrics,
+    /// The tool marketplace's vendor client and secrets key.
+    pub tools: tools::Tools,
+    /// Builds the OpenAPI document (see [`Inner::openapi_json`]).
+    pub openapi_builder: OpenApiBuilder,
+    /// The OpenAPI document as JSON, built on first use.
+    pub openapi: OnceLock<Arc<serde_json::Value>>,
+}
+
+impl Inner {
+    /// The OpenAPI document of every route (served at `/openapi.json`, rendered by `/docs`,
+    /// summarized by `/.well-known/agent.json`).
+    pub fn openapi_json(&self) -> Arc<serde_json::Value> {
+        self.openapi
+            .get_or_init(|| {
+                let document = (self.openapi_builder)();
+                Arc::new(serde_json::to_value(&document).unwrap_or_default())
+            })
+            .clone()
+    }
+}
+
+/// Cheaply clonable handle to [`Inner`].
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl AppState {
+    /// Wraps the shared state.
+    pub fn new(inner: Inner) -> AppState {
+        AppState(Arc::new(inner))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
