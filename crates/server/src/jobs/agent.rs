@@ -362,16 +362,10 @@ fn check_social(
             format!("post_url must be a post on {platform} (its host is not accepted for this platform)"),
         ));
     }
-    // A URL that carries the tracked link itself (a search or share page echoing its
-    // query) would "contain" the link without any post: refuse it.
-    let decoded: String = url
-        .query_pairs()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&");
-    if !code.is_empty()
-        && (post.post_url.contains(code) || decoded.contains(code) || url.path().contains(code))
-    {
+    // A URL that carries the tracking code itself (a search, share or soft-404 page that
+    // echoes its path or query) would "contain" the link without any post: refuse it, in any
+    // encoding (percent-escapes decoded repeatedly, case ignored).
+    if carries_code(&post.post_url, code) {
         return Err(proof_issue(
             &["body", "social_posts", "0", "post_url"],
             "post_url must be the published post itself, not a URL that carries the tracked link",
@@ -392,6 +386,30 @@ fn check_social(
         }
     }
     Ok(())
+}
+
+/// `text` with percent-escapes decoded until nothing changes (at most eight rounds, so
+/// `%2525…` nestings cannot hide anything), `+` read as a space.
+pub fn fully_decoded(text: &str) -> String {
+    let mut current = text.replace('+', " ");
+    for _ in 0..8 {
+        let next = percent_encoding::percent_decode_str(&current)
+            .decode_utf8_lossy()
+            .into_owned();
+        if next == current {
+            break;
+        }
+        current = next;
+    }
+    current
+}
+
+/// Whether `url`, decoded fully, carries the tracking `code` anywhere (case ignored).
+pub fn carries_code(url: &str, code: &str) -> bool {
+    !code.is_empty()
+        && fully_decoded(url)
+            .to_lowercase()
+            .contains(&code.to_lowercase())
 }
 
 /// Why `wallet` holds no live reservation of `job`.
@@ -686,4 +704,29 @@ pub async fn job_status(
         submission: submission.as_ref().map(SubmissionRow::view),
         payout,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{carries_code, fully_decoded};
+
+    #[test]
+    fn the_tracking_code_is_found_in_any_encoding() {
+        let code = "tc_9f3a";
+        for url in [
+            "https://x.com/search?q=tc_9f3a",
+            "https://x.com/search?q=utm_content%3Dtc_9f3a",
+            "https://x.com/a/tc%5F9f3a",
+            "https://x.com/a/%74%63%5f%39%66%33%61",
+            "https://x.com/a/%2574%2563%255F9f3a",
+            "https://x.com/a/%252574c_9f3a",
+            "https://x.com/a/TC_9F3A",
+            "https://x.com/a#tc_9f3a",
+        ] {
+            assert!(carries_code(url, code), "{url} -> {}", fully_decoded(url));
+        }
+        assert!(!carries_code("https://x.com/user/status/123", code));
+        assert!(!carries_code("https://x.com/a", ""));
+        assert_eq!(fully_decoded("a%2Bb+c"), "a+b c");
+    }
 }

@@ -9,12 +9,15 @@
 //!
 //! Checks:
 //! - social_share: GET `post_url` (time limit, [`MAX_PAGE_BYTES`], at most
-//!   [`MAX_REDIRECTS`] redirects and only to accepted post hosts). The page must contain
-//!   the tracked URL (raw or HTML-escaped) → `verified` (paid); a 2xx page without it, or
-//!   404/410 → `rejected`; the link without the message text, 401/403/other 4xx, or a page
-//!   over the size limit without the link → `needs_human`; timeouts, connection errors, 429
-//!   and 5xx → `transient_error`, retried after `backoff * 2^(attempt-1)`, and
-//!   `needs_human` after the last attempt.
+//!   [`MAX_REDIRECTS`] redirects and only to accepted post hosts). The page must be the post
+//!   itself: its `<head>` names it with a canonical link or `og:url` equal to `post_url` (or
+//!   to the accepted URL it redirected to), else `needs_human` (a search page, a soft 404 or
+//!   any page that echoes URLs is not evidence). The post page must contain the tracked URL
+//!   (raw or HTML-escaped) → `verified` (paid); the post without it, or 404/410 →
+//!   `rejected`; the link without the message text, 401/403/other 4xx, or a page over the
+//!   size limit without the link → `needs_human`; timeouts, connection errors, 429 and 5xx →
+//!   `transient_error`, retried after `backoff * 2^(attempt-1)`, and `needs_human` after the
+//!   last attempt.
 //! - workflow_creation: the workflow exists, is published and its graph is well-formed
 //!   and non-empty → `verified`, else `rejected`.
 
@@ -362,7 +365,15 @@ pub async fn check_post(
             Err(_) => return Outcome::Transient("the post page was cut off".into()),
         }
     }
-    let text = normalize(&String::from_utf8_lossy(&page));
+    let final_url = response.url().to_string();
+    let raw = String::from_utf8_lossy(&page);
+    if !names_the_post(&raw, post_url, &final_url) {
+        return Outcome::NeedsHuman(
+            "the page does not identify itself as the post (no canonical link or og:url equal to post_url)"
+                .into(),
+        );
+    }
+    let text = normalize(&raw);
     if tracked.is_empty() || !text.contains(&normalize(tracked)) {
         return if truncated {
             Outcome::NeedsHuman("the post page is too large to check automatically".into())
@@ -377,4 +388,123 @@ pub async fn check_post(
         );
     }
     Outcome::Verified("the post page contains the tracked link".into())
+}
+
+/// Whether the page's `<head>` names it as the post: a `rel=canonical` link or an `og:url`
+/// meta tag equal to `post_url` or to `final_url` (where the accepted redirects led).
+/// Tags outside `<head>` (an echo of submitted markup lands in the body) do not count.
+pub fn names_the_post(html: &str, post_url: &str, final_url: &str) -> bool {
+    let document = scraper::Html::parse_document(html);
+    let selectors = [
+        ("head link[rel~=\"canonical\" i]", "href"),
+        ("head meta[property=\"og:url\" i]", "content"),
+    ];
+    let wanted: Vec<UrlKey> = [post_url, final_url]
+        .iter()
+        .filter_map(|u| UrlKey::parse(u))
+        .collect();
+    selectors.iter().any(|(selector, attr)| {
+        let Ok(selector) = scraper::Selector::parse(selector) else {
+            return false;
+        };
+        document
+            .select(&selector)
+            .filter_map(|e| e.value().attr(attr))
+            .filter_map(UrlKey::parse)
+            .any(|named| wanted.iter().any(|w| named.names(w)))
+    })
+}
+
+/// The parts of a URL that identify a post: host (lowercase, without `www.`/`m.`/`mobile.`),
+/// port, path without a trailing slash, and query pairs.
+#[derive(Debug, PartialEq, Eq)]
+struct UrlKey {
+    host: String,
+    port: Option<u16>,
+    path: String,
+    query: Vec<(String, String)>,
+}
+
+impl UrlKey {
+    fn parse(text: &str) -> Option<UrlKey> {
+        let url = reqwest::Url::parse(text.trim()).ok()?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return None;
+        }
+        let host = url.host_str()?.to_ascii_lowercase();
+        let host = ["www.", "mobile.", "m."]
+            .iter()
+            .find_map(|p| host.strip_prefix(p))
+            .unwrap_or(&host)
+            .to_owned();
+        let path = url.path().trim_end_matches('/').to_owned();
+        Some(UrlKey {
+            host,
+            port: url.port_or_known_default(),
+            path,
+            query: url.query_pairs().into_owned().collect(),
+        })
+    }
+
+    /// Whether a page naming itself `self` is the post at `post`: same host, port and path,
+    /// and every query pair of the canonical form present in the post URL (post URLs often
+    /// carry share parameters the canonical form drops; some posts are identified by theirs).
+    fn names(&self, post: &UrlKey) -> bool {
+        self.host == post.host
+            && self.port == post.port
+            && self.path == post.path
+            && self.query.iter().all(|pair| post.query.contains(pair))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_the_post;
+
+    const POST: &str = "https://x.com/agent/status/123";
+
+    fn page(head: &str, body: &str) -> String {
+        format!("<!doctype html><html><head>{head}</head><body>{body}</body></html>")
+    }
+
+    #[test]
+    fn the_post_names_itself_in_its_head() {
+        for head in [
+            r#"<link rel="canonical" href="https://x.com/agent/status/123">"#,
+            r#"<link rel="Canonical" href="https://www.x.com/agent/status/123/">"#,
+            r#"<meta property="og:url" content="https://x.com/agent/status/123">"#,
+        ] {
+            assert!(names_the_post(&page(head, ""), POST, POST), "{head}");
+        }
+        // Share parameters on the submitted URL are fine; the canonical form's own are not.
+        let head = r#"<link rel="canonical" href="https://x.com/agent/status/123">"#;
+        assert!(names_the_post(&page(head, ""), &format!("{POST}?s=20"), POST));
+        let head = r#"<link rel="canonical" href="https://x.com/agent/status/123?id=9">"#;
+        assert!(!names_the_post(&page(head, ""), POST, POST));
+        // Redirected to an accepted URL that the page names.
+        let head = r#"<link rel="canonical" href="https://x.com/agent/status/123">"#;
+        assert!(names_the_post(
+            &page(head, ""),
+            "https://twitter.com/agent/status/123",
+            POST
+        ));
+    }
+
+    #[test]
+    fn echoes_and_other_pages_are_not_the_post() {
+        // No identity at all (a search page or a soft 404 that echoes the URL).
+        assert!(!names_the_post(&page("<title>Search</title>", POST), POST, POST));
+        // Another page's identity.
+        let head = r#"<link rel="canonical" href="https://x.com/search">"#;
+        assert!(!names_the_post(&page(head, ""), POST, POST));
+        // Markup echoed into the body is not in the head.
+        let echoed = r#"<link rel="canonical" href="https://x.com/agent/status/123">"#;
+        assert!(!names_the_post(&page("<title>t</title>", echoed), POST, POST));
+        // Inside a comment or a script it is not a tag.
+        let head = r#"<!-- <link rel="canonical" href="https://x.com/agent/status/123"> --><script>var a='<link rel="canonical" href="https://x.com/agent/status/123">'</script>"#;
+        assert!(!names_the_post(&page(head, ""), POST, POST));
+        // Another host or port.
+        let head = r#"<link rel="canonical" href="https://x.com.evil.example/agent/status/123">"#;
+        assert!(!names_the_post(&page(head, ""), POST, POST));
+    }
 }

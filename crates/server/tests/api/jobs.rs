@@ -24,6 +24,7 @@ backend_tests!(
     expired_reservation_reopens_and_fences_the_old_holder,
     bad_completions_are_refused_and_change_nothing,
     verifier_rejects_a_page_without_the_link,
+    verifier_does_not_pay_a_page_that_is_not_the_post,
     verifier_retries_transient_failures_then_verifies,
     verifier_gives_up_on_a_silent_server_and_operator_pays_once,
     verify_and_approve_concurrently_pay_once,
@@ -199,6 +200,7 @@ impl Posts {
 async fn serve_post(
     State(posts): State<Posts>,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> (StatusCode, axum::response::Html<String>) {
     let page = {
         let mut pages = posts.pages.lock().unwrap();
@@ -217,13 +219,29 @@ async fn serve_post(
             axum::response::Html("try later".into()),
         );
     }
-    (StatusCode::OK, axum::response::Html(page.body))
+    // A post page names itself (canonical link) as platforms do.
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let body = page.body.replace(SELF, &format!("http://{host}/post/{id}"));
+    (StatusCode::OK, axum::response::Html(body))
 }
 
-/// An HTML page showing `text` the way social sites do (the `&` of the link escaped).
+/// Replaced by the page's own URL when served.
+const SELF: &str = "{{SELF}}";
+
+/// An HTML post page showing `text` the way social sites do (the `&` of the link escaped),
+/// naming itself with a canonical link.
 fn html(text: &str) -> String {
     let escaped = text.replace('&', "&amp;");
-    format!("<html><body><article><p>{escaped}</p></article></body></html>")
+    format!("<html><head><link rel=\"canonical\" href=\"{SELF}\"></head><body><article><p>{escaped}</p></article></body></html>")
+}
+
+/// A page that shows `text` but does not say it is a post (a search page, a soft 404).
+fn html_without_identity(text: &str) -> String {
+    let escaped = text.replace('&', "&amp;");
+    format!("<html><head><title>Search</title></head><body><p>{escaped}</p></body></html>")
 }
 
 /// The proof of a social-share reservation: one post at `post_url` using `tracked`.
@@ -519,6 +537,23 @@ async fn bad_completions_are_refused_and_change_nothing(backend: Backend) {
             .replace('?', "%3F")
             .replace('=', "%3D")
     ));
+    // The tracked URL in the path with its code percent-encoded (a platform page that echoes
+    // its decoded path would show the link), once and twice.
+    let code = reserved["job"]["social_share"]["tracking_code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let escape = |text: &str| -> String { text.bytes().map(|b| format!("%{b:02X}")).collect() };
+    let mut encoded_path = good.clone();
+    encoded_path["social_posts"][0]["post_url"] = json!(format!(
+        "{posts_url}/post/{job}/{}",
+        link.replace(&code, &escape(&code)).replace(['?', '&'], "/")
+    ));
+    let mut double_encoded_path = good.clone();
+    double_encoded_path["social_posts"][0]["post_url"] = json!(format!(
+        "{posts_url}/post/{}",
+        escape(&code).replace('%', "%25")
+    ));
     let mut no_proof = good.clone();
     no_proof["proof_text"] = json!("   ");
     let mut long_proof = good.clone();
@@ -537,6 +572,15 @@ async fn bad_completions_are_refused_and_change_nothing(backend: Backend) {
         ),
         (
             foreign_host,
+            json!(["body", "social_posts", "0", "post_url"]),
+        ),
+        (echo, json!(["body", "social_posts", "0", "post_url"])),
+        (
+            encoded_path,
+            json!(["body", "social_posts", "0", "post_url"]),
+        ),
+        (
+            double_encoded_path,
             json!(["body", "social_posts", "0", "post_url"]),
         ),
     ] {
@@ -576,6 +620,32 @@ async fn bad_completions_are_refused_and_change_nothing(backend: Backend) {
     let details = assert_envelope(status, &answer, 409, "JOB_RESERVATION_REQUIRED");
     assert_eq!(details["reason"], json!("already_submitted"));
     assert_eq!(app.scalar("SELECT COUNT(*) FROM job_submissions").await, 1);
+}
+
+async fn verifier_does_not_pay_a_page_that_is_not_the_post(backend: Backend) {
+    let app = app(backend).await;
+    let (posts_url, posts) = Posts::start().await;
+    let job = create_job(&app, json!({})).await;
+    let agent = Agent::new(&app).await;
+    let (_, reserved) = agent.reserve(&app, &job).await;
+    let link = tracked(&reserved);
+    // A page on an accepted host that shows the link and the message (it echoes what it was
+    // given, like a search or soft-404 page) but does not name itself as the post.
+    posts.put(
+        &job,
+        html_without_identity(&format!("Paid AgentPMT share: {link}")),
+        0,
+        0,
+    );
+    let post = format!("{posts_url}/post/{job}");
+    let (status, body) = agent
+        .complete(&app, &job, proof(&reserved, &post, &link))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let status = wait_verification(&app, &agent, &job, &["needs_human"]).await;
+    assert_eq!(status["submission"]["status"], json!("submitted"), "{status}");
+    assert_eq!(status["payout"]["wallet_balance_credits"], json!(0));
+    assert_eq!(rewards(&app).await, 0);
 }
 
 async fn verifier_rejects_a_page_without_the_link(backend: Backend) {
