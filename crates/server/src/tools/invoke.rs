@@ -25,7 +25,7 @@ use super::runner::{self, Call, ToolError};
 use super::schema;
 use super::usage::{self, NewUsage};
 use crate::auth::sessions::claim_request;
-use crate::auth::signed::{verify, Envelope};
+use crate::auth::signed::{verify, Envelope, Signer};
 use crate::credits::purchase::{payment_header, payment_refused, payment_required, settle_header};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_object, read_body};
@@ -36,7 +36,9 @@ use crate::ratelimit::ClientIp;
 use crate::state::AppState;
 use crate::time::now_ms;
 use agentpmt_protocol::canonical::JsonValue;
-use agentpmt_protocol::tools::{InvokeRequest, InvokeResponse, X402PaymentView, X402Receipt};
+use agentpmt_protocol::tools::{
+    InvokeRequest, InvokeResponse, RunnerSpec, X402PaymentView, X402Receipt,
+};
 use agentpmt_protocol::wire::{credits_to_usd, ErrorBody, ValidationIssue};
 use agentpmt_protocol::x402::{
     self, decode_payment_header, DecodedPayment, PaymentRequired, ResourceInfo, X402_VERSION,
@@ -326,67 +328,19 @@ async fn credit_call(
         authorization_json: None,
         deadline_ms: now_ms() + deadline_margin_ms(&runner_spec),
     };
-    {
-        let mut tx = state.db.begin().await?;
-        let claimed = claim_request(
-            &mut tx,
-            &signer.session_nonce,
-            &signer.request_id,
-            &signer.wallet,
-            signer.action,
-        )
-        .await?;
-        if !claimed {
-            return Err(ApiError::new(
-                ErrorCode::EXTERNAL_SIGNATURE_REQUEST_REPLAY,
-                "This request_id was already used for this session",
-            )
-            .with_detail("request_id", signer.request_id.clone()));
-        }
-        usage::hold(&mut tx, &signer.wallet, &usage).await?;
-        tx.commit().await?;
-    }
-    state
-        .metrics
-        .ledger_posting(usage::kind::TOOL_HOLD, -usage.price_credits);
-
-    // The tool runs and the hold is settled in a task of its own, so a client that hangs
-    // up (or the request time limit) cannot leave the hold half done.
-    let task_state = state.clone();
-    let wallet = signer.wallet;
-    let usage_id = usage.usage_id.clone();
-    let outcome = tokio::spawn(async move {
-        let result = runner::run(
-            &task_state.tools.http,
-            &runner_spec,
-            Call {
-                product_slug: &resolved.product.slug,
-                action_slug: &resolved.action.slug,
-                usage_id: &usage_id,
-                wallet_address: Some(&wallet.to_string()),
-                parameters: &tool_params,
-                credentials: credentials.as_ref(),
-                vendor_secret: secret.as_ref(),
-            },
-        )
-        .await;
-        match result {
-            Ok(response) => {
-                if usage::post_hold(&task_state.db, &usage_id).await? {
-                    Ok(Ok(response))
-                } else {
-                    Ok(Err(ToolError::Timeout))
-                }
-            }
-            Err(error) => {
-                let (code, message) = tool_error_parts(&error);
-                usage::release_hold(&task_state.db, &usage_id, code.as_str(), &message).await?;
-                Ok::<_, ApiError>(Err(error))
-            }
-        }
-    })
-    .await
-    .map_err(|e| ApiError::internal(anyhow::anyhow!("tool task failed: {e}")))??;
+    let outcome = charged_call(
+        state,
+        Payer::Signed(&signer),
+        ToolCall {
+            resolved,
+            runner: runner_spec,
+            secret,
+            parameters: tool_params,
+            credentials,
+        },
+        &usage,
+    )
+    .await?;
 
     let balance = crate::ledger::balance(&mut state.db.read().await?, &signer.wallet).await?;
     if let Some(session_id) = &workflow_session {
@@ -434,9 +388,6 @@ async fn credit_call(
             .into_response())
         }
         Err(error) => {
-            state
-                .metrics
-                .ledger_posting(usage::kind::TOOL_RELEASE, usage.price_credits);
             let (code, message) = tool_error_parts(&error);
             Err(ApiError::new(code, message.clone())
                 .with_detail("reason", message)
@@ -446,6 +397,130 @@ async fn credit_call(
                 .with_detail("balance_credits", balance))
         }
     }
+}
+
+/// Who pays a credit call, and what its hold transaction claims besides the hold.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Payer<'a> {
+    /// A signed request: the signing wallet pays, and the request's replay record is
+    /// claimed with the hold (a replay changes nothing).
+    Signed(&'a Signer),
+}
+
+impl Payer<'_> {
+    /// The wallet (ledger holder) the hold is placed on.
+    fn wallet(&self) -> &WalletAddress {
+        match self {
+            Payer::Signed(signer) => &signer.wallet,
+        }
+    }
+}
+
+/// A resolved, validated tool call, ready to run.
+#[derive(Debug)]
+pub(crate) struct ToolCall {
+    pub resolved: Resolved,
+    pub runner: RunnerSpec,
+    pub secret: Option<SecretString>,
+    /// The tool's parameters (reserved `_…` fields removed), kept opaque.
+    pub parameters: Value,
+    /// `_credentials`, passed to the vendor, never stored.
+    pub credentials: Option<Value>,
+}
+
+/// The hold → run → post/void sequence of a credit-paid tool call, the one place where a
+/// charge is made: signed credit invocations and MCP budget calls both go through it.
+///
+/// One transaction claims what `payer` needs claimed, holds the price on the payer's
+/// wallet and writes the usage record `usage` (402 `INSUFFICIENT_CREDITS`: nothing runs,
+/// nothing is consumed). The tool then runs in a task of its own (a client hanging up
+/// cannot leave a hold half done); on success the hold is posted, on failure or timeout it
+/// is voided (released). Returns the tool's response, or why it produced none (nothing
+/// charged).
+pub(crate) async fn charged_call(
+    state: &AppState,
+    payer: Payer<'_>,
+    call: ToolCall,
+    usage: &NewUsage,
+) -> ApiResult<Result<Value, ToolError>> {
+    {
+        let mut tx = state.db.begin().await?;
+        match payer {
+            Payer::Signed(signer) => {
+                let claimed = claim_request(
+                    &mut tx,
+                    &signer.session_nonce,
+                    &signer.request_id,
+                    &signer.wallet,
+                    signer.action,
+                )
+                .await?;
+                if !claimed {
+                    return Err(ApiError::new(
+                        ErrorCode::EXTERNAL_SIGNATURE_REQUEST_REPLAY,
+                        "This request_id was already used for this session",
+                    )
+                    .with_detail("request_id", signer.request_id.clone()));
+                }
+            }
+        }
+        usage::hold(&mut tx, payer.wallet(), usage).await?;
+        tx.commit().await?;
+    }
+    state
+        .metrics
+        .ledger_posting(usage::kind::TOOL_HOLD, -usage.price_credits);
+
+    // The tool runs and the hold is settled in a task of its own, so a client that hangs
+    // up (or the request time limit) cannot leave the hold half done.
+    let task_state = state.clone();
+    let wallet = *payer.wallet();
+    let usage_id = usage.usage_id.clone();
+    let outcome = tokio::spawn(async move {
+        let ToolCall {
+            resolved,
+            runner: runner_spec,
+            secret,
+            parameters: tool_params,
+            credentials,
+        } = call;
+        let result = runner::run(
+            &task_state.tools.http,
+            &runner_spec,
+            Call {
+                product_slug: &resolved.product.slug,
+                action_slug: &resolved.action.slug,
+                usage_id: &usage_id,
+                wallet_address: Some(&wallet.to_string()),
+                parameters: &tool_params,
+                credentials: credentials.as_ref(),
+                vendor_secret: secret.as_ref(),
+            },
+        )
+        .await;
+        match result {
+            Ok(response) => {
+                if usage::post_hold(&task_state.db, &usage_id).await? {
+                    Ok(Ok(response))
+                } else {
+                    Ok(Err(ToolError::Timeout))
+                }
+            }
+            Err(error) => {
+                let (code, message) = tool_error_parts(&error);
+                usage::release_hold(&task_state.db, &usage_id, code.as_str(), &message).await?;
+                Ok::<_, ApiError>(Err(error))
+            }
+        }
+    })
+    .await
+    .map_err(|e| ApiError::internal(anyhow::anyhow!("tool task failed: {e}")))??;
+    if outcome.is_err() {
+        state
+            .metrics
+            .ledger_posting(usage::kind::TOOL_RELEASE, usage.price_credits);
+    }
+    Ok(outcome)
 }
 
 fn tool_error_parts(error: &ToolError) -> (ErrorCode, String) {
@@ -527,12 +602,52 @@ fn required(offers: &[Offer], resource: &ResourceInfo, error: Option<String>) ->
     }
 }
 
-fn challenge(offers: &[Offer], resource: &ResourceInfo) -> Response {
-    payment_required(&required(offers, resource, Some("Payment required".into())))
+/// A refused x402 payment of a tool call: the error code, a fresh challenge that says why,
+/// and the offer the payment named (for a failed settlement response). Each transport
+/// presents it its own way: HTTP as the error envelope with the challenge in the body and in
+/// `PAYMENT-REQUIRED`; MCP as a tool error carrying the challenge.
+#[derive(Debug)]
+pub(crate) struct PaymentRefused {
+    pub code: ErrorCode,
+    pub required: PaymentRequired,
+    pub offer: Option<Offer>,
+    pub refusal: Refusal,
+    pub payer: String,
 }
 
-/// A refused payment: the error envelope plus a fresh challenge (body fields and
-/// `PAYMENT-REQUIRED`) and a failed `PAYMENT-RESPONSE`.
+/// Why a direct x402 tool call produced no result.
+#[derive(Debug)]
+pub(crate) enum X402Error {
+    /// The payment was refused (or settling it failed): answer with a fresh challenge.
+    Refused(Box<PaymentRefused>),
+    /// Any other error (a tool failure, an authorization in use, bad input, ...).
+    Api(ApiError),
+}
+
+impl From<ApiError> for X402Error {
+    fn from(e: ApiError) -> Self {
+        X402Error::Api(e)
+    }
+}
+
+impl From<sqlx::Error> for X402Error {
+    fn from(e: sqlx::Error) -> Self {
+        X402Error::Api(e.into())
+    }
+}
+
+impl From<X402Error> for ApiError {
+    fn from(e: X402Error) -> Self {
+        match e {
+            X402Error::Refused(r) => {
+                payment_refused(r.code, &r.required, r.offer.as_ref(), &r.refusal, &r.payer)
+            }
+            X402Error::Api(e) => e,
+        }
+    }
+}
+
+/// A refused payment: the code, a fresh challenge with the reason, the offer and the payer.
 fn refused(
     code: ErrorCode,
     offers: &[Offer],
@@ -540,13 +655,19 @@ fn refused(
     resource: &ResourceInfo,
     refusal: Refusal,
     payer: &str,
-) -> ApiError {
-    let body = required(
+) -> X402Error {
+    let required = required(
         offers,
         resource,
         Some(format!("{}: {}", refusal.reason, refusal.message)),
     );
-    payment_refused(code, &body, offer, &refusal, payer)
+    X402Error::Refused(Box::new(PaymentRefused {
+        code,
+        required,
+        offer: offer.cloned(),
+        refusal,
+        payer: payer.to_owned(),
+    }))
 }
 
 /// The offer a payment names: the `accepted` entry's network and asset (v2), or the v1
@@ -578,14 +699,8 @@ fn offer_for<'a>(offers: &'a [Offer], payment: &DecodedPayment) -> Option<&'a Of
     offers.first()
 }
 
-async fn x402_call(
-    state: &AppState,
-    product_ref: &str,
-    action_ref: &str,
-    body: &[u8],
-    header: Option<&str>,
-) -> ApiResult<Response> {
-    let resolved = catalog::resolve(&mut state.db.read().await?, product_ref, action_ref).await?;
+/// 404 `X402_NOT_AVAILABLE` unless the action may be paid per call with x402.
+pub(crate) fn check_x402_enabled(resolved: &Resolved) -> ApiResult<()> {
     if resolved.action.x402_enabled == 0 {
         return Err(ApiError::new(
             ErrorCode::X402_NOT_AVAILABLE,
@@ -597,6 +712,19 @@ async fn x402_call(
         .with_detail("product_slug", resolved.product.slug.clone())
         .with_detail("action_slug", resolved.action.slug.clone()));
     }
+    Ok(())
+}
+
+/// Direct x402 over HTTP: the body is the parameters, the payment comes in a header.
+async fn x402_call(
+    state: &AppState,
+    product_ref: &str,
+    action_ref: &str,
+    body: &[u8],
+    header: Option<&str>,
+) -> ApiResult<Response> {
+    let resolved = catalog::resolve(&mut state.db.read().await?, product_ref, action_ref).await?;
+    check_x402_enabled(&resolved)?;
     let parameters: Value = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Object(Default::default())
     } else {
@@ -622,7 +750,49 @@ async fn x402_call(
         }
         ApiError::validation(issues)
     })?;
+    let payment = header.map(decode_payment_header);
+    match x402_paid_call(state, resolved, tool_params, credentials, payment).await? {
+        X402Call::Challenge(required) => Ok(payment_required(&required)),
+        X402Call::Ran(ran) => Ok(x402_response(*ran)),
+    }
+}
 
+/// What a direct x402 call came to.
+#[derive(Debug)]
+pub(crate) enum X402Call {
+    /// No payment was sent: the challenge for this action.
+    Challenge(PaymentRequired),
+    /// The tool ran and its payment was settled (or is pending).
+    Ran(Box<X402Ran>),
+}
+
+/// A direct x402 call whose tool ran and whose payment was settled or is pending.
+#[derive(Debug)]
+pub(crate) struct X402Ran {
+    pub usage_id: String,
+    pub product_slug: String,
+    pub action_slug: String,
+    pub price_credits: i64,
+    pub response: Value,
+    /// False: sent but not confirmed yet (the reconciler will finish it).
+    pub settled: bool,
+    pub transaction: String,
+    pub offer: Offer,
+    pub payer: WalletAddress,
+    pub resource_url: String,
+}
+
+/// The verification, claim, run and settle-after-success sequence of a direct x402 tool
+/// call, whatever carried the payment (an HTTP header or MCP `_meta`): the one place where
+/// a tool payment is settled. `payment` is the decoded payment (`None`: answer with the
+/// challenge). `tool_params` were validated by the caller.
+pub(crate) async fn x402_paid_call(
+    state: &AppState,
+    resolved: Resolved,
+    tool_params: Value,
+    credentials: Option<Value>,
+    payment: Option<Result<DecodedPayment, x402::PaymentDecodeError>>,
+) -> Result<X402Call, X402Error> {
     let price = resolved.action.price_credits;
     let offers = offers(state, price);
     let resource_url = format!(
@@ -644,10 +814,14 @@ async fn x402_call(
         )),
         mime_type: Some("application/json".into()),
     };
-    let Some(header) = header else {
-        return Ok(challenge(&offers, &resource));
+    let Some(payment) = payment else {
+        return Ok(X402Call::Challenge(required(
+            &offers,
+            &resource,
+            Some("Payment required".into()),
+        )));
     };
-    let payment = decode_payment_header(header).map_err(|e| {
+    let payment = payment.map_err(|e| {
         let code = if e.reason == "invalid_exact_evm_payload_signature" {
             ErrorCode::PAYMENT_INVALID
         } else {
@@ -713,7 +887,7 @@ async fn x402_call(
     .await?;
     if let Some((holder_id, status)) = holder {
         if status != "failed" {
-            return Err(in_use(&holder_id, &status));
+            return Err(in_use(&holder_id, &status).into());
         }
     }
     let settler = state
@@ -779,7 +953,7 @@ async fn x402_call(
             )
             .await?
             .unwrap_or_default();
-            return Err(in_use(&holder_id, &status));
+            return Err(in_use(&holder_id, &status).into());
         }
         usage::insert(&mut tx, &usage).await?;
         tx.commit().await?;
@@ -844,68 +1018,33 @@ async fn x402_call(
     .await
     .map_err(|e| ApiError::internal(anyhow::anyhow!("tool task failed: {e}")))??;
 
-    let payment_view = X402PaymentView {
-        token: offer.token.symbol.clone(),
-        asset: offer.token.address.to_checksum(None),
-        amount_base_units: offer.amount.to_string(),
-        amount_usd: credits_to_usd(price),
-        payer_wallet_address: payer.to_string(),
-        pay_to: offer.pay_to.to_checksum(None),
-    };
-    let respond = |response: Value, settled: bool, transaction: String| -> Response {
-        let receipt = X402Receipt {
-            settled,
-            transaction: transaction.clone(),
-            network: offer.requirement.network.clone(),
-            resource_url: resource_url.clone(),
-            settlement_recorded: settled,
-            payment: payment_view.clone(),
-        };
-        let mut http = Json(InvokeResponse {
-            success: true,
-            response,
-            warnings: if settled {
-                Vec::new()
-            } else {
-                vec![Value::String(
-                    "settlement is pending: the transaction was sent but not yet confirmed".into(),
-                )]
-            },
+    let ran = |response: Value, settled: bool, transaction: String| {
+        X402Call::Ran(Box::new(X402Ran {
             usage_id: usage.usage_id.clone(),
             product_slug: usage.product_slug.clone(),
             action_slug: usage.action_slug.clone(),
-            charged_credits: 0,
             price_credits: price,
-            balance_credits: None,
-            balance_usd: None,
-            credit_source: "x402".into(),
-            workflow_session_id: None,
-            x402: Some(receipt),
-        })
-        .into_response();
-        if settled {
-            let header = settle_header(&offer, true, &transaction, &payer.to_string(), None);
-            if let Ok(v) = HeaderValue::from_str(&header) {
-                http.headers_mut()
-                    .insert(x402::HEADER_PAYMENT_RESPONSE, v.clone());
-                http.headers_mut()
-                    .insert(x402::HEADER_X_PAYMENT_RESPONSE, v);
-            }
-        }
-        http
+            response,
+            settled,
+            transaction,
+            offer: offer.clone(),
+            payer,
+            resource_url: resource_url.clone(),
+        }))
     };
     match outcome {
         X402Outcome::Settled {
             response,
             transaction,
-        } => Ok(respond(response, true, transaction)),
-        X402Outcome::Pending { response } => Ok(respond(response, false, String::new())),
+        } => Ok(ran(response, true, transaction)),
+        X402Outcome::Pending { response } => Ok(ran(response, false, String::new())),
         X402Outcome::ToolFailed(error) => {
             let (code, message) = tool_error_parts(&error);
             Err(ApiError::new(code, message.clone())
                 .with_detail("reason", message)
                 .with_detail("usage_id", usage.usage_id)
-                .with_detail("settled", false))
+                .with_detail("settled", false)
+                .into())
         }
         X402Outcome::SettlementFailed(refusal) => Err(refused(
             ErrorCode::PAYMENT_SETTLEMENT_FAILED,
@@ -916,6 +1055,71 @@ async fn x402_call(
             &payer.to_string(),
         )),
     }
+}
+
+/// The HTTP answer of a direct x402 call that ran: the invoke response with the x402
+/// receipt, and `PAYMENT-RESPONSE` once settled.
+fn x402_response(ran: X402Ran) -> Response {
+    let X402Ran {
+        usage_id,
+        product_slug,
+        action_slug,
+        price_credits: price,
+        response,
+        settled,
+        transaction,
+        offer,
+        payer,
+        resource_url,
+    } = ran;
+    let payment_view = X402PaymentView {
+        token: offer.token.symbol.clone(),
+        asset: offer.token.address.to_checksum(None),
+        amount_base_units: offer.amount.to_string(),
+        amount_usd: credits_to_usd(price),
+        payer_wallet_address: payer.to_string(),
+        pay_to: offer.pay_to.to_checksum(None),
+    };
+    let receipt = X402Receipt {
+        settled,
+        transaction: transaction.clone(),
+        network: offer.requirement.network.clone(),
+        resource_url,
+        settlement_recorded: settled,
+        payment: payment_view,
+    };
+    let mut http = Json(InvokeResponse {
+        success: true,
+        response,
+        warnings: if settled {
+            Vec::new()
+        } else {
+            vec![Value::String(
+                "settlement is pending: the transaction was sent but not yet confirmed".into(),
+            )]
+        },
+        usage_id,
+        product_slug,
+        action_slug,
+        charged_credits: 0,
+        price_credits: price,
+        balance_credits: None,
+        balance_usd: None,
+        credit_source: "x402".into(),
+        workflow_session_id: None,
+        x402: Some(receipt),
+    })
+    .into_response();
+    if settled {
+        let header = settle_header(&offer, true, &transaction, &payer.to_string(), None);
+        if let Ok(v) = HeaderValue::from_str(&header) {
+            http.headers_mut()
+                .insert(x402::HEADER_PAYMENT_RESPONSE, v.clone());
+            http.headers_mut()
+                .insert(x402::HEADER_X_PAYMENT_RESPONSE, v);
+        }
+    }
+    http
 }
 
 /// How a tool payment's settlement ended.
