@@ -66,8 +66,18 @@ async fn social_site(dir: std::path::PathBuf) -> String {
                 } else {
                     String::new()
                 };
+                // A post page names itself (canonical link), as platforms' post pages do.
+                let host = request
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix("Host: ")
+                            .or_else(|| l.strip_prefix("host: "))
+                    })
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned();
                 let body = format!(
-                    "<html><body><p>Great tool: {}</p></body></html>",
+                    "<html><head><link rel=\"canonical\" href=\"http://{host}{path}\"></head><body><p>Great tool: {}</p></body></html>",
                     text.trim().replace('&', "&amp;")
                 );
                 let response = format!(

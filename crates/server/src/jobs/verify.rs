@@ -478,7 +478,11 @@ mod tests {
         }
         // Share parameters on the submitted URL are fine; the canonical form's own are not.
         let head = r#"<link rel="canonical" href="https://x.com/agent/status/123">"#;
-        assert!(names_the_post(&page(head, ""), &format!("{POST}?s=20"), POST));
+        assert!(names_the_post(
+            &page(head, ""),
+            &format!("{POST}?s=20"),
+            POST
+        ));
         let head = r#"<link rel="canonical" href="https://x.com/agent/status/123?id=9">"#;
         assert!(!names_the_post(&page(head, ""), POST, POST));
         // Redirected to an accepted URL that the page names.
@@ -493,13 +497,21 @@ mod tests {
     #[test]
     fn echoes_and_other_pages_are_not_the_post() {
         // No identity at all (a search page or a soft 404 that echoes the URL).
-        assert!(!names_the_post(&page("<title>Search</title>", POST), POST, POST));
+        assert!(!names_the_post(
+            &page("<title>Search</title>", POST),
+            POST,
+            POST
+        ));
         // Another page's identity.
         let head = r#"<link rel="canonical" href="https://x.com/search">"#;
         assert!(!names_the_post(&page(head, ""), POST, POST));
         // Markup echoed into the body is not in the head.
         let echoed = r#"<link rel="canonical" href="https://x.com/agent/status/123">"#;
-        assert!(!names_the_post(&page("<title>t</title>", echoed), POST, POST));
+        assert!(!names_the_post(
+            &page("<title>t</title>", echoed),
+            POST,
+            POST
+        ));
         // Inside a comment or a script it is not a tag.
         let head = r#"<!-- <link rel="canonical" href="https://x.com/agent/status/123"> --><script>var a='<link rel="canonical" href="https://x.com/agent/status/123">'</script>"#;
         assert!(!names_the_post(&page(head, ""), POST, POST));

@@ -643,7 +643,11 @@ async fn verifier_does_not_pay_a_page_that_is_not_the_post(backend: Backend) {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let status = wait_verification(&app, &agent, &job, &["needs_human"]).await;
-    assert_eq!(status["submission"]["status"], json!("submitted"), "{status}");
+    assert_eq!(
+        status["submission"]["status"],
+        json!("submitted"),
+        "{status}"
+    );
     assert_eq!(status["payout"]["wallet_balance_credits"], json!(0));
     assert_eq!(rewards(&app).await, 0);
 }
