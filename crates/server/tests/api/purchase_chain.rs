@@ -331,8 +331,17 @@ async fn crash_after_broadcast_is_credited_once_after_restart(backend: Backend) 
     let header = pay(&payer, &req);
     let (status, err, _) = purchase(&app, &body, Some(("PAYMENT-SIGNATURE", &header))).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{err}");
-    // The transfer happened on chain, the credit did not.
-    assert_eq!(chain.balance(chain.pay_to).await, U256::from(PRICE));
+    // The transfer happened on chain (anvil mines it just after answering the broadcast),
+    // the credit did not.
+    let mut received = U256::ZERO;
+    for _ in 0..100 {
+        received = chain.balance(chain.pay_to).await;
+        if received == U256::from(PRICE) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(received, U256::from(PRICE));
     assert_eq!(balance(&app, &wallet).await, 0);
 
     // A restarted server reconciles at start-up from chain state.
