@@ -5,6 +5,7 @@
 //! - `admin credits grant ADDRESS AMOUNT --reason R [--idempotency-key K]`
 //! - `admin credits remove ADDRESS AMOUNT --reason R [--idempotency-key K]`
 //! - `admin help-tickets [--limit N]` — the newest agent-help tickets.
+//! - `admin audit` — the payment audit; exits non-zero when it finds discrepancies.
 //!
 //! New operator commands go into [`AdminCommand`] as the operator API grows.
 
@@ -36,6 +37,9 @@ pub enum AdminCommand {
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
         limit: u32,
     },
+    /// Re-check every payment-derived credit and counted on-chain payment against the chain
+    /// (the payment audit); exits with status 1 when anything does not hold.
+    Audit,
 }
 
 /// `admin credits` subcommands.
@@ -134,6 +138,33 @@ pub async fn run(command: AdminCommand, server: &str, out: &Output) -> Result<()
                 })
                 .collect();
             out.emit(&list, &rows);
+        }
+        AdminCommand::Audit => {
+            let report = client
+                .audit_payments()
+                .await
+                .map_err(|e| output::sdk_error(e, server))?;
+            let mut rows = vec![
+                ("clean", report.clean.to_string()),
+                ("ledger entries", report.ledger_entries.to_string()),
+                ("claims", report.claims.to_string()),
+                ("checked on chain", report.checked_on_chain.to_string()),
+                ("open settlements", report.open_settlements.to_string()),
+                ("credits purchased", report.credits_purchased.to_string()),
+            ];
+            for d in &report.discrepancies {
+                rows.push((
+                    "discrepancy",
+                    format!("{} {}: {}", d.kind, d.reference, d.detail),
+                ));
+            }
+            out.emit(&report, &rows);
+            if !report.clean {
+                return Err(anyhow!(
+                    "the payment audit found {} discrepancies",
+                    report.discrepancies.len()
+                ));
+            }
         }
         AdminCommand::Credits(command) => {
             let (adjustment, sign) = match command {

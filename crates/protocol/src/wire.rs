@@ -501,3 +501,38 @@ pub struct HelpTicketList {
     pub limit: i64,
     pub tickets: Vec<HelpTicketView>,
 }
+
+/// One thing the payment audit found that does not hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PaymentDiscrepancy {
+    /// What is wrong: `credited_without_payment`, `claim_without_holder`, `amount_mismatch`,
+    /// `not_on_chain`, `below_depth`, `chain_unreachable` or `unclaimed_tool_payment`.
+    pub kind: String,
+    /// The ledger entry, purchase, usage record or claim (`eip155:<chain>:<tx>:<log>`)
+    /// concerned.
+    pub reference: String,
+    /// Human-readable details.
+    pub detail: String,
+}
+
+/// The payment audit: every payment-derived credit and every counted on-chain payment
+/// re-checked against the database and the chain.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PaymentAuditReport {
+    /// True when nothing is wrong (no discrepancies).
+    pub clean: bool,
+    /// Payment-derived ledger entries checked.
+    pub ledger_entries: u64,
+    /// Counted on-chain payments (claims) checked.
+    pub claims: u64,
+    /// Claims re-read from a chain (dev-network claims have no chain).
+    pub checked_on_chain: u64,
+    /// Settlements still open (pending, broadcast, settling): neither granted nor lost.
+    pub open_settlements: u64,
+    /// Credits granted by purchases, in total.
+    pub credits_purchased: i64,
+    /// Everything that does not hold.
+    pub discrepancies: Vec<PaymentDiscrepancy>,
+}

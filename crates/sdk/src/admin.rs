@@ -3,6 +3,7 @@
 use crate::{decode, default_http, Error, Result, WalletAddress};
 use agentpmt_protocol::wire::{
     AdminWalletView, CreditAdjustmentRequest, CreditAdjustmentResponse, HelpTicketList,
+    PaymentAuditReport,
 };
 use zeroize::Zeroizing;
 
@@ -68,6 +69,16 @@ impl AdminClient {
             ))
             .bearer_auth(self.token.as_str())
             .json(request)
+            .send()
+            .await?;
+        decode(response).await
+    }
+
+    /// `GET /api/admin/audit/payments`: the payment audit (`clean` false when it found
+    /// discrepancies).
+    pub async fn audit_payments(&self) -> Result<PaymentAuditReport> {
+        let response = self
+            .authed(reqwest::Method::GET, "/api/admin/audit/payments")
             .send()
             .await?;
         decode(response).await

@@ -5,6 +5,7 @@ use crate::auth::replay::ReplayClaims;
 use crate::auth::sessions::SessionStore;
 use crate::config::{ConfigError, ServerConfig};
 use crate::db::{Db, DbOptions};
+use crate::deadline::Deadline;
 use crate::error::{ApiError, RequestContext, REQUEST_CONTEXT};
 use crate::ops::metrics::Metrics;
 use crate::payments::Payments;
@@ -37,6 +38,8 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("configuration: {0}")]
     Config(#[from] ConfigError),
+    #[error("audit: {0}")]
+    Audit(String),
 }
 
 /// The router with every API route and its OpenAPI document.
@@ -53,6 +56,43 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(crate::accounts::router())
         .merge(crate::jobs::router())
         .split_for_parts()
+}
+
+/// The payment networks and settlement backends `config` describes.
+fn payments_of(config: &ServerConfig) -> Result<Payments, Error> {
+    use secrecy::ExposeSecret;
+    let networks = config.networks()?;
+    Ok(Payments::new(
+        networks,
+        config
+            .settlement_private_key
+            .as_ref()
+            .map(|k| k.expose_secret()),
+        Duration::from_millis(config.receipt_poll_ms.max(10)),
+        config.fault,
+    )
+    .map_err(ConfigError::from)?)
+}
+
+/// Runs the payment audit against the database and chains `config` names, without serving
+/// (`agentpmt-server audit`). The database must be migrated (a server ran on it).
+pub async fn audit(
+    config: &ServerConfig,
+) -> Result<agentpmt_protocol::wire::PaymentAuditReport, Error> {
+    let payments = payments_of(config)?;
+    let db = Db::connect(
+        &config.database_url,
+        &DbOptions {
+            max_connections: config.db_max_connections,
+            ..DbOptions::default()
+        },
+    )
+    .await?;
+    let report = crate::payments::audit::run(&db, &payments)
+        .await
+        .map_err(|e| Error::Audit(e.message().to_owned()));
+    db.close().await;
+    report
 }
 
 /// The OpenAPI document of every route, as served at `/openapi.json`.
@@ -74,20 +114,7 @@ impl Server {
     /// Connects to the database, applies migrations and binds the listening socket.
     pub async fn build(config: ServerConfig) -> Result<Server, Error> {
         let admin_token_digest = config.admin_token_digest()?;
-        let networks = config.networks()?;
-        let payments = {
-            use secrecy::ExposeSecret;
-            Payments::new(
-                networks,
-                config
-                    .settlement_private_key
-                    .as_ref()
-                    .map(|k| k.expose_secret()),
-                Duration::from_millis(config.receipt_poll_ms.max(10)),
-                config.fault,
-            )
-            .map_err(ConfigError::from)?
-        };
+        let payments = payments_of(&config)?;
         if payments.networks.is_dev() {
             tracing::warn!(
                 network = "eip155:1337",
@@ -106,9 +133,10 @@ impl Server {
         crate::jobs::PostHosts::parse(&config.job_post_hosts).map_err(ConfigError::JobPostHosts)?;
         let secrets = config.secrets_key()?;
         if let Some(file) = config.catalog_file()? {
-            let (vendors, products) = tools::catalog::load(&db, &file, secrets.as_ref())
-                .await
-                .map_err(|e| ConfigError::Catalog(e.message().to_owned()))?;
+            let (vendors, products) =
+                tools::catalog::load(&db, &file, secrets.as_ref(), config.request_timeout_secs)
+                    .await
+                    .map_err(|e| ConfigError::Catalog(e.message().to_owned()))?;
             tracing::info!(catalog = %config.catalog, vendors, products, "catalog loaded");
         }
         let listener = TcpListener::bind(config.bind).await?;
@@ -246,11 +274,22 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-async fn enforce_timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(response) => response,
-        Err(_) => {
-            ApiError::new(ErrorCode::REQUEST_TIMEOUT, "The request took too long").into_response()
+/// The request time limit, with the commit gate of [`Deadline`]: at the limit the answer is
+/// 503 `REQUEST_TIMEOUT` unless the handler already committed to an effect that must be
+/// answered (a posted hold, a settled payment); then its answer is awaited.
+async fn enforce_timeout(State(limit): State<Duration>, mut req: Request, next: Next) -> Response {
+    let deadline = Deadline::after(limit);
+    req.extensions_mut().insert(deadline.clone());
+    let handler = next.run(req);
+    tokio::pin!(handler);
+    tokio::select! {
+        response = &mut handler => response,
+        _ = tokio::time::sleep_until(deadline.at()) => {
+            if deadline.expire() {
+                ApiError::new(ErrorCode::REQUEST_TIMEOUT, "The request took too long").into_response()
+            } else {
+                handler.await
+            }
         }
     }
 }
@@ -303,8 +342,9 @@ async fn request_context(State(state): State<AppState>, req: Request, next: Next
 }
 
 /// Background upkeep every ten minutes, until shutdown: prunes long-expired sessions and
-/// their replay records, ended AgentAddress limiter windows, idle in-memory buckets, and
-/// workflow-schedule claim records older than a day.
+/// their replay records, ended AgentAddress limiter windows, idle in-memory buckets,
+/// workflow-schedule claim records older than a day, and kept outputs of paid x402 calls a
+/// day after their payment became final.
 async fn sweep(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
     let period = Duration::from_secs(600);
     // The first sweep comes one period after start-up, not at once.
@@ -325,6 +365,10 @@ async fn sweep(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
                 let claims_before = crate::time::now_ms() - schedules::CLAIM_RECORD_RETENTION_MS;
                 if let Err(e) = schedules::prune_claim_records(&state.db, claims_before).await {
                     tracing::warn!(error = %e, "schedule claim record pruning failed");
+                }
+                let outputs_before = crate::time::now_ms() - tools::usage::RESPONSE_RETENTION_MS;
+                if let Err(e) = tools::usage::prune_responses(&state.db, outputs_before).await {
+                    tracing::warn!(error = %e.message(), "pruning kept tool outputs failed");
                 }
                 state.limits.prune();
             }

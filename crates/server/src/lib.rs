@@ -18,6 +18,7 @@ pub mod auth;
 pub mod config;
 pub mod credits;
 pub mod db;
+pub mod deadline;
 pub mod error;
 pub mod extract;
 pub mod help;

@@ -9,6 +9,8 @@
 //! - `POST /api/admin/wallets/{address}/credits` — grant or remove credits (a ledger entry
 //!   with a reason; optional idempotency key).
 //! - `GET /api/admin/help-tickets?limit=N` — the newest agent-help tickets.
+//! - `GET /api/admin/audit/payments` — the payment audit (every payment-derived credit and
+//!   counted on-chain payment re-checked against the chain; see [`crate::payments::audit`]).
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
@@ -17,7 +19,7 @@ use crate::state::AppState;
 use agentpmt_protocol::canonical::sha256_hex;
 use agentpmt_protocol::wire::{
     credits_to_usd, AdminWalletView, CreditAdjustmentRequest, CreditAdjustmentResponse, ErrorBody,
-    HelpTicketList, HelpTicketView,
+    HelpTicketList, HelpTicketView, PaymentAuditReport,
 };
 use agentpmt_protocol::{ErrorCode, WalletAddress};
 use axum::extract::{FromRequestParts, State};
@@ -39,6 +41,37 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_wallet))
         .routes(routes!(adjust_credits))
         .routes(routes!(help_tickets))
+        .routes(routes!(audit_payments))
+}
+
+/// The payment audit (operator): re-checks every payment-derived ledger entry and every
+/// counted on-chain payment against the database and the chain, and lists what does not
+/// hold (`clean: false` then). Read-only; it reads every claim, so it takes a while on a
+/// large ledger.
+#[utoipa::path(
+    get,
+    path = "/api/admin/audit/payments",
+    tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The audit report", body = PaymentAuditReport),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody),
+        (status = 403, description = "Operator API disabled", body = ErrorBody),
+    )
+)]
+#[tracing::instrument(skip_all)]
+pub async fn audit_payments(
+    _admin: Admin,
+    State(state): State<AppState>,
+) -> ApiResult<Json<PaymentAuditReport>> {
+    let report = crate::payments::audit::run(&state.db, &state.payments).await?;
+    if !report.clean {
+        tracing::warn!(
+            discrepancies = report.discrepancies.len(),
+            "the payment audit found discrepancies"
+        );
+    }
+    Ok(Json(report))
 }
 
 /// Proof that the request carried the admin token.

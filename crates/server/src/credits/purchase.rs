@@ -8,6 +8,7 @@
 //! confirmed in time → 202 `status: pending` (repeat the same request to learn the outcome;
 //! never sign again). `request_id` and `transaction_hash` are idempotency keys.
 
+use crate::deadline::Deadline;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{deserialize, parse_object, read_body};
 use crate::payments::networks::Offer;
@@ -68,6 +69,7 @@ pub const MAX_PURCHASE_CREDITS: i64 = 1_000_000;
 pub async fn purchase(
     State(state): State<AppState>,
     _limited: IpLimited,
+    deadline: Deadline,
     req: Request,
 ) -> ApiResult<Response> {
     let headers = req.headers().clone();
@@ -99,7 +101,9 @@ pub async fn purchase(
                 )
                 .with_detail("purchase_id", row.purchase_id));
             }
-            let settlement = payments.resume(&state.db, row).await?;
+            let settlement = payments
+                .resume(&state.db, row, chain_budget(&deadline))
+                .await?;
             return Ok(respond(&offer, settlement));
         }
     }
@@ -119,10 +123,29 @@ pub async fn purchase(
         mime_type: Some("application/json".into()),
     };
     match request.payment_method.trim().to_ascii_lowercase().as_str() {
-        "x402" => x402_purchase(&state, &headers, &request, &offer, resource, fingerprint).await,
-        "transfer" => transfer_purchase(&state, &request, &offer, resource, fingerprint).await,
+        "x402" => {
+            x402_purchase(
+                &state,
+                &headers,
+                &request,
+                &offer,
+                resource,
+                fingerprint,
+                &deadline,
+            )
+            .await
+        }
+        "transfer" => {
+            transfer_purchase(&state, &request, &offer, resource, fingerprint, &deadline).await
+        }
         _ => invalid_method(),
     }
+}
+
+/// How long a purchase may wait for the chain: what is left of the request's time, less a
+/// second to answer. A settlement not final by then is answered 202 `pending`.
+fn chain_budget(deadline: &Deadline) -> std::time::Duration {
+    deadline.remaining_after(std::time::Duration::from_secs(1))
 }
 
 fn invalid_method() -> ApiResult<Response> {
@@ -373,6 +396,7 @@ fn new_row(
         error_message: None,
         created_at_ms: now,
         email: request.email.clone(),
+        search_from_block: None,
     }
 }
 
@@ -423,6 +447,7 @@ async fn x402_purchase(
     offer: &Offer,
     resource: ResourceInfo,
     fingerprint: String,
+    deadline: &Deadline,
 ) -> ApiResult<Response> {
     let Some(header) = payment_header(headers) else {
         return Ok(challenge_response(offer, resource));
@@ -472,25 +497,29 @@ async fn x402_purchase(
     let settler = payments
         .settler(offer.network.chain_id)
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no settler for a configured chain")))?;
-    if let Err(refusal) = settler.preflight(offer, &payment).await {
-        // Used on chain meanwhile by a request of ours that won the claim: say so.
-        if refusal.reason == "invalid_exact_evm_nonce_already_used" {
-            if let Some((purchase_id, status)) = holder_of(state, offer, &payer, &nonce_hex).await?
-            {
-                return Err(claim_error(ClaimConflict::Payment {
-                    purchase_id,
-                    status,
-                }));
+    let search_from = match settler.preflight(offer, &payment).await {
+        Ok(block) => block,
+        Err(refusal) => {
+            // Used on chain meanwhile by a request of ours that won the claim: say so.
+            if refusal.reason == "invalid_exact_evm_nonce_already_used" {
+                if let Some((purchase_id, status)) =
+                    holder_of(state, offer, &payer, &nonce_hex).await?
+                {
+                    return Err(claim_error(ClaimConflict::Payment {
+                        purchase_id,
+                        status,
+                    }));
+                }
             }
+            return Err(refused(
+                ErrorCode::PAYMENT_INVALID,
+                offer,
+                resource.clone(),
+                refusal,
+                &payer.to_string(),
+            ));
         }
-        return Err(refused(
-            ErrorCode::PAYMENT_INVALID,
-            offer,
-            resource.clone(),
-            refusal,
-            &payer.to_string(),
-        ));
-    }
+    };
 
     let mut row = new_row(
         request,
@@ -503,6 +532,7 @@ async fn x402_purchase(
     let stored = payment.to_payload(&offer.requirement);
     row.authorization_json = Some(serde_json::to_string(&stored).map_err(ApiError::internal)?);
     row.auth_nonce = Some(nonce_hex);
+    row.search_from_block = i64::try_from(search_from).ok();
     let mut tx = state.db.begin().await?;
     match store::insert_claimed(&mut tx, &row).await {
         Ok(()) => tx.commit().await?,
@@ -514,7 +544,7 @@ async fn x402_purchase(
     tracing::info!(purchase_id = %row.purchase_id, wallet = %row.wallet_address, credits = row.credits,
         network = %offer.requirement.network, settlement = %row.settlement, "payment claimed");
     let settlement = payments
-        .settle_claimed(&state.db, row, offer, &payment)
+        .settle_claimed(&state.db, row, offer, &payment, chain_budget(deadline))
         .await?;
     record_metrics(state, &settlement);
     Ok(respond(offer, settlement))
@@ -526,6 +556,7 @@ async fn transfer_purchase(
     offer: &Offer,
     resource: ResourceInfo,
     fingerprint: String,
+    deadline: &Deadline,
 ) -> ApiResult<Response> {
     let Some(hash_text) = request.transaction_hash.as_deref() else {
         return Ok(challenge_response(offer, resource));
@@ -538,7 +569,10 @@ async fn transfer_purchase(
         if row.wallet_address == request.wallet_address.to_string()
             && row.fingerprint == fingerprint
         {
-            let settlement = state.payments.resume(&state.db, row).await?;
+            let settlement = state
+                .payments
+                .resume(&state.db, row, chain_budget(deadline))
+                .await?;
             return Ok(respond(offer, settlement));
         }
         return Err(ApiError::new(
@@ -564,7 +598,7 @@ async fn transfer_purchase(
     let hash = hash_text.parse().map_err(|_| {
         ApiError::invalid_field(&["body", "transaction_hash"], "value_error", "bad hash")
     })?;
-    let (from, _log_index) = reader.find_transfer(offer, hash).await.map_err(|refusal| {
+    let invalid = |refusal: Refusal| {
         ApiError::new(
             ErrorCode::TRANSFER_INVALID,
             format!("{}: {}", refusal.reason, refusal.message),
@@ -573,23 +607,74 @@ async fn transfer_purchase(
         .with_detail("pay_to", offer.pay_to.to_checksum(None))
         .with_detail("amount_base_units", offer.amount.to_string())
         .with_detail("asset", offer.token.address.to_checksum(None))
-    })?;
-    let payer = WalletAddress::new(from);
+    };
+    let found = reader.find_transfer(offer, hash).await.map_err(invalid)?;
+    // One on-chain payment pays for one thing: a transfer log already counted (an x402
+    // settlement, a tool payment, another purchase) cannot buy credits again.
+    let claimed =
+        crate::payments::claims::of_transaction(&mut state.db.read().await?, chain_id, &hash_text)
+            .await?;
+    let unclaimed: Vec<_> = found
+        .transfers
+        .iter()
+        .filter(|(_, index)| {
+            // A claim from before log indexes were recorded (-1) claims every log.
+            !claimed
+                .iter()
+                .any(|c| c.log_index < 0 || u64::try_from(c.log_index).ok() == Some(*index))
+        })
+        .collect();
+    let Some((from, _)) = unclaimed.first() else {
+        let by = claimed.first();
+        return Err(ApiError::new(
+            ErrorCode::PAYMENT_ALREADY_USED,
+            "This transaction's payment was already counted (an x402 settlement, a tool payment or another purchase)",
+        )
+        .with_detail("claimed_by", by.map(|c| c.kind.clone()).unwrap_or_default())
+        .with_detail(
+            if by.is_some_and(|c| c.kind == crate::payments::claims::kind::TOOL_PAYMENT) {
+                "usage_id"
+            } else {
+                "purchase_id"
+            },
+            by.map(|c| c.holder_id.clone()).unwrap_or_default(),
+        ));
+    };
+    let payer = WalletAddress::new(*from);
     check_sponsor(request, &payer, &format!("tx:{hash_text}"))?;
-    let mut row = new_row(request, offer, fingerprint, "transfer", &payer, 0);
+    let mut row = new_row(
+        request,
+        offer,
+        fingerprint,
+        "transfer",
+        &payer,
+        now_ms() + state.payments.lease.as_millis() as i64,
+    );
     row.transaction_hash = Some(hash_text.clone());
     let mut tx = state.db.begin().await?;
     if let Err(conflict) = store::insert_claimed(&mut tx, &row).await {
         drop(tx);
         return Err(claim_error(conflict));
     }
-    let balance = store::finalize_settled(&mut tx, &row, &hash_text)
-        .await
-        .map_err(ApiError::internal)?;
     tx.commit().await?;
-    tracing::info!(purchase_id = %row.purchase_id, transaction = %hash_text, credits = row.credits, "transfer purchase settled");
-    row.status = store::status::SETTLED.into();
-    let settlement = Settlement::Settled { row, balance };
+    let outcome = state
+        .payments
+        .transfer_outcome(&state.db, &row, &found, &hash_text)
+        .await?;
+    let settlement = state
+        .payments
+        .settle_transfer(&state.db, row, outcome)
+        .await?;
+    if let Settlement::Failed { refusal, .. } = &settlement {
+        if refusal.reason == "payment_already_used" {
+            return Err(ApiError::new(
+                ErrorCode::PAYMENT_ALREADY_USED,
+                "This transaction's payment was already counted",
+            )
+            .with_detail("reason", refusal.message.clone()));
+        }
+    }
+    tracing::info!(transaction = %hash_text, credits = request.credits, "transfer purchase recorded");
     record_metrics(state, &settlement);
     Ok(respond(offer, settlement))
 }

@@ -29,6 +29,7 @@ pub fn payment_networks(state: &AppState) -> Vec<Value> {
                 "network": n.caip2(),
                 "default": n.chain_id == networks.default_chain_id,
                 "settlement": n.settlement.as_str(),
+                "confirmations": n.confirmations,
                 "pay_to": networks.pay_to.to_checksum(None),
                 "assets": n.tokens.iter().map(|t| json!({
                     "symbol": t.symbol,
@@ -207,6 +208,7 @@ pub fn build(state: &AppState) -> Value {
             "credit_pack_size": CREDIT_PACK,
             "usdc_base_units_per_credit": 1_000_000 / CREDITS_PER_USD,
             "purchase": {"method": "POST", "path": "/api/external/credits/purchase"},
+            "paid_when": "a successful receipt at the network's confirmations carries the exact AuthorizationUsed and Transfer(from, payTo, amount) logs; until then purchases answer 202 pending (repeat the same request, never sign again)",
             "networks": payment_networks(state),
         },
         "tools": {
@@ -217,7 +219,7 @@ pub fn build(state: &AppState) -> Value {
             "invoke": {"method": "POST",
                        "path": "/api/external/tools/{productSlug}/actions/{actionSlug}/invoke",
                        "credits": "signed: method:POST, path:/external/tools/{productSlug}/actions/{actionSlug}/invoke, payload = sha256(canonical(parameters))",
-                       "x402": "body = the parameters; answer the 402 challenge with PAYMENT-SIGNATURE (actions with x402_enabled)",
+                       "x402": "body = the parameters; answer the 402 challenge with PAYMENT-SIGNATURE (actions with x402_enabled); 202 = the tool ran but its payment is not final yet: repeat with the same payment header to get the output",
                        "reserved_parameters": [agentpmt_protocol::tools::CREDENTIALS_PARAM,
                                                agentpmt_protocol::tools::WORKFLOW_SESSION_PARAM]},
         },

@@ -17,6 +17,9 @@
 //! chain_id = 84532
 //! settlement = "facilitator"
 //! facilitator_url = "https://x402.org/facilitator"
+//! rpc_url = "https://sepolia.base.org"   # the facilitator's settlements are checked on chain
+//! confirmations = 5                  # blocks on top of a payment before it counts
+//! log_block_range = 500              # largest eth_getLogs range the node accepts
 //!
 //! [[networks]]                       # a chain or token that is not built in
 //! chain_id = 31337
@@ -30,7 +33,11 @@
 //! ```
 //!
 //! The gas-paying key of `evm` settlement comes from `AGENTPMT_SETTLEMENT_PRIVATE_KEY`, never
-//! from the file. With no file the server runs the embedded **dev network** (`eip155:1337`):
+//! from the file.
+//!
+//! `confirmations` is the depth a payment needs before it counts (blocks built on top of the
+//! block that holds it); defaults per chain are [`default_confirmations`]. `0` (count as
+//! soon as mined) is refused on every chain but the local test chains 1337 and 31337. With no file the server runs the embedded **dev network** (`eip155:1337`):
 //! every signature and field is checked as on a real chain, the settlement is recorded in the
 //! database only, and the challenge says so. The dev network cannot be combined with a real
 //! chain.
@@ -51,6 +58,28 @@ pub const DEV_PAY_TO: &str = "0x000000000000000000000000000000000000c0de";
 pub const DEFAULT_MAX_TIMEOUT_SECONDS: u64 = 300;
 /// Default receipt wait.
 pub const DEFAULT_RECEIPT_TIMEOUT_SECS: u64 = 120;
+/// Default largest `eth_getLogs` block range (hosted nodes refuse wide ranges).
+pub const DEFAULT_LOG_BLOCK_RANGE: u64 = 500;
+/// Local test chains (the dev network and anvil), where a depth of 0 is allowed.
+pub const LOCAL_CHAIN_IDS: [u64; 2] = [1337, 31337];
+
+/// The default confirmation depth of a chain: how many blocks must be built on top of a
+/// payment's block before it counts. Chosen from each chain's observed reorg depths, with a
+/// margin: Ethereum 12 (about 2.4 min), Base, Optimism and Base Sepolia 10 (20 s; OP-stack
+/// reorgs come from the sequencer), Arbitrum 20 (5 s), Polygon PoS 64 (about 2 min; reorgs of
+/// tens of blocks were routine before milestones), Avalanche C-Chain 1 (single-slot
+/// finality), local test chains 0, any other chain 12.
+pub fn default_confirmations(chain_id: u64) -> u64 {
+    match chain_id {
+        1 => 12,
+        8453 | 10 | 84532 => 10,
+        42161 => 20,
+        137 => 64,
+        43114 => 1,
+        c if LOCAL_CHAIN_IDS.contains(&c) => 0,
+        _ => 12,
+    }
+}
 
 /// How payments on a network are settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -104,6 +133,12 @@ pub struct NetworkFile {
     pub facilitator_url: Option<String>,
     /// Display name (built-in chains have one).
     pub name: Option<String>,
+    /// Blocks on top of a payment before it counts (default: [`default_confirmations`]).
+    #[serde(default)]
+    pub confirmations: Option<u64>,
+    /// Largest block range of one `eth_getLogs` query (default [`DEFAULT_LOG_BLOCK_RANGE`]).
+    #[serde(default)]
+    pub log_block_range: Option<u64>,
     /// Tokens; default: the built-in tokens of the chain.
     #[serde(default)]
     pub tokens: Vec<TokenFile>,
@@ -167,6 +202,10 @@ pub struct Network {
     pub rpc_url: Option<String>,
     pub facilitator_url: Option<String>,
     pub tokens: Vec<Token>,
+    /// Blocks on top of a payment before it counts.
+    pub confirmations: u64,
+    /// Largest block range of one `eth_getLogs` query.
+    pub log_block_range: u64,
 }
 
 impl Network {
@@ -219,6 +258,8 @@ impl Networks {
                 settlement: SettlementKind::Dev,
                 rpc_url: None,
                 facilitator_url: None,
+                confirmations: 0,
+                log_block_range: DEFAULT_LOG_BLOCK_RANGE,
                 tokens: vec![token(
                     "USDC",
                     DEV_ASSET.parse().expect("valid dev asset"),
@@ -462,7 +503,35 @@ fn resolve_network(n: &NetworkFile) -> Result<Network, NetworkConfigError> {
                 n.chain_id
             )))
         }
+        SettlementKind::Facilitator if n.rpc_url.is_none() => {
+            return Err(invalid(format!(
+                "chain {}: facilitator settlement needs rpc_url (a facilitator's settlement is counted only once the chain shows it)",
+                n.chain_id
+            )))
+        }
         _ => {}
+    }
+    let confirmations = n
+        .confirmations
+        .unwrap_or_else(|| default_confirmations(n.chain_id));
+    if confirmations == 0 && !LOCAL_CHAIN_IDS.contains(&n.chain_id) {
+        return Err(invalid(format!(
+            "chain {}: confirmations = 0 is allowed only on the local test chains {LOCAL_CHAIN_IDS:?}; a payment at depth 0 can be undone by a reorg",
+            n.chain_id
+        )));
+    }
+    if confirmations > 10_000 {
+        return Err(invalid(format!(
+            "chain {}: confirmations must be at most 10000",
+            n.chain_id
+        )));
+    }
+    let log_block_range = n.log_block_range.unwrap_or(DEFAULT_LOG_BLOCK_RANGE);
+    if !(1..=1_000_000).contains(&log_block_range) {
+        return Err(invalid(format!(
+            "chain {}: log_block_range must be from 1 to 1000000",
+            n.chain_id
+        )));
     }
     Ok(Network {
         chain_id: n.chain_id,
@@ -471,6 +540,8 @@ fn resolve_network(n: &NetworkFile) -> Result<Network, NetworkConfigError> {
         rpc_url: n.rpc_url.clone(),
         facilitator_url: n.facilitator_url.clone(),
         tokens,
+        confirmations,
+        log_block_range,
     })
 }
 

@@ -39,6 +39,8 @@ pub struct PurchaseRow {
     pub error_message: Option<String>,
     pub created_at_ms: i64,
     pub email: Option<String>,
+    /// x402: the block the authorization was seen unused at (its use is searched from here).
+    pub search_from_block: Option<i64>,
 }
 
 impl PurchaseRow {
@@ -61,7 +63,7 @@ impl PurchaseRow {
     }
 }
 
-const COLUMNS: &str = "purchase_id, wallet_address, request_id, fingerprint, method, settlement, chain_id, token, asset, pay_to, payer_address, credits, amount_base_units, authorization_json, auth_nonce, transaction_hash, status, lease_until_ms, error_reason, error_message, created_at_ms, email";
+const COLUMNS: &str = "purchase_id, wallet_address, request_id, fingerprint, method, settlement, chain_id, token, asset, pay_to, payer_address, credits, amount_base_units, authorization_json, auth_nonce, transaction_hash, status, lease_until_ms, error_reason, error_message, created_at_ms, email, search_from_block";
 
 /// Why a purchase could not be claimed.
 #[derive(Debug)]
@@ -86,7 +88,7 @@ impl From<sqlx::Error> for ClaimConflict {
 pub async fn insert_claimed(tx: &mut impl AsConn, row: &PurchaseRow) -> Result<(), ClaimConflict> {
     let sql = format!(
         "INSERT INTO credit_purchases ({COLUMNS}, updated_at_ms) VALUES \
-         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $21) \
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $21) \
          ON CONFLICT DO NOTHING"
     );
     let inserted = sql_execute!(
@@ -113,7 +115,8 @@ pub async fn insert_claimed(tx: &mut impl AsConn, row: &PurchaseRow) -> Result<(
         &row.error_reason,
         &row.error_message,
         row.created_at_ms,
-        &row.email
+        &row.email,
+        row.search_from_block
     )?;
     if inserted == 0 {
         return Err(ClaimConflict::RequestId);
@@ -338,38 +341,63 @@ pub async fn record_broadcast(
     Ok(())
 }
 
-/// Marks an open purchase settled and grants its credits, once. Returns the balance after
-/// the grant (or the wallet's balance when another request finalized it first).
+/// How [`finalize_settled`] ended.
+#[derive(Debug)]
+pub enum Finalized {
+    /// Credits granted now; the balance right after.
+    Granted(i64),
+    /// Another request finalized it first; the wallet's balance.
+    AlreadyFinal(i64),
+    /// The on-chain payment already pays for something else (its claim): nothing granted.
+    ClaimedElsewhere(super::claims::ClaimRow),
+}
+
+/// Marks an open purchase settled by the on-chain payment `paid`, claims that payment and
+/// grants the credits, all in `tx`, once. When the payment is already claimed by something
+/// else, nothing is written (the caller rolls back and refuses).
 pub async fn finalize_settled(
     tx: &mut impl AsConn,
     row: &PurchaseRow,
-    tx_hash: &str,
-) -> Result<i64, LedgerError> {
+    paid: &super::settle::Paid,
+) -> Result<Finalized, LedgerError> {
     let now = now_ms();
+    let wallet: WalletAddress = row.wallet_address.parse().map_err(|_| {
+        LedgerError::Db(sqlx::Error::Protocol(
+            "stored wallet address is invalid".into(),
+        ))
+    })?;
     let updated = sql_execute!(
         tx.conn(),
         "UPDATE credit_purchases SET status = 'settled', transaction_hash = $2, error_reason = NULL, \
          error_message = NULL, lease_until_ms = 0, updated_at_ms = $3 \
          WHERE purchase_id = $1 AND status IN ('pending', 'broadcast')",
         &row.purchase_id,
-        tx_hash,
+        &paid.transaction,
         now
     )?;
-    let wallet: WalletAddress = row.wallet_address.parse().map_err(|_| {
-        LedgerError::Db(sqlx::Error::Protocol(
-            "stored wallet address is invalid".into(),
-        ))
-    })?;
     if updated == 0 {
-        return Ok(ledger::balance(tx, &wallet).await?);
+        return Ok(Finalized::AlreadyFinal(ledger::balance(tx, &wallet).await?));
+    }
+    let claim = super::claims::NewClaim {
+        chain_id: row.chain_id,
+        paid,
+        kind: super::claims::kind::PURCHASE,
+        holder_id: &row.purchase_id,
+        asset: &row.asset,
+        payer: &row.payer_address,
+        pay_to: &row.pay_to,
+        amount_base_units: &row.amount_base_units,
+    };
+    if let Some(other) = super::claims::claim(tx, &claim).await? {
+        return Ok(Finalized::ClaimedElsewhere(other));
     }
     settle_authorization(tx, &row.purchase_id).await?;
     let mut settled = row.clone();
-    settled.transaction_hash = Some(tx_hash.to_owned());
+    settled.transaction_hash = Some(paid.transaction.clone());
     let entry_id = settled.entry_id();
     let reason = format!(
-        "{} credits bought with {} on eip155:{} (transaction {tx_hash})",
-        row.credits, row.token, row.chain_id
+        "{} credits bought with {} on eip155:{} (transaction {}, log {})",
+        row.credits, row.token, row.chain_id, paid.transaction, paid.log_index
     );
     match ledger::post(
         tx,
@@ -385,9 +413,11 @@ pub async fn finalize_settled(
     )
     .await
     {
-        Ok(entry) => Ok(entry.balance_after),
+        Ok(entry) => Ok(Finalized::Granted(entry.balance_after)),
         // The payment was already granted (cannot happen through the claims; kept exact).
-        Err(LedgerError::DuplicateEntry) => Ok(ledger::balance(tx, &wallet).await?),
+        Err(LedgerError::DuplicateEntry) => {
+            Ok(Finalized::AlreadyFinal(ledger::balance(tx, &wallet).await?))
+        }
         Err(e) => Err(e),
     }
 }

@@ -896,12 +896,52 @@ impl CatalogFile {
     }
 }
 
+/// Refuses (422) a vendor timeout that does not fit inside the request time limit with the
+/// margin a call needs after its tool answered (posting the hold, or settling an x402
+/// payment): a tool answering after the client was told "timeout" must never be charged,
+/// and a charge must never be made for an answer that cannot be delivered.
+pub fn check_fits_deadline(doc: &ProductSpecDoc, request_timeout_secs: u64) -> ApiResult<()> {
+    let limit_ms = request_timeout_secs.max(1).saturating_mul(1000);
+    for (i, action) in doc.actions.iter().enumerate() {
+        let RunnerSpec::Http { timeout_ms, .. } = &action.runner else {
+            continue;
+        };
+        let reserve = if action.x402_enabled {
+            super::invoke::SETTLE_RESERVE
+        } else {
+            super::invoke::POST_RESERVE
+        };
+        let reserve_ms = u64::try_from(reserve.as_millis()).unwrap_or(u64::MAX);
+        let allowed = limit_ms.saturating_sub(reserve_ms);
+        let timeout = timeout_ms.unwrap_or(runner::DEFAULT_TIMEOUT_MS);
+        if timeout > allowed {
+            let index = i.to_string();
+            return Err(invalid(
+                &["body", "actions", &index, "runner", "timeout_ms"],
+                format!(
+                    "runner.timeout_ms ({timeout}{}) must leave {} s of the request time limit ({request_timeout_secs} s, --request-timeout-secs) for {}: at most {allowed}",
+                    if timeout_ms.is_none() { ", the default" } else { "" },
+                    reserve.as_secs(),
+                    if action.x402_enabled {
+                        "settling the payment and answering"
+                    } else {
+                        "posting the charge and answering"
+                    }
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Loads a catalog in one transaction (idempotent: loading it again changes nothing but
-/// timestamps). Returns (vendors, products).
+/// timestamps). Returns (vendors, products). `request_timeout_secs`: see
+/// [`check_fits_deadline`].
 pub async fn load(
     db: &crate::db::Db,
     file: &CatalogFile,
     key: Option<&SecretsKey>,
+    request_timeout_secs: u64,
 ) -> ApiResult<(usize, usize)> {
     let mut tx = db.begin().await?;
     for vendor in &file.vendors {
@@ -914,7 +954,11 @@ pub async fn load(
         })?;
     }
     for product in &file.products {
-        upsert_product(&mut tx, product).await.map_err(|e| {
+        let written = match check_fits_deadline(product, request_timeout_secs) {
+            Ok(()) => upsert_product(&mut tx, product).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        written.map_err(|e| {
             ApiError::internal(anyhow::anyhow!(
                 "catalog product {:?}: {} {:?}",
                 product.slug,

@@ -27,6 +27,7 @@ use super::usage::{self, NewUsage};
 use crate::auth::sessions::claim_request;
 use crate::auth::signed::{verify, Envelope, Signer};
 use crate::credits::purchase::{payment_header, payment_refused, payment_required, settle_header};
+use crate::deadline::Deadline;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_object, read_body};
 use crate::payments::networks::Offer;
@@ -50,6 +51,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use secrecy::SecretString;
 use serde_json::Value;
+use std::time::Duration;
 
 /// Invoke a tool action with credits (signed) or a direct x402 payment.
 ///
@@ -71,7 +73,8 @@ use serde_json::Value;
     ),
     request_body(content = InvokeRequest, description = "Signed credit call; for direct x402 the body is the action's parameters"),
     responses(
-        (status = 200, description = "The tool ran; credits charged or x402 payment settled", body = InvokeResponse),
+        (status = 200, description = "The tool ran; credits charged or x402 payment settled at depth", body = InvokeResponse),
+        (status = 202, description = "x402: the tool ran but its payment is not final yet (response is null); repeat the request with the same payment header to get the output", body = InvokeResponse),
         (status = 400, description = "Mixed payment modes or malformed payment header", body = ErrorBody),
         (status = 401, description = "Signature or session rejected", body = ErrorBody),
         (status = 402, description = "Not enough credits (INSUFFICIENT_CREDITS), x402 challenge, or payment refused"),
@@ -88,6 +91,7 @@ pub async fn invoke_action(
     State(state): State<AppState>,
     Path((product_slug, action_slug)): Path<(String, String)>,
     ClientIp(ip): ClientIp,
+    deadline: Deadline,
     req: Request,
 ) -> ApiResult<Response> {
     let headers = req.headers().clone();
@@ -106,12 +110,12 @@ pub async fn invoke_action(
             product: &product_slug,
             action: &action_slug,
         };
-        return credit_call(&state, target, &body, &json).await;
+        return credit_call(&state, target, &body, &json, &deadline).await;
     }
     state.limits.check_ip(ip).inspect_err(|_| {
         state.metrics.rate_limited("ip");
     })?;
-    x402_call(&state, &product_slug, &action_slug, &body, paid).await
+    x402_call(&state, &product_slug, &action_slug, &body, paid, &deadline).await
 }
 
 /// Invoke a product's action (legacy route; signed credits only).
@@ -140,6 +144,7 @@ pub async fn invoke_action(
 pub async fn invoke_legacy(
     State(state): State<AppState>,
     Path(product_id): Path<String>,
+    deadline: Deadline,
     req: Request,
 ) -> ApiResult<Response> {
     let body = read_body(req, &state).await?;
@@ -151,6 +156,7 @@ pub async fn invoke_legacy(
         },
         &body,
         &json,
+        &deadline,
     )
     .await
 }
@@ -213,6 +219,7 @@ async fn credit_call(
     target: Target<'_>,
     body: &[u8],
     json: &JsonValue,
+    deadline: &Deadline,
 ) -> ApiResult<Response> {
     let mut issues: Vec<ValidationIssue> = Vec::new();
     let envelope = Envelope::read(json, &mut issues);
@@ -326,6 +333,7 @@ async fn credit_call(
         network: None,
         token: None,
         authorization_json: None,
+        search_from_block: None,
         deadline_ms: now_ms() + deadline_margin_ms(&runner_spec),
     };
     let outcome = charged_call(
@@ -339,6 +347,7 @@ async fn credit_call(
             credentials,
         },
         &usage,
+        deadline,
     )
     .await?;
 
@@ -434,14 +443,16 @@ pub(crate) struct ToolCall {
 /// One transaction claims what `payer` needs claimed, holds the price on the payer's
 /// wallet and writes the usage record `usage` (402 `INSUFFICIENT_CREDITS`: nothing runs,
 /// nothing is consumed). The tool then runs in a task of its own (a client hanging up
-/// cannot leave a hold half done); on success the hold is posted, on failure or timeout it
-/// is voided (released). Returns the tool's response, or why it produced none (nothing
-/// charged).
+/// cannot leave a hold half done), for at most what `deadline` leaves (less
+/// [`POST_RESERVE`]); on success the hold is posted only if the answer can still be
+/// delivered ([`Deadline::commit`]), on failure, timeout or a missed deadline it is voided
+/// (released). Returns the tool's response, or why it produced none (nothing charged).
 pub(crate) async fn charged_call(
     state: &AppState,
     payer: Payer<'_>,
     call: ToolCall,
     usage: &NewUsage,
+    deadline: &Deadline,
 ) -> ApiResult<Result<Value, ToolError>> {
     {
         let mut tx = state.db.begin().await?;
@@ -476,6 +487,7 @@ pub(crate) async fn charged_call(
     let task_state = state.clone();
     let wallet = *payer.wallet();
     let usage_id = usage.usage_id.clone();
+    let deadline = deadline.clone();
     let outcome = tokio::spawn(async move {
         let ToolCall {
             resolved,
@@ -496,8 +508,18 @@ pub(crate) async fn charged_call(
                 credentials: credentials.as_ref(),
                 vendor_secret: secret.as_ref(),
             },
+            deadline.remaining_after(POST_RESERVE),
         )
         .await;
+        // No charge without a delivered answer: past the request's deadline the hold is
+        // voided, whatever the tool said.
+        let result = result.and_then(|response| {
+            if deadline.commit() {
+                Ok(response)
+            } else {
+                Err(ToolError::Timeout)
+            }
+        });
         match result {
             Ok(response) => {
                 if usage::post_hold(&task_state.db, &usage_id).await? {
@@ -522,6 +544,11 @@ pub(crate) async fn charged_call(
     }
     Ok(outcome)
 }
+
+/// What a credit call keeps of the request's time for posting its hold and answering.
+pub(crate) const POST_RESERVE: Duration = Duration::from_secs(2);
+/// What a direct x402 call keeps of the request's time for settling and answering.
+pub(crate) const SETTLE_RESERVE: Duration = Duration::from_secs(8);
 
 fn tool_error_parts(error: &ToolError) -> (ErrorCode, String) {
     match error {
@@ -722,6 +749,7 @@ async fn x402_call(
     action_ref: &str,
     body: &[u8],
     header: Option<&str>,
+    deadline: &Deadline,
 ) -> ApiResult<Response> {
     let resolved = catalog::resolve(&mut state.db.read().await?, product_ref, action_ref).await?;
     check_x402_enabled(&resolved)?;
@@ -751,7 +779,7 @@ async fn x402_call(
         ApiError::validation(issues)
     })?;
     let payment = header.map(decode_payment_header);
-    match x402_paid_call(state, resolved, tool_params, credentials, payment).await? {
+    match x402_paid_call(state, resolved, tool_params, credentials, payment, deadline).await? {
         X402Call::Challenge(required) => Ok(payment_required(&required)),
         X402Call::Ran(ran) => Ok(x402_response(*ran)),
     }
@@ -762,21 +790,26 @@ async fn x402_call(
 pub(crate) enum X402Call {
     /// No payment was sent: the challenge for this action.
     Challenge(PaymentRequired),
-    /// The tool ran and its payment was settled (or is pending).
+    /// The tool ran: its payment is settled (with the output), or still open (the output is
+    /// kept until it is final; repeating the request with the same payment fetches it).
     Ran(Box<X402Ran>),
 }
 
-/// A direct x402 call whose tool ran and whose payment was settled or is pending.
+/// A direct x402 call whose tool ran.
 #[derive(Debug)]
 pub(crate) struct X402Ran {
     pub usage_id: String,
     pub product_slug: String,
     pub action_slug: String,
     pub price_credits: i64,
+    /// The tool's output when `settled`; `Value::Null` while the settlement is open.
     pub response: Value,
-    /// False: sent but not confirmed yet (the reconciler will finish it).
+    /// True: the payment is on chain at the network's depth. False: not final yet (the
+    /// reconciler finishes it; the output is delivered once it is).
     pub settled: bool,
     pub transaction: String,
+    /// Why it is not final yet (when not settled).
+    pub pending_reason: Option<String>,
     pub offer: Offer,
     pub payer: WalletAddress,
     pub resource_url: String,
@@ -786,12 +819,20 @@ pub(crate) struct X402Ran {
 /// call, whatever carried the payment (an HTTP header or MCP `_meta`): the one place where
 /// a tool payment is settled. `payment` is the decoded payment (`None`: answer with the
 /// challenge). `tool_params` were validated by the caller.
+///
+/// The output is delivered only with a payment the chain shows at depth. The tool gets what
+/// `deadline` leaves less [`SETTLE_RESERVE`]; after it succeeded the call commits
+/// ([`Deadline::commit`], else nothing is settled and the authorization is given back),
+/// then settles within what is left. A settlement that is not final by then is answered as
+/// pending and the output is kept on the usage record: the same payment sent again returns
+/// it once the payment is final (or the refusal, if it failed).
 pub(crate) async fn x402_paid_call(
     state: &AppState,
     resolved: Resolved,
     tool_params: Value,
     credentials: Option<Value>,
     payment: Option<Result<DecodedPayment, x402::PaymentDecodeError>>,
+    deadline: &Deadline,
 ) -> Result<X402Call, X402Error> {
     let price = resolved.action.price_credits;
     let offers = offers(state, price);
@@ -885,25 +926,37 @@ pub(crate) async fn x402_paid_call(
         &nonce_hex,
     )
     .await?;
+    let context = PaidContext {
+        offers: &offers,
+        offer: &offer,
+        resource: &resource,
+        resource_url: &resource_url,
+        payer,
+    };
     if let Some((holder_id, status)) = holder {
         if status != "failed" {
-            return Err(in_use(&holder_id, &status).into());
+            // The same payment again: the outcome of the call it paid for, if it is this one.
+            return repeated_payment(state, &resolved, &holder_id, &status, &context, deadline)
+                .await;
         }
     }
     let settler = state
         .payments
         .settler(offer.network.chain_id)
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no settler for a configured chain")))?;
-    if let Err(refusal) = settler.preflight(&offer, &payment).await {
-        return Err(refused(
-            ErrorCode::PAYMENT_INVALID,
-            &offers,
-            Some(&offer),
-            &resource,
-            refusal,
-            &payer.to_string(),
-        ));
-    }
+    let search_from = match settler.preflight(&offer, &payment).await {
+        Ok(block) => block,
+        Err(refusal) => {
+            return Err(refused(
+                ErrorCode::PAYMENT_INVALID,
+                &offers,
+                Some(&offer),
+                &resource,
+                refusal,
+                &payer.to_string(),
+            ))
+        }
+    };
 
     // Claim the authorization together with the usage record.
     let runner_spec = resolved.action.runner()?;
@@ -926,6 +979,7 @@ pub(crate) async fn x402_paid_call(
             serde_json::to_string(&payment.to_payload(&offer.requirement))
                 .map_err(ApiError::internal)?,
         ),
+        search_from_block: i64::try_from(search_from).ok(),
         deadline_ms: now_ms()
             + deadline_margin_ms(&runner_spec)
             + state.payments.lease.as_millis() as i64,
@@ -964,8 +1018,10 @@ pub(crate) async fn x402_paid_call(
     let usage_id = usage.usage_id.clone();
     let payer_text = payer.to_string();
     let task_offer = offer.clone();
+    let task_deadline = deadline.clone();
     let outcome = tokio::spawn(async move {
         let state = task_state;
+        let deadline = task_deadline;
         let result = runner::run(
             &state.tools.http,
             &runner_spec,
@@ -978,8 +1034,18 @@ pub(crate) async fn x402_paid_call(
                 credentials: credentials.as_ref(),
                 vendor_secret: secret.as_ref(),
             },
+            deadline.remaining_after(SETTLE_RESERVE),
         )
         .await;
+        // No settlement without a delivered answer: past the request's deadline nothing is
+        // settled, whatever the tool said.
+        let result = result.and_then(|response| {
+            if deadline.commit() {
+                Ok(response)
+            } else {
+                Err(ToolError::Timeout)
+            }
+        });
         let response = match result {
             Ok(response) => response,
             Err(error) => {
@@ -999,45 +1065,47 @@ pub(crate) async fn x402_paid_call(
                 return Ok::<_, ApiError>(X402Outcome::ToolFailed(error));
             }
         };
-        usage::mark_settling(
-            &mut state.db.write().await?,
+        let output = serde_json::to_string(&response).map_err(ApiError::internal)?;
+        {
+            let mut conn = state.db.write().await?;
+            usage::mark_settling(
+                &mut conn,
+                &usage_id,
+                now_ms() + state.payments.lease.as_millis() as i64,
+            )
+            .await?;
+            // Kept until the payment is final, so an open settlement never loses the output.
+            usage::store_response(&mut conn, &usage_id, Some(&output)).await?;
+        }
+        let budget = deadline.remaining_after(Duration::from_secs(1));
+        let settled = settle_payment(
+            &state,
             &usage_id,
-            now_ms() + state.payments.lease.as_millis() as i64,
+            &task_offer,
+            &payment,
+            None,
+            Some(search_from),
+            budget,
         )
         .await?;
-        let settled = settle_payment(&state, &usage_id, &task_offer, &payment, None).await?;
         Ok(match settled {
             Settled::Yes(transaction) => X402Outcome::Settled {
                 response,
                 transaction,
             },
             Settled::No(refusal) => X402Outcome::SettlementFailed(refusal),
-            Settled::Pending => X402Outcome::Pending { response },
+            Settled::Pending(reason) => X402Outcome::Pending { reason },
         })
     })
     .await
     .map_err(|e| ApiError::internal(anyhow::anyhow!("tool task failed: {e}")))??;
 
-    let ran = |response: Value, settled: bool, transaction: String| {
-        X402Call::Ran(Box::new(X402Ran {
-            usage_id: usage.usage_id.clone(),
-            product_slug: usage.product_slug.clone(),
-            action_slug: usage.action_slug.clone(),
-            price_credits: price,
-            response,
-            settled,
-            transaction,
-            offer: offer.clone(),
-            payer,
-            resource_url: resource_url.clone(),
-        }))
-    };
     match outcome {
         X402Outcome::Settled {
             response,
             transaction,
-        } => Ok(ran(response, true, transaction)),
-        X402Outcome::Pending { response } => Ok(ran(response, false, String::new())),
+        } => Ok(context.ran(&usage, response, Ok(transaction))),
+        X402Outcome::Pending { reason } => Ok(context.ran(&usage, Value::Null, Err(reason))),
         X402Outcome::ToolFailed(error) => {
             let (code, message) = tool_error_parts(&error);
             Err(ApiError::new(code, message.clone())
@@ -1046,19 +1114,153 @@ pub(crate) async fn x402_paid_call(
                 .with_detail("settled", false)
                 .into())
         }
-        X402Outcome::SettlementFailed(refusal) => Err(refused(
-            ErrorCode::PAYMENT_SETTLEMENT_FAILED,
-            &offers,
-            Some(&offer),
-            &resource,
-            refusal,
-            &payer.to_string(),
-        )),
+        X402Outcome::SettlementFailed(refusal) => Err(context.settlement_failed(refusal)),
     }
 }
 
-/// The HTTP answer of a direct x402 call that ran: the invoke response with the x402
-/// receipt, and `PAYMENT-RESPONSE` once settled.
+/// What an x402 call's answers are built from.
+#[derive(Debug)]
+struct PaidContext<'a> {
+    offers: &'a [Offer],
+    offer: &'a Offer,
+    resource: &'a ResourceInfo,
+    resource_url: &'a str,
+    payer: WalletAddress,
+}
+
+impl PaidContext<'_> {
+    /// The tool ran: settled (`Ok(transaction)`, with the output) or not final yet
+    /// (`Err(reason)`).
+    fn ran(&self, usage: &NewUsage, response: Value, settled: Result<String, String>) -> X402Call {
+        self.ran_parts(
+            &usage.usage_id,
+            &usage.product_slug,
+            &usage.action_slug,
+            usage.price_credits,
+            response,
+            settled,
+        )
+    }
+
+    fn ran_parts(
+        &self,
+        usage_id: &str,
+        product_slug: &str,
+        action_slug: &str,
+        price_credits: i64,
+        response: Value,
+        settled: Result<String, String>,
+    ) -> X402Call {
+        let (settled, transaction, pending_reason) = match settled {
+            Ok(tx) => (true, tx, None),
+            Err(reason) => (false, String::new(), Some(reason)),
+        };
+        X402Call::Ran(Box::new(X402Ran {
+            usage_id: usage_id.to_owned(),
+            product_slug: product_slug.to_owned(),
+            action_slug: action_slug.to_owned(),
+            price_credits,
+            response,
+            settled,
+            transaction,
+            pending_reason,
+            offer: self.offer.clone(),
+            payer: self.payer,
+            resource_url: self.resource_url.to_owned(),
+        }))
+    }
+
+    fn settlement_failed(&self, refusal: Refusal) -> X402Error {
+        refused(
+            ErrorCode::PAYMENT_SETTLEMENT_FAILED,
+            self.offers,
+            Some(self.offer),
+            self.resource,
+            refusal,
+            &self.payer.to_string(),
+        )
+    }
+}
+
+/// The same payment sent again for a call it already paid (or is paying) for: the call's
+/// outcome. Settled with its output kept → the output; failed → the refusal; open → settled
+/// now from chain state when no one else holds it, else pending. Anything else (another
+/// action, a purchase, a call whose output was already delivered) → 409.
+async fn repeated_payment(
+    state: &AppState,
+    resolved: &Resolved,
+    holder_id: &str,
+    claim_status: &str,
+    context: &PaidContext<'_>,
+    deadline: &Deadline,
+) -> Result<X402Call, X402Error> {
+    let call = if holder_id.starts_with("use_") {
+        usage::paid_call(&mut state.db.read().await?, holder_id).await?
+    } else {
+        None
+    };
+    let Some(call) = call.filter(|c| {
+        c.product_slug == resolved.product.slug && c.action_slug == resolved.action.slug
+    }) else {
+        return Err(in_use(holder_id, claim_status).into());
+    };
+    let output = |call: &usage::PaidCall| -> Option<Value> {
+        call.response_json
+            .as_deref()
+            .and_then(|json| serde_json::from_str(json).ok())
+    };
+    let ran = |call: &usage::PaidCall, response: Value, settled: Result<String, String>| {
+        context.ran_parts(
+            &call.usage_id,
+            &call.product_slug,
+            &call.action_slug,
+            call.price_credits,
+            response,
+            settled,
+        )
+    };
+    match call.status.as_str() {
+        usage::status::SUCCEEDED => match output(&call) {
+            Some(response) => Ok(ran(
+                &call,
+                response,
+                Ok(call.transaction_hash.clone().unwrap_or_default()),
+            )),
+            None => Err(in_use(holder_id, claim_status).into()),
+        },
+        usage::status::SETTLEMENT_FAILED => Err(context.settlement_failed(Refusal::new(
+            call.error_code.clone().unwrap_or_default(),
+            call.error_message.clone().unwrap_or_default(),
+        ))),
+        usage::status::SETTLING | usage::status::SETTLEMENT_PENDING => {
+            let until = now_ms() + state.payments.lease.as_millis() as i64;
+            if !usage::take_settlement(
+                &mut state.db.write().await?,
+                &call.usage_id,
+                now_ms(),
+                until,
+            )
+            .await?
+            {
+                // Another request (or instance) is settling it right now.
+                return Err(in_use(holder_id, claim_status).into());
+            }
+            let budget = deadline.remaining_after(Duration::from_secs(1));
+            match reconcile_one(state, &call.open(), budget).await? {
+                Settled::Yes(tx) => {
+                    let response = output(&call).unwrap_or(Value::Null);
+                    Ok(ran(&call, response, Ok(tx)))
+                }
+                Settled::No(refusal) => Err(context.settlement_failed(refusal)),
+                Settled::Pending(reason) => Ok(ran(&call, Value::Null, Err(reason))),
+            }
+        }
+        _ => Err(in_use(holder_id, claim_status).into()),
+    }
+}
+
+/// The HTTP answer of a direct x402 call that ran: 200 with the output, the x402 receipt and
+/// `PAYMENT-RESPONSE` once settled; 202 without the output while the settlement is open.
 fn x402_response(ran: X402Ran) -> Response {
     let X402Ran {
         usage_id,
@@ -1068,6 +1270,7 @@ fn x402_response(ran: X402Ran) -> Response {
         response,
         settled,
         transaction,
+        pending_reason,
         offer,
         payer,
         resource_url,
@@ -1088,28 +1291,37 @@ fn x402_response(ran: X402Ran) -> Response {
         settlement_recorded: settled,
         payment: payment_view,
     };
-    let mut http = Json(InvokeResponse {
-        success: true,
-        response,
-        warnings: if settled {
-            Vec::new()
-        } else {
-            vec![Value::String(
-                "settlement is pending: the transaction was sent but not yet confirmed".into(),
-            )]
-        },
-        usage_id,
-        product_slug,
-        action_slug,
-        charged_credits: 0,
-        price_credits: price,
-        balance_credits: None,
-        balance_usd: None,
-        credit_source: "x402".into(),
-        workflow_session_id: None,
-        x402: Some(receipt),
-    })
-    .into_response();
+    let status = if settled {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::ACCEPTED
+    };
+    let mut http = (
+        status,
+        Json(InvokeResponse {
+            success: true,
+            response,
+            warnings: if settled {
+                Vec::new()
+            } else {
+                vec![Value::String(format!(
+                    "the payment is not final yet ({}); the tool's output is kept: repeat this request with the same payment header to get it once the payment is final (never sign a new payment)",
+                    pending_reason.unwrap_or_default()
+                ))]
+            },
+            usage_id,
+            product_slug,
+            action_slug,
+            charged_credits: 0,
+            price_credits: price,
+            balance_credits: None,
+            balance_usd: None,
+            credit_source: "x402".into(),
+            workflow_session_id: None,
+            x402: Some(receipt),
+        }),
+    )
+        .into_response();
     if settled {
         let header = settle_header(&offer, true, &transaction, &payer.to_string(), None);
         if let Ok(v) = HeaderValue::from_str(&header) {
@@ -1125,22 +1337,26 @@ fn x402_response(ran: X402Ran) -> Response {
 /// How a tool payment's settlement ended.
 #[derive(Debug)]
 pub enum Settled {
-    /// On chain: the transaction hash.
+    /// On chain at depth, claimed for this call: the transaction hash.
     Yes(String),
     /// It did not and cannot; the authorization was given back.
     No(Refusal),
-    /// Not known yet; the reconciler will find out.
-    Pending,
+    /// Not known yet (why); the reconciler will find out.
+    Pending(String),
 }
 
-/// Settles (or, with `known`, reconciles) the x402 payment of a tool call and records the
-/// outcome on its usage record and authorization claim. The caller holds the call's lease.
+/// Settles (or, with `known`, records a reconciled outcome of) the x402 payment of a tool
+/// call: a payment at depth is claimed once and the call succeeds; a failed one gives the
+/// authorization back and drops the kept output; anything else stays open. The caller
+/// holds the call's lease. `budget`: how long to wait for the chain.
 pub async fn settle_payment(
     state: &AppState,
     usage_id: &str,
     offer: &Offer,
     payment: &DecodedPayment,
     known: Option<Outcome>,
+    search_from: Option<u64>,
+    budget: Duration,
 ) -> ApiResult<Settled> {
     let settler = state
         .payments
@@ -1153,7 +1369,7 @@ pub async fn settle_payment(
         })?;
     let outcome = match known {
         Some(Outcome::Resubmit) | None => match settler.broadcast(offer, payment).await {
-            Broadcast::Confirmed(tx) => Outcome::Settled(tx),
+            Broadcast::Settled(paid) => Outcome::Settled(paid),
             Broadcast::Failed(refusal) => Outcome::Failed(refusal),
             Broadcast::Unknown(message) => Outcome::Unknown(message),
             Broadcast::Sent(tx) => {
@@ -1169,26 +1385,55 @@ pub async fn settle_payment(
                         "injected fault: crash after broadcast"
                     )));
                 }
-                settler.confirm(offer, payment, &tx).await
+                settler
+                    .confirm(offer, payment, &tx, search_from, budget)
+                    .await
             }
         },
         Some(outcome) => outcome,
     };
     let mut tx = state.db.begin().await?;
+    let outcome = match outcome {
+        Outcome::Settled(paid) => {
+            let claim = crate::payments::claims::NewClaim {
+                chain_id: offer.network.chain_id as i64,
+                paid: &paid,
+                kind: crate::payments::claims::kind::TOOL_PAYMENT,
+                holder_id: usage_id,
+                asset: &format!("{:#x}", offer.token.address),
+                payer: &format!("{:#x}", payment.authorization.from),
+                pay_to: &format!("{:#x}", offer.pay_to),
+                amount_base_units: &offer.amount.to_string(),
+            };
+            match crate::payments::claims::claim(&mut tx, &claim).await? {
+                None => Outcome::Settled(paid),
+                Some(other) => Outcome::Failed(Refusal::new(
+                    "payment_already_used",
+                    format!(
+                        "this on-chain payment already paid for {} {}",
+                        other.kind.replace('_', " "),
+                        other.holder_id
+                    ),
+                )),
+            }
+        }
+        other => other,
+    };
     let settled = match outcome {
-        Outcome::Settled(hash) => {
+        Outcome::Settled(paid) => {
             usage::record_settlement(
                 &mut tx,
                 usage_id,
                 usage::status::SUCCEEDED,
-                Some(&hash),
+                Some(&paid.transaction),
                 None,
             )
             .await?;
             crate::payments::store::settle_authorization(&mut tx, usage_id).await?;
             state.metrics.settlement("settled");
-            tracing::info!(usage_id, transaction = %hash, "tool payment settled");
-            Settled::Yes(hash)
+            tracing::info!(usage_id, transaction = %paid.transaction, log_index = paid.log_index,
+                confirmations = paid.confirmations, "tool payment settled");
+            Settled::Yes(paid.transaction)
         }
         Outcome::Failed(refusal) => {
             usage::record_settlement(
@@ -1199,6 +1444,7 @@ pub async fn settle_payment(
                 Some((&refusal.reason, &refusal.message)),
             )
             .await?;
+            usage::store_response(&mut tx, usage_id, None).await?;
             crate::payments::store::release_authorization(&mut tx, usage_id).await?;
             state.metrics.settlement("failed");
             tracing::info!(usage_id, reason = %refusal.reason, "tool payment failed");
@@ -1208,28 +1454,70 @@ pub async fn settle_payment(
             crate::db::macros::sql_execute!(
                 tx.conn(),
                 "UPDATE tool_usage SET status = 'settlement_pending', error_code = 'settlement_pending', \
-                 error_message = $2 WHERE usage_id = $1",
+                 error_message = $2, deadline_ms = 0 WHERE usage_id = $1",
                 usage_id,
                 &message
             )?;
             state.metrics.settlement("pending");
             tracing::warn!(usage_id, %message, "tool payment outcome unknown; will reconcile");
-            Settled::Pending
+            Settled::Pending(message)
         }
-        Outcome::Resubmit => Settled::Pending,
+        Outcome::Resubmit => Settled::Pending("the payment will be submitted again".to_owned()),
     };
     tx.commit().await?;
     Ok(settled)
 }
 
+/// Reconciles one open tool payment whose lease this caller holds.
+async fn reconcile_one(
+    state: &AppState,
+    row: &usage::OpenSettlement,
+    budget: Duration,
+) -> ApiResult<Settled> {
+    let (offer, payment) = match stored_payment(state, row) {
+        Ok(found) => found,
+        Err(message) => {
+            tracing::error!(usage_id = %row.usage_id, %message, "cannot reconcile tool payment");
+            return Ok(Settled::Pending(message));
+        }
+    };
+    let Some(settler) = state.payments.settler(offer.network.chain_id) else {
+        return Ok(Settled::Pending(
+            "the chain of this payment is no longer configured".to_owned(),
+        ));
+    };
+    let search_from = row.search_from_block.and_then(|b| u64::try_from(b).ok());
+    let outcome = settler
+        .reconcile(
+            &offer,
+            &payment,
+            row.transaction_hash.as_deref(),
+            search_from,
+            (now_ms() / 1000) as u64,
+        )
+        .await;
+    settle_payment(
+        state,
+        &row.usage_id,
+        &offer,
+        &payment,
+        Some(outcome),
+        search_from,
+        budget,
+    )
+    .await
+}
+
 /// Reconciles x402 tool payments left settling or pending past their lease (a crash, a
-/// timeout) from chain state, exactly like credit purchases: used on chain → succeeded;
-/// can no longer be used → failed, authorization given back; unused and still valid →
-/// submitted again (the payer never signs twice). Returns how many became final.
+/// timeout, too few confirmations) from chain state, exactly like credit purchases: paid
+/// at depth → succeeded; can no longer be paid → failed, authorization given back; unused
+/// and still valid → submitted again (the payer never signs twice). Returns how many became
+/// final.
 pub async fn reconcile_payments(state: &AppState) -> ApiResult<usize> {
     let now = now_ms();
     let open = usage::open_settlements(&mut state.db.read().await?, now, 50).await?;
     let mut done = 0;
+    let budget = Duration::from_secs(state.payments.networks.receipt_timeout_secs);
     for row in open {
         let until = now_ms() + state.payments.lease.as_millis() as i64;
         if !usage::take_settlement(&mut state.db.write().await?, &row.usage_id, now_ms(), until)
@@ -1237,33 +1525,16 @@ pub async fn reconcile_payments(state: &AppState) -> ApiResult<usize> {
         {
             continue;
         }
-        let (offer, payment) = match stored_payment(state, &row) {
-            Ok(found) => found,
-            Err(message) => {
-                tracing::error!(usage_id = %row.usage_id, %message, "cannot reconcile tool payment");
-                continue;
-            }
-        };
-        let Some(settler) = state.payments.settler(offer.network.chain_id) else {
-            continue;
-        };
-        let outcome = settler
-            .reconcile(
-                &offer,
-                &payment,
-                row.transaction_hash.as_deref(),
-                (now_ms() / 1000) as u64,
-            )
-            .await;
-        match settle_payment(state, &row.usage_id, &offer, &payment, Some(outcome)).await? {
+        match reconcile_one(state, &row, budget).await? {
             Settled::Yes(_) | Settled::No(_) => done += 1,
-            Settled::Pending => {}
+            Settled::Pending(_) => {}
         }
     }
     Ok(done)
 }
 
-/// The offer and payment a stored tool payment was made with.
+/// The offer and payment a stored tool payment was made with (its `payTo` is the one the
+/// payer authorized, whatever the configuration says now).
 fn stored_payment(
     state: &AppState,
     row: &usage::OpenSettlement,
@@ -1273,7 +1544,7 @@ fn stored_payment(
         .as_deref()
         .and_then(x402::parse_caip2)
         .ok_or("the usage record has no network")?;
-    let offer =
+    let mut offer =
         state
             .payments
             .networks
@@ -1284,6 +1555,7 @@ fn stored_payment(
         .ok_or("the usage record has no stored payment")?;
     let value: Value = serde_json::from_str(json).map_err(|e| format!("stored payment: {e}"))?;
     let payment = x402::decode_payment_value(value).map_err(|e| e.to_string())?;
+    offer.pay_to = payment.authorization.to;
     Ok((offer, payment))
 }
 
@@ -1312,7 +1584,7 @@ enum X402Outcome {
         transaction: String,
     },
     Pending {
-        response: Value,
+        reason: String,
     },
     ToolFailed(ToolError),
     SettlementFailed(Refusal),

@@ -265,6 +265,7 @@ pub async fn admin_put_tool(
     ApiJson(doc): ApiJson<ProductSpecDoc>,
 ) -> ApiResult<(StatusCode, Json<ProductAdminView>)> {
     same_slug(&slug, &doc.slug)?;
+    catalog::check_fits_deadline(&doc, state.config.request_timeout_secs)?;
     let mut tx = state.db.begin().await?;
     let created = catalog::upsert_product(&mut tx, &doc).await?;
     tx.commit().await?;

@@ -55,17 +55,20 @@ pub struct Call<'a> {
     pub vendor_secret: Option<&'a SecretString>,
 }
 
-/// Runs `runner` for `call`.
+/// Runs `runner` for `call`, for at most the action's timeout and at most `limit` (what
+/// the request's deadline leaves for the tool).
 pub async fn run(
     http: &reqwest::Client,
     runner: &RunnerSpec,
     call: Call<'_>,
+    limit: Duration,
 ) -> Result<Value, ToolError> {
     match runner {
         RunnerSpec::Builtin { name } => builtin(name, call.parameters),
         RunnerSpec::Http { url, timeout_ms } => {
             let timeout =
-                Duration::from_millis(timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS).min(MAX_TIMEOUT_MS));
+                Duration::from_millis(timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS).min(MAX_TIMEOUT_MS))
+                    .min(limit);
             match tokio::time::timeout(timeout, vendor(http, url, &call)).await {
                 Ok(result) => result,
                 Err(_) => Err(ToolError::Timeout),

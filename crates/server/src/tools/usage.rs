@@ -51,6 +51,8 @@ pub struct NewUsage {
     /// x402: the token symbol and the stored payment payload (JSON).
     pub token: Option<String>,
     pub authorization_json: Option<String>,
+    /// x402: the block the authorization was seen unused at.
+    pub search_from_block: Option<i64>,
     pub deadline_ms: i64,
 }
 
@@ -65,8 +67,8 @@ pub async fn insert(conn: &mut impl AsConn, u: &NewUsage) -> Result<(), sqlx::Er
         conn.conn(),
         "INSERT INTO tool_usage (usage_id, product_id, product_slug, action_slug, mode, wallet_address, payer_address, \
          session_nonce, request_id, price_credits, charged_credits, status, workflow_session_id, network, token, authorization_json, \
-         deadline_ms, created_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, 'running', $11, $12, $13, $14, $15, $16)",
+         deadline_ms, created_at_ms, search_from_block) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, 'running', $11, $12, $13, $14, $15, $16, $17)",
         &u.usage_id,
         &u.product_id,
         &u.product_slug,
@@ -82,7 +84,8 @@ pub async fn insert(conn: &mut impl AsConn, u: &NewUsage) -> Result<(), sqlx::Er
         &u.token,
         &u.authorization_json,
         u.deadline_ms,
-        now_ms()
+        now_ms(),
+        u.search_from_block
     )?;
     Ok(())
 }
@@ -283,6 +286,7 @@ pub struct OpenSettlement {
     pub token: Option<String>,
     pub authorization_json: Option<String>,
     pub transaction_hash: Option<String>,
+    pub search_from_block: Option<i64>,
 }
 
 /// Open x402 settlements whose lease passed.
@@ -294,12 +298,89 @@ pub async fn open_settlements(
     sql_fetch_all!(
         conn.conn(),
         OpenSettlement,
-        "SELECT usage_id, price_credits, network, token, authorization_json, transaction_hash FROM tool_usage \
+        "SELECT usage_id, price_credits, network, token, authorization_json, transaction_hash, search_from_block FROM tool_usage \
          WHERE mode = 'x402' AND status IN ('settling', 'settlement_pending') AND deadline_ms < $1 \
          ORDER BY deadline_ms LIMIT $2",
         now,
         limit
     )
+}
+
+/// An x402 call as its payer's repeated request sees it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PaidCall {
+    pub usage_id: String,
+    pub product_slug: String,
+    pub action_slug: String,
+    pub status: String,
+    pub price_credits: i64,
+    pub network: Option<String>,
+    pub token: Option<String>,
+    pub authorization_json: Option<String>,
+    pub transaction_hash: Option<String>,
+    pub search_from_block: Option<i64>,
+    pub response_json: Option<String>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+}
+
+impl PaidCall {
+    /// The open-settlement view of this call.
+    pub fn open(&self) -> OpenSettlement {
+        OpenSettlement {
+            usage_id: self.usage_id.clone(),
+            price_credits: self.price_credits,
+            network: self.network.clone(),
+            token: self.token.clone(),
+            authorization_json: self.authorization_json.clone(),
+            transaction_hash: self.transaction_hash.clone(),
+            search_from_block: self.search_from_block,
+        }
+    }
+}
+
+/// The x402 call `usage_id`.
+pub async fn paid_call(
+    conn: &mut impl AsConn,
+    usage_id: &str,
+) -> Result<Option<PaidCall>, sqlx::Error> {
+    sql_fetch_optional!(
+        conn.conn(),
+        PaidCall,
+        "SELECT usage_id, product_slug, action_slug, status, price_credits, network, token, authorization_json, \
+         transaction_hash, search_from_block, response_json, error_code, error_message FROM tool_usage \
+         WHERE usage_id = $1 AND mode = 'x402'",
+        usage_id
+    )
+}
+
+/// Keeps (or, with `None`, drops) the output of an x402 call whose settlement is open.
+pub async fn store_response(
+    conn: &mut impl AsConn,
+    usage_id: &str,
+    response: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sql_execute!(
+        conn.conn(),
+        "UPDATE tool_usage SET response_json = $2 WHERE usage_id = $1",
+        usage_id,
+        response
+    )?;
+    Ok(())
+}
+
+/// How long the output of a paid x402 call stays fetchable (by repeating the request with the
+/// same payment) after its payment became final.
+pub const RESPONSE_RETENTION_MS: i64 = 24 * 3600 * 1000;
+
+/// Drops kept outputs of x402 calls that became final before `before_ms`; returns how many.
+pub async fn prune_responses(db: &Db, before_ms: i64) -> ApiResult<u64> {
+    Ok(sql_execute!(
+        db.write().await?.conn(),
+        "UPDATE tool_usage SET response_json = NULL WHERE response_json IS NOT NULL \
+         AND status IN ('succeeded', 'settlement_failed', 'failed') AND finished_at_ms < $1",
+        before_ms
+    )?)
 }
 
 /// Takes the lease of an open settlement; false when another request or instance holds it.

@@ -9,6 +9,7 @@ use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::types::TransactionRequest;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolValue;
+use serde_json::json;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -28,6 +29,8 @@ mod abi {
             function transfer(address to, uint256 value) external returns (bool);
             function authorizationState(address authorizer, bytes32 nonce) external view returns (bool);
             function transferWithAuthorization(address from, address to, uint256 value, uint256 validAfter, uint256 validBefore, bytes32 nonce, bytes signature) external;
+            function cancelAuthorization(address authorizer, bytes32 nonce, bytes signature) external;
+            function DOMAIN_SEPARATOR() external view returns (bytes32);
         }
     }
 }
@@ -231,6 +234,170 @@ impl Chain {
         Ok(format!("{:#x}", receipt.transaction_hash))
     }
 
+    /// A raw JSON-RPC call to anvil (test-only methods: `evm_mine`, `evm_snapshot`, ...).
+    pub async fn rpc(&self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        let answer: serde_json::Value = reqwest::Client::new()
+            .post(&self.anvil.rpc_url)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(answer.get("error").is_none(), "{method}: {answer}");
+        answer["result"].clone()
+    }
+
+    /// Turns automatic mining on or off (off: transactions wait in the pool until [`mine`]).
+    ///
+    /// [`mine`]: Chain::mine
+    pub async fn set_automine(&self, on: bool) {
+        self.rpc("evm_setAutomine", json!([on])).await;
+    }
+
+    /// Mines `blocks` blocks (the pool's transactions go into the first, highest tip first).
+    pub async fn mine(&self, blocks: u64) {
+        self.rpc("anvil_mine", json!([format!("{blocks:#x}")]))
+            .await;
+    }
+
+    /// A snapshot of the chain to return to with [`revert`](Chain::revert) (a reorg).
+    pub async fn snapshot(&self) -> serde_json::Value {
+        self.rpc("evm_snapshot", json!([])).await
+    }
+
+    /// Returns to `snapshot`: every block after it disappears (as in a reorg).
+    pub async fn revert(&self, snapshot: serde_json::Value) {
+        let ok = self.rpc("evm_revert", json!([snapshot])).await;
+        assert_eq!(ok, json!(true));
+    }
+
+    /// Hashes of the transactions from `sender` waiting in the pool.
+    pub async fn pending_from(&self, sender: Address) -> Vec<String> {
+        let content = self.rpc("txpool_content", json!([])).await;
+        let mut out = Vec::new();
+        for (from, txs) in content["pending"].as_object().into_iter().flatten() {
+            if from.eq_ignore_ascii_case(&format!("{sender:#x}")) {
+                for tx in txs.as_object().into_iter().flatten().map(|(_, t)| t) {
+                    out.push(tx["hash"].as_str().unwrap_or_default().to_owned());
+                }
+            }
+        }
+        out
+    }
+
+    /// Waits until the gas key has a transaction in the pool (the server broadcast its
+    /// settlement); returns its hash.
+    pub async fn wait_for_settlement_in_pool(&self) -> String {
+        let gas: PrivateKeySigner = GAS_KEY.parse().unwrap();
+        for _ in 0..400 {
+            if let Some(tx) = self.pending_from(gas.address()).await.into_iter().next() {
+                return tx;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("the server never broadcast its settlement");
+    }
+
+    /// Gives `who` 0.1 ETH for gas (call it while automining).
+    pub async fn fund_gas(&self, who: Address) {
+        let funding = TransactionRequest::default()
+            .with_to(who)
+            .with_value(U256::from(10u64).pow(U256::from(17u64)));
+        self.provider
+            .send_transaction(funding)
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+    }
+
+    /// The payer cancels its authorization `nonce` (EIP-3009 `cancelAuthorization`), sent
+    /// from its own account with a tip far above the server's, so it is mined first. Does
+    /// not wait for it to be mined.
+    pub async fn cancel_authorization(&self, payer: &PrivateKey, nonce: alloy::primitives::B256) {
+        let signer: PrivateKeySigner = hex::encode(payer.secret_bytes()).parse().unwrap();
+        let provider = ProviderBuilder::new()
+            .wallet(EthereumWallet::from(signer))
+            .connect_http(self.anvil.rpc_url.parse().unwrap());
+        let token = ITestToken::new(self.token, &provider);
+        let domain = token.DOMAIN_SEPARATOR().call().await.unwrap();
+        let typehash =
+            alloy::primitives::keccak256("CancelAuthorization(address authorizer,bytes32 nonce)");
+        let struct_hash =
+            alloy::primitives::keccak256((typehash, payer.address().address(), nonce).abi_encode());
+        let mut bytes = vec![0x19, 0x01];
+        bytes.extend_from_slice(domain.as_slice());
+        bytes.extend_from_slice(struct_hash.as_slice());
+        let digest = alloy::primitives::keccak256(bytes);
+        let signature = payer.sign_digest(&digest).to_bytes();
+        token
+            .cancelAuthorization(
+                payer.address().address(),
+                nonce,
+                Bytes::from(signature.to_vec()),
+            )
+            .max_priority_fee_per_gas(100_000_000_000)
+            .max_fee_per_gas(200_000_000_000)
+            .gas(200_000)
+            .send()
+            .await
+            .unwrap()
+            .tx_hash();
+    }
+
+    /// The payer moves `amount` away (to a fresh address) with a tip far above the server's,
+    /// so it is mined first. Does not wait for it to be mined.
+    pub async fn move_funds_away(&self, payer: &PrivateKey, amount: u64) {
+        let signer: PrivateKeySigner = hex::encode(payer.secret_bytes()).parse().unwrap();
+        let provider = ProviderBuilder::new()
+            .wallet(EthereumWallet::from(signer))
+            .connect_http(self.anvil.rpc_url.parse().unwrap());
+        ITestToken::new(self.token, &provider)
+            .transfer(PrivateKey::random().address().address(), U256::from(amount))
+            .max_priority_fee_per_gas(100_000_000_000)
+            .max_fee_per_gas(200_000_000_000)
+            .gas(100_000)
+            .send()
+            .await
+            .unwrap()
+            .tx_hash();
+    }
+
+    /// Someone (here: `submitter`) submits the payer's signed authorization itself, with a tip
+    /// far above the server's, so it is mined first. Does not wait for it to be mined.
+    pub async fn front_run_with_authorization(&self, submitter: &str, payload: &serde_json::Value) {
+        let signer: PrivateKeySigner = submitter.parse().unwrap();
+        let provider = ProviderBuilder::new()
+            .wallet(EthereumWallet::from(signer))
+            .connect_http(self.anvil.rpc_url.parse().unwrap());
+        let auth = &payload["authorization"];
+        let text = |k: &str| auth[k].as_str().unwrap_or_default().to_owned();
+        let number = |k: &str| U256::from_str_radix(&text(k), 10).unwrap_or_default();
+        let signature = hex::decode(text_of(&payload["signature"]).trim_start_matches("0x"))
+            .unwrap_or_default();
+        ITestToken::new(self.token, &provider)
+            .transferWithAuthorization(
+                text("from").parse().unwrap(),
+                text("to").parse().unwrap(),
+                number("value"),
+                number("validAfter"),
+                number("validBefore"),
+                text("nonce").parse().unwrap(),
+                Bytes::from(signature),
+            )
+            .max_priority_fee_per_gas(100_000_000_000)
+            .max_fee_per_gas(200_000_000_000)
+            .gas(200_000)
+            .send()
+            .await
+            .unwrap()
+            .tx_hash();
+    }
+
     /// The payments configuration of a server settling on this chain.
     pub fn payments(&self) -> PaymentsFile {
         PaymentsFile {
@@ -244,6 +411,8 @@ impl Chain {
                 rpc_url: Some(self.anvil.rpc_url.clone()),
                 facilitator_url: None,
                 name: Some("anvil".into()),
+                confirmations: None,
+                log_block_range: None,
                 tokens: vec![TokenFile {
                     symbol: "USDC".into(),
                     address: self.token.to_checksum(None),

@@ -66,7 +66,7 @@ fn postgres_url() -> String {
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A fresh, empty schema in the test PostgreSQL database; returns a URL that uses it.
-async fn fresh_postgres_schema() -> String {
+pub async fn fresh_postgres_schema() -> String {
     let base = postgres_url();
     let admin = sqlx::PgPool::connect(&base)
         .await
@@ -345,6 +345,20 @@ impl TestApp {
                 .unwrap(),
             Db::Postgres(pool) => sqlx::query_scalar::<_, i64>(sql)
                 .fetch_one(pool)
+                .await
+                .unwrap(),
+        }
+    }
+
+    /// Runs a query of one text column on the server's database.
+    pub async fn strings(&self, sql: &str) -> Vec<String> {
+        match &self.state.db {
+            Db::Sqlite { writer, .. } => sqlx::query_scalar::<_, String>(sql)
+                .fetch_all(writer)
+                .await
+                .unwrap(),
+            Db::Postgres(pool) => sqlx::query_scalar::<_, String>(sql)
+                .fetch_all(pool)
                 .await
                 .unwrap(),
         }

@@ -5,6 +5,7 @@ mod chain;
 mod helpers;
 
 mod admin;
+mod attacks;
 mod balance;
 mod discovery;
 mod envelope;
@@ -12,6 +13,7 @@ mod identity;
 mod jobs;
 mod ledger;
 mod logs;
+mod migrations;
 mod openapi;
 mod operations;
 mod payload_forms;
