@@ -45,11 +45,15 @@ impl Output {
     pub fn error(&self, err: &anyhow::Error) {
         let failure = api_failure(err);
         if self.json {
-            let value = match failure {
+            let mut value = match failure {
                 Some(failure) => api_failure_json(failure),
                 None => json!({ "success": false, "error": describe(err) }),
             };
-            self.print_json(&value);
+            if let Value::Object(map) = &mut value {
+                map.insert("ts".into(), json!(crate::worker::events::now_rfc3339()));
+            }
+            // One line, so that a worker's stdout stays one JSON object per line.
+            println!("{value}");
         }
         match failure {
             Some(failure) => eprint!("{}", api_failure_text(failure)),
