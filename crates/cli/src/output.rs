@@ -44,7 +44,7 @@ impl Output {
     /// object on stdout (the server's error body when the server refused the request).
     pub fn error(&self, err: &anyhow::Error) {
         let failure = api_failure(err);
-        if self.json {
+        if self.json && !crate::worker::is_reported(err) {
             let mut value = match failure {
                 Some(failure) => api_failure_json(failure),
                 None => json!({ "success": false, "error": describe(err) }),

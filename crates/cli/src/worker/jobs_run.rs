@@ -333,9 +333,9 @@ pub async fn work(client: &Client, settings: Settings, events: Events) -> Result
         }
     };
     summary(&events, &handled, outcome.as_ref().err());
-    outcome?;
+    outcome.map_err(|e| e.context(super::Reported))?;
     let succeeded = handled.iter().filter(|h| h.outcome == "submitted").count();
-    super::finish(handled.len(), succeeded)
+    super::finish(handled.len(), succeeded).map_err(|e| e.context(super::Reported))
 }
 
 /// Completes the job: `Ok(Ok(submission id))`, `Ok(Err(why))` when refused (logged), or

@@ -50,6 +50,17 @@ impl WorkerExit {
     }
 }
 
+/// Marks an error the worker already reported in its summary event, so that `--json`
+/// stdout does not get a second object for it (the text on stderr is still printed).
+#[derive(Debug, thiserror::Error)]
+#[error("")]
+pub struct Reported;
+
+/// True when `err` was already reported in a worker's summary.
+pub fn is_reported(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<Reported>().is_some()
+}
+
 /// The exit status `main` should use for a failed command.
 pub fn exit_status_of(err: &anyhow::Error) -> u8 {
     err.chain()

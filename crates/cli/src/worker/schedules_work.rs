@@ -265,9 +265,9 @@ pub async fn work(client: &ScheduleClient, settings: Settings, events: Events) -
         }
     };
     summary(&events, &handled, outcome.as_ref().err());
-    outcome?;
+    outcome.map_err(|e| e.context(super::Reported))?;
     let succeeded = handled.iter().filter(|h| h.action == "advanced").count();
-    super::finish(handled.len(), succeeded)
+    super::finish(handled.len(), succeeded).map_err(|e| e.context(super::Reported))
 }
 
 /// Advances or releases the occurrence. A refusal because the lease is gone is logged
