@@ -26,12 +26,14 @@ const TARGET: &str = "https://www.agentpmt.com/agent-workflow-skills/example";
 struct KillableServer {
     port: u16,
     db: PathBuf,
+    reservation_secs: u64,
     kill: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-fn config(db: &Path, port: u16) -> ServerConfig {
+fn config(db: &Path, port: u16, reservation_secs: u64) -> ServerConfig {
     ServerConfig {
+        job_reservation_secs: reservation_secs,
         bind: format!("127.0.0.1:{port}").parse().expect("address"),
         database_url: format!("sqlite://{}", db.display()),
         admin_token: Some(SecretString::from(ADMIN_TOKEN)),
@@ -46,7 +48,7 @@ fn config(db: &Path, port: u16) -> ServerConfig {
 }
 
 impl KillableServer {
-    fn start(db: &Path, port: u16) -> KillableServer {
+    fn start(db: &Path, port: u16, reservation_secs: u64) -> KillableServer {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
         let db_path = db.to_owned();
@@ -59,7 +61,7 @@ impl KillableServer {
             runtime.block_on(async move {
                 let deadline = Instant::now() + Duration::from_secs(20);
                 let server = loop {
-                    match Server::build(config(&db_path, port)).await {
+                    match Server::build(config(&db_path, port, reservation_secs)).await {
                         Ok(s) => break s,
                         // The old listener's port may take a moment to free up.
                         Err(e) if Instant::now() < deadline => {
@@ -84,6 +86,7 @@ impl KillableServer {
         KillableServer {
             port,
             db: db.to_owned(),
+            reservation_secs,
             kill: Some(kill_tx),
             thread: Some(thread),
         }
@@ -104,7 +107,7 @@ impl KillableServer {
 
     fn restart(&mut self) {
         self.kill();
-        *self = KillableServer::start(&self.db.clone(), self.port);
+        *self = KillableServer::start(&self.db.clone(), self.port, self.reservation_secs);
     }
 }
 
@@ -127,8 +130,13 @@ struct World {
 
 impl World {
     async fn new() -> World {
+        World::with_reservation_secs(1800).await
+    }
+
+    /// A world whose job reservations last `reservation_secs`.
+    async fn with_reservation_secs(reservation_secs: u64) -> World {
         let dir = tempfile::tempdir().expect("temp dir");
-        let server = KillableServer::start(&dir.path().join("db.sqlite"), 0);
+        let server = KillableServer::start(&dir.path().join("db.sqlite"), 0, reservation_secs);
         std::fs::create_dir_all(dir.path().join("posts")).unwrap();
         let site = social_site(dir.path().join("posts")).await;
         let mut world = World {
@@ -1013,4 +1021,90 @@ async fn two_workers_of_each_kind_handle_every_item_exactly_once() {
             "{done:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_timed_out_cmd_releases_and_an_abandoned_job_is_retried_after_its_reservation_lapsed() {
+    let world = World::with_reservation_secs(3).await;
+    // schedules: --timeout-secs stops CMD and releases its occurrence.
+    let slow = world.schedule("slow", "2026-01-01T00:00:00Z").await;
+    let mut cmd = world.cli();
+    cmd.env("AGENTPMT_BEARER_TOKEN", &world.bearer)
+        .env("SCHEDULE_SLEEP", "60")
+        .args([
+            "schedules",
+            "work",
+            "--timeout-secs",
+            "1",
+            "--lease-seconds",
+            "5",
+        ])
+        .args(["--", "sh", "-c", SCHEDULE_CMD]);
+    let began = Instant::now();
+    let done = Worker::spawn(cmd).finish(Duration::from_secs(20)).await;
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "timeout 1 s + kill 2 s"
+    );
+    let released: Vec<&Value> = done
+        .events
+        .iter()
+        .filter(|e| e["event"] == json!("released"))
+        .collect();
+    assert_eq!(released.len(), 1, "{done:?}");
+    assert_eq!(released[0]["schedule_id"], json!(slow));
+    assert!(
+        released[0]["note"].as_str().unwrap().contains("timed out"),
+        "{done:?}"
+    );
+    // The lease covered timeout + grace + 30 s.
+    assert_eq!(done.events[0]["lease_seconds"], json!(41), "{done:?}");
+    let due = world.due().await;
+    assert_eq!(
+        due[0]["claimed"],
+        json!(false),
+        "released, not held: {due:?}"
+    );
+
+    // jobs: the first attempt fails; once the 3 s reservation lapsed the job is open again
+    // and this worker tries it again (attempt 2), which succeeds.
+    let job = world.job("Share it").await;
+    let script = format!(
+        "[ -e \"$LOG_DIR/failed-once\" ] || {{ touch \"$LOG_DIR/failed-once\"; exit 9; }}; {JOB_CMD}"
+    );
+    let mut cmd = world.cli();
+    cmd.env("AGENTPMT_PRIVATE_KEY", KEYS[0]).args([
+        "jobs",
+        "run",
+        "--wait-secs",
+        "0",
+        "--watch",
+        "1",
+        "--retry-backoff-secs",
+        "1",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let worker = Worker::spawn(cmd);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while lines(&world.path("jobs.log")).is_empty() {
+        assert!(Instant::now() < deadline, "the job was never retried");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    worker.signal("TERM");
+    let done = worker.finish(Duration::from_secs(15)).await;
+    assert_eq!(done.code, Some(0), "{done:?}");
+    let reserved: Vec<&Value> = done
+        .events
+        .iter()
+        .filter(|e| e["event"] == json!("reserved"))
+        .collect();
+    assert_eq!(reserved.len(), 2, "{done:?}");
+    assert_eq!(reserved[1]["job_id"], json!(job));
+    assert_eq!(reserved[1]["attempt"], json!(2));
+    assert_eq!(done.summary()["counts"]["submitted"], json!(1), "{done:?}");
+    assert_eq!(done.summary()["counts"]["abandoned"], json!(1), "{done:?}");
 }
