@@ -34,7 +34,7 @@ impl Cmd {
             .split_first()
             .ok_or_else(|| anyhow!("give the command to run after --"))?;
         let unavailable = |why: &str| {
-            WorkerExit::new(
+            WorkerExit::error(
                 ExitStatus::CommandUnavailable,
                 format!("cannot run {name}: {why}; nothing was claimed"),
             )
@@ -188,7 +188,7 @@ pub async fn run(cmd: &Cmd, input: Invocation, stop: &Stop) -> Result<Finish> {
                 _ = stop.reached(2) => {
                     kill(group, Signal::KILL);
                     let _ = child.wait().await;
-                    return Err(WorkerExit::new(
+                    return Err(WorkerExit::error(
                         ExitStatus::Interrupted,
                         "a second signal: stopped at once, CMD killed",
                     ));

@@ -326,7 +326,7 @@ pub async fn work(client: &Client, settings: Settings, events: Events) -> Result
         }
         handled.push(record);
         if let Finish::SpawnFailed(e) = finish {
-            break Err(WorkerExit::new(
+            break Err(WorkerExit::error(
                 ExitStatus::CommandUnavailable,
                 format!("cannot start {}: {e}", cmd.name()),
             ));
@@ -422,7 +422,7 @@ async fn wait_for_verification(
             Ok(s) => s,
             Err(e) if e.is_transient() => continue,
             Err(e) if e.is_configuration() => {
-                return Err(WorkerExit::new(ExitStatus::Configuration, e.to_string()))
+                return Err(WorkerExit::error(ExitStatus::Configuration, e.to_string()))
             }
             Err(_) => break,
         };

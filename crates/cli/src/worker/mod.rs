@@ -42,7 +42,8 @@ pub struct WorkerExit {
 }
 
 impl WorkerExit {
-    pub fn new(status: ExitStatus, message: impl Into<String>) -> anyhow::Error {
+    /// The worker exit as an `anyhow` error.
+    pub fn error(status: ExitStatus, message: impl Into<String>) -> anyhow::Error {
         anyhow::Error::new(WorkerExit {
             status,
             message: message.into(),
@@ -119,7 +120,7 @@ impl CommonArgs {
 /// handled and none succeeded.
 pub fn finish(handled: usize, succeeded: usize) -> anyhow::Result<()> {
     if handled > 0 && succeeded == 0 {
-        return Err(WorkerExit::new(
+        return Err(WorkerExit::error(
             ExitStatus::AllFailed,
             format!("none of the {handled} items handled succeeded"),
         ));
@@ -155,7 +156,7 @@ mod tests {
     #[test]
     fn exit_statuses() {
         assert_eq!(exit_status_of(&anyhow::anyhow!("plain")), 1);
-        let e = WorkerExit::new(ExitStatus::Configuration, "bad key").context("outer");
+        let e = WorkerExit::error(ExitStatus::Configuration, "bad key").context("outer");
         assert_eq!(exit_status_of(&e), 2);
         assert_eq!(exit_status_of(&finish(2, 0).unwrap_err()), 3);
         assert!(finish(0, 0).is_ok() && finish(3, 1).is_ok());

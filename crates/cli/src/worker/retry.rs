@@ -64,7 +64,7 @@ impl RetryPolicy {
                 Err(e) => e,
             };
             if err.is_configuration() {
-                return Err(CallError::Fatal(WorkerExit::new(
+                return Err(CallError::Fatal(WorkerExit::error(
                     ExitStatus::Configuration,
                     format!("{what}: configuration error, not retrying: {err}"),
                 )));
@@ -85,7 +85,7 @@ impl RetryPolicy {
                 return Err(CallError::Stopped);
             }
             if stop.count() >= 2 {
-                return Err(CallError::Fatal(WorkerExit::new(
+                return Err(CallError::Fatal(WorkerExit::error(
                     ExitStatus::Interrupted,
                     format!("{what}: stopped while retrying"),
                 )));

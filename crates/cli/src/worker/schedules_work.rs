@@ -243,7 +243,7 @@ pub async fn work(client: &ScheduleClient, settings: Settings, events: Events) -
             note,
         });
         if let Finish::SpawnFailed(e) = finish {
-            break Err(WorkerExit::new(
+            break Err(WorkerExit::error(
                 ExitStatus::CommandUnavailable,
                 format!("cannot start {}: {e}", cmd.name()),
             ));
