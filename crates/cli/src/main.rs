@@ -57,7 +57,12 @@ Environment:
   AGENTPMT_BEARER_TOKEN       API-key + budget-key bearer (base64 of api_key:budget_key), for
                               `agentpmt schedules ...`
   AGENTPMT_API_KEY, AGENTPMT_BUDGET_KEY
-                              the two keys instead of AGENTPMT_BEARER_TOKEN";
+                              the two keys instead of AGENTPMT_BEARER_TOKEN
+  AGENTPMT_JOB_ID, AGENTPMT_JOB_WORKFLOW_TOKEN
+                              the job and its reservation's workflow token, for
+                              `agentpmt jobs workflow ...` (set by `jobs run` for its CMD)
+The workers (`jobs run`, `schedules work`) remove every AGENTPMT_* variable from their
+CMD's environment and set only the documented ones (see their --help).";
 
 /// Command-line client of the External Agent API.
 #[derive(Debug, Parser)]
