@@ -8,26 +8,53 @@
 //!   — submit proof. For a social-share job `--target-url` and `--platform` default to the
 //!   reservation's tracked link and platform (read with a status call).
 //! - `jobs status ID` — this wallet's view: reservation, submission, verification, payout.
-//! - `jobs run [--max N] [--watch SECS] [--wait-secs S] -- CMD [ARGS…]` — lists open jobs,
-//!   reserves one, writes the reserve response (JSON) to CMD's stdin, reads the proof JSON
-//!   (`{proof_text, social_posts}` or `{proof_text, workflow_id}`; `reservation_id` is
-//!   filled in) from CMD's stdout, completes the job and waits for verification. Progress
-//!   goes to stderr. A CMD that exits non-zero abandons the job (the reservation expires;
-//!   nothing is submitted). CMD never sees the wallet key (AGENTPMT_PRIVATE_KEY and
-//!   AGENTPMT_KEYSTORE_PASSWORD are removed from its environment); it gets AGENTPMT_JOB_ID
-//!   and AGENTPMT_RESERVATION_ID.
+//! - `jobs workflow create|update|publish [--job-id ID] [--token-file PATH] …` — the
+//!   workflow of a workflow-creation job, with the reservation's token
+//!   (`AGENTPMT_JOB_WORKFLOW_TOKEN`, as `jobs run` gives it to CMD).
+//! - `jobs run [--max N] [--watch SECS] [--timeout-secs S] [--grace-secs S] … -- CMD
+//!   [ARGS…]` — the worker ([`crate::worker::jobs_run`]): reserves open jobs one at a
+//!   time, runs CMD with the reservation on stdin, completes the job with the proof CMD
+//!   prints and waits for verification (see `RUN_HELP`).
 
 use crate::keys;
 use crate::output::{self, Output};
-use agentpmt_protocol::jobs::{JobCompleteBody, JobReserveResponse, SocialPostProof};
-use agentpmt_sdk::{Client, ErrorCode};
-use anyhow::{anyhow, bail, Context as _, Result};
+use crate::worker::{self, events::Events};
+use agentpmt_protocol::jobs::{
+    JobCompleteBody, JobReserveResponse, JobWorkflowWriteRequest, SocialPostProof,
+};
+use agentpmt_sdk::job_workflow::JobWorkflowClient;
+use agentpmt_sdk::Client;
+use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand};
-use std::collections::HashSet;
-use std::io::Write as _;
 use std::path::Path;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+
+/// The end of `jobs run --help`.
+const RUN_HELP: &str = "\
+Each job: the reserve response (JSON) goes to CMD's stdin; CMD prints the proof JSON
+({proof_text, social_posts} or {proof_text, workflow_id}; reservation_id is filled in) on
+stdout and exits 0; the job is completed and its verification awaited (--wait-secs).
+Any other exit, a --timeout-secs, or a stop signal after --grace-secs abandons the job:
+nothing is submitted, the reservation lapses at its reserved_until (the server's
+--job-reservation-secs window), and the job may be tried again (--retry-limit).
+Keep --timeout-secs below the reservation window, or the completion is refused
+(logged as reservation_lost, and the worker goes on).
+
+CMD environment: every inherited AGENTPMT_* variable is removed (no key, password, admin
+token or bearer); CMD gets AGENTPMT_JOB_ID, AGENTPMT_RESERVATION_ID,
+AGENTPMT_JOB_RESERVED_UNTIL, AGENTPMT_SERVER, and for workflow-creation jobs
+AGENTPMT_JOB_WORKFLOW_TOKEN (the reservation's X-Job-Workflow-Token; `agentpmt jobs
+workflow create|update|publish` reads it).
+
+Transport errors and 5xx answers are retried with exponential backoff and jitter (up to
+--retry-max-secs apart); with --watch the worker never exits on them, without it it gives
+up after --retry-for-secs. SIGTERM / SIGINT: no new reservation, CMD gets --grace-secs to
+finish (its job is completed if it did, else abandoned); a second signal stops at once.
+
+Output: one line per event with an RFC 3339 timestamp on stderr, or with --json one JSON
+object per line on stdout ({\"ts\", \"event\", ...}), then a summary.
+Exit status: 0 clean stop, 1 other error, 2 configuration error (key, password), 3 every
+job handled was abandoned or refused, 4 CMD cannot be started (nothing reserved), 130
+stopped by a second signal.";
 
 /// `agentpmt jobs …`
 #[derive(Debug, Subcommand)]
@@ -56,6 +83,116 @@ pub enum JobsCommand {
     /// Work through the board: reserve a job, run CMD with the job JSON on stdin, submit
     /// the proof JSON it prints, and wait for verification.
     Run(RunArgs),
+    /// Workflow-creation jobs: create, update or publish the job's workflow with the
+    /// reservation's token (AGENTPMT_JOB_WORKFLOW_TOKEN or --token-file; no wallet key).
+    #[command(subcommand)]
+    Workflow(WorkflowCommand),
+}
+
+/// `agentpmt jobs workflow …`
+#[derive(Debug, Subcommand)]
+pub enum WorkflowCommand {
+    /// Create the job's workflow from a JSON file ({name, description, nodes, edges}).
+    Create {
+        #[command(flatten)]
+        job: JobToken,
+        /// The workflow JSON ({name, description, nodes, edges}); `-` for stdin.
+        #[arg(long, value_name = "PATH")]
+        file: String,
+    },
+    /// Replace the workflow's content.
+    Update {
+        /// Workflow id (from create).
+        workflow_id: String,
+        #[command(flatten)]
+        job: JobToken,
+        #[arg(long, value_name = "PATH")]
+        file: String,
+    },
+    /// Publish the workflow privately; then complete the job with --workflow-id.
+    Publish {
+        /// Workflow id (from create).
+        workflow_id: String,
+        #[command(flatten)]
+        job: JobToken,
+    },
+}
+
+/// The job and its workflow token.
+#[derive(Debug, Args)]
+pub struct JobToken {
+    /// Job id [default: AGENTPMT_JOB_ID, as `jobs run` sets it for CMD].
+    #[arg(long, env = "AGENTPMT_JOB_ID")]
+    job_id: String,
+    /// File holding the reservation's workflow token [default: AGENTPMT_JOB_WORKFLOW_TOKEN].
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<std::path::PathBuf>,
+}
+
+const WORKFLOW_TOKEN_ENV: &str = "AGENTPMT_JOB_WORKFLOW_TOKEN";
+
+impl JobToken {
+    fn client(&self, server: &str) -> Result<JobWorkflowClient> {
+        let token = match &self.token_file {
+            Some(path) => zeroize::Zeroizing::new(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?
+                    .trim()
+                    .to_owned(),
+            ),
+            None => {
+                zeroize::Zeroizing::new(std::env::var(WORKFLOW_TOKEN_ENV).map_err(|_| {
+                    anyhow::anyhow!("set {WORKFLOW_TOKEN_ENV} or give --token-file")
+                })?)
+            }
+        };
+        Ok(JobWorkflowClient::new(server, &self.job_id, token)?)
+    }
+}
+
+fn read_workflow(file: &str) -> Result<JobWorkflowWriteRequest> {
+    let text = if file == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading stdin")?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?
+    };
+    serde_json::from_str(&text)
+        .context("the workflow JSON is not {name, description, nodes, edges}")
+}
+
+async fn workflow(command: WorkflowCommand, server: &str, out: &Output) -> Result<()> {
+    let fail = |e| output::sdk_error(e, server);
+    let done = match command {
+        WorkflowCommand::Create { job, file } => {
+            let request = read_workflow(&file)?;
+            job.client(server)?.create(&request).await.map_err(fail)?
+        }
+        WorkflowCommand::Update {
+            workflow_id,
+            job,
+            file,
+        } => {
+            let request = read_workflow(&file)?;
+            job.client(server)?
+                .update(&workflow_id, &request)
+                .await
+                .map_err(fail)?
+        }
+        WorkflowCommand::Publish { workflow_id, job } => job
+            .client(server)?
+            .publish(&workflow_id)
+            .await
+            .map_err(fail)?,
+    };
+    out.emit(
+        &done,
+        &[
+            ("job_id", done.job_id.clone()),
+            ("reservation_id", done.reservation_id.clone()),
+            ("workflow_id", done.workflow.summary.workflow_id.clone()),
+        ],
+    );
+    Ok(())
 }
 
 /// `agentpmt jobs complete`
@@ -91,13 +228,18 @@ pub struct CompleteArgs {
 
 /// `agentpmt jobs run`
 #[derive(Debug, Args)]
+#[command(after_help = RUN_HELP)]
 pub struct RunArgs {
-    /// Stop after submitting this many jobs.
-    #[arg(long)]
-    max: Option<u64>,
-    /// Keep polling every SECS seconds when no job is open (otherwise stop).
-    #[arg(long, value_name = "SECS")]
-    watch: Option<u64>,
+    #[command(flatten)]
+    common: worker::CommonArgs,
+    /// Attempts per job: a job this worker abandoned is tried again once its reservation
+    /// lapsed and it is open again, up to this many times in all.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    retry_limit: u32,
+    /// Wait at least SECS seconds (doubling per attempt) before trying an abandoned job
+    /// again.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    retry_backoff_secs: u64,
     /// How long to wait for each submission's verification, in seconds (0: do not wait).
     #[arg(long, default_value_t = 600)]
     wait_secs: u64,
@@ -112,6 +254,10 @@ pub struct RunArgs {
 /// Runs `jobs` subcommands.
 pub async fn run(command: JobsCommand, server: &str, keystore: &Path, out: &Output) -> Result<()> {
     let fail = |e| output::sdk_error(e, server);
+    let command = match command {
+        JobsCommand::Workflow(command) => return workflow(command, server, out).await,
+        other => other,
+    };
     let loaded = keys::load_key(keystore)?;
     let client = Client::new(server, loaded.key)?;
     match command {
@@ -173,7 +319,19 @@ pub async fn run(command: JobsCommand, server: &str, keystore: &Path, out: &Outp
             rows.push(("balance", status.payout.wallet_balance_credits.to_string()));
             out.emit(&status, &rows);
         }
-        JobsCommand::Run(args) => work(&client, args, server, out).await?,
+        JobsCommand::Workflow(_) => unreachable!("handled above"),
+        JobsCommand::Run(args) => {
+            let settings = worker::jobs_run::Settings {
+                wait_secs: args.wait_secs,
+                poll_secs: args.poll_secs,
+                retry_limit: args.retry_limit,
+                retry_backoff_secs: args.retry_backoff_secs,
+                common: args.common,
+                command: args.command,
+                server: server.to_owned(),
+            };
+            worker::jobs_run::work(&client, settings, Events::new(out.is_json())).await?
+        }
     }
     Ok(())
 }
@@ -236,167 +394,4 @@ async fn completion(
         }]);
     }
     Ok(body)
-}
-
-/// Runs CMD with `input` on stdin; returns its stdout when it exits 0.
-fn run_command(command: &[String], input: &str, job_id: &str, reservation: &str) -> Result<String> {
-    let (program, args) = command
-        .split_first()
-        .ok_or_else(|| anyhow!("give the command to run after --"))?;
-    let mut child = std::process::Command::new(program)
-        .args(args)
-        .env("AGENTPMT_JOB_ID", job_id)
-        .env("AGENTPMT_RESERVATION_ID", reservation)
-        .env_remove(keys::PRIVATE_KEY_ENV)
-        .env_remove("AGENTPMT_KEYSTORE_PASSWORD")
-        .env_remove("AGENTPMT_ADMIN_TOKEN")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("cannot run {program}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A command that does not read its input is fine.
-        let _ = stdin.write_all(input.as_bytes());
-    }
-    let output = child
-        .wait_with_output()
-        .with_context(|| format!("waiting for {program}"))?;
-    if !output.status.success() {
-        bail!("{program} ended with {}", output.status);
-    }
-    String::from_utf8(output.stdout).context("the command's output is not UTF-8")
-}
-
-/// One handled job, for `--json` output.
-#[derive(Debug, serde::Serialize)]
-struct Handled {
-    job_id: String,
-    reservation_id: String,
-    outcome: String,
-    submission_id: Option<String>,
-    verification: Option<String>,
-    detail: Option<String>,
-}
-
-async fn work(client: &Client, args: RunArgs, server: &str, out: &Output) -> Result<()> {
-    let fail = |e| output::sdk_error(e, server);
-    let mut tried: HashSet<String> = HashSet::new();
-    let mut handled: Vec<Handled> = Vec::new();
-    'board: loop {
-        if args.max.is_some_and(|max| handled.len() as u64 >= max) {
-            break;
-        }
-        let list = client.list_jobs(Some(100), None).await.map_err(fail)?;
-        let mut reserved = None;
-        for job in &list.jobs {
-            if !tried.insert(job.job_id.clone()) {
-                continue;
-            }
-            match client.reserve_job(&job.job_id).await {
-                Ok(r) => {
-                    reserved = Some(r);
-                    break;
-                }
-                Err(e) if e.code() == Some(ErrorCode::JOB_NOT_AVAILABLE) => {
-                    eprintln!("job {}: taken, trying the next one", job.job_id);
-                }
-                Err(e) => return Err(fail(e)),
-            }
-        }
-        let Some(reserved) = reserved else {
-            match args.watch {
-                Some(secs) => {
-                    eprintln!("no open job; polling again in {secs} s");
-                    tokio::time::sleep(Duration::from_secs(secs.max(1))).await;
-                    continue 'board;
-                }
-                None => break,
-            }
-        };
-        let job_id = reserved.job.job_id.clone();
-        let reservation = reserved.job.reservation_id.clone();
-        eprintln!(
-            "reserved job {job_id} ({}) until {}; running {}",
-            reserved.job.title, reserved.job.reserved_until, args.command[0]
-        );
-        let input = serde_json::to_string(&reserved).context("encoding the job")?;
-        let proof = run_command(&args.command, &input, &job_id, &reservation).and_then(|text| {
-            serde_json::from_str::<JobCompleteBody>(text.trim())
-                .context("the command's output is not a proof JSON object ({proof_text, …})")
-        });
-        let mut body = match proof {
-            Ok(body) => body,
-            Err(e) => {
-                eprintln!("job {job_id}: abandoned, nothing submitted ({e:#})");
-                handled.push(Handled {
-                    job_id,
-                    reservation_id: reservation,
-                    outcome: "abandoned".into(),
-                    submission_id: None,
-                    verification: None,
-                    detail: Some(format!("{e:#}")),
-                });
-                continue;
-            }
-        };
-        if body.reservation_id.is_none() {
-            body.reservation_id = Some(reservation.clone());
-        }
-        let done = match client.complete_job(&job_id, &body).await {
-            Ok(done) => done,
-            Err(e) => {
-                let e = fail(e);
-                eprintln!("job {job_id}: completion refused: {e:#}");
-                handled.push(Handled {
-                    job_id,
-                    reservation_id: reservation,
-                    outcome: "refused".into(),
-                    submission_id: None,
-                    verification: None,
-                    detail: Some(format!("{e:#}")),
-                });
-                continue;
-            }
-        };
-        eprintln!(
-            "job {job_id}: submitted {} (verification {})",
-            done.submission.submission_id, done.submission.verification.status
-        );
-        let mut verification = done.submission.verification.status.clone();
-        let started = Instant::now();
-        while args.wait_secs > 0
-            && !matches!(
-                verification.as_str(),
-                "verified" | "rejected" | "needs_human"
-            )
-            && started.elapsed() < Duration::from_secs(args.wait_secs)
-        {
-            tokio::time::sleep(Duration::from_secs(args.poll_secs)).await;
-            let status = client.job_status(&job_id).await.map_err(fail)?;
-            if let Some(s) = status.submission {
-                if s.verification.status != verification {
-                    eprintln!("job {job_id}: verification {}", s.verification.status);
-                }
-                verification = s.verification.status;
-            }
-        }
-        if !out.is_json() {
-            println!("{job_id}  submitted  verification {verification}");
-        }
-        handled.push(Handled {
-            job_id,
-            reservation_id: reservation,
-            outcome: "submitted".into(),
-            submission_id: Some(done.submission.submission_id),
-            verification: Some(verification),
-            detail: None,
-        });
-    }
-    if out.is_json() {
-        out.print_json(&serde_json::json!({"success": true, "handled": handled}));
-    } else if handled.is_empty() {
-        println!("no open jobs");
-    }
-    Ok(())
 }

@@ -15,9 +15,11 @@
 //! - `agentpmt jobs list|reserve|complete|status|run`: the jobs board (`run` works through
 //!   it with a user-supplied command).
 //!
-//! Every command prints text, or one JSON object on stdout with `--json`. Exit codes: 0 on
-//! success, 1 when the command failed (the server's error envelope is shown), 2 for usage
-//! errors. Environment variables are listed in [`ENVIRONMENT_HELP`].
+//! Every command prints text, or one JSON object on stdout with `--json` (the workers:
+//! one JSON object per line per event). Exit codes: 0 on success, 1 when the command
+//! failed (the server's error envelope is shown), 2 for usage errors; the workers add
+//! 2 configuration error, 3 every item failed, 4 CMD cannot be started, 130 interrupted
+//! (see [`worker`]). Environment variables are listed in [`ENVIRONMENT_HELP`].
 
 mod admin;
 mod balance;
@@ -29,6 +31,7 @@ mod schedules;
 mod sign;
 mod tools;
 mod wallet;
+mod worker;
 mod workflows;
 
 use anyhow::Context as _;
@@ -54,7 +57,12 @@ Environment:
   AGENTPMT_BEARER_TOKEN       API-key + budget-key bearer (base64 of api_key:budget_key), for
                               `agentpmt schedules ...`
   AGENTPMT_API_KEY, AGENTPMT_BUDGET_KEY
-                              the two keys instead of AGENTPMT_BEARER_TOKEN";
+                              the two keys instead of AGENTPMT_BEARER_TOKEN
+  AGENTPMT_JOB_ID, AGENTPMT_JOB_WORKFLOW_TOKEN
+                              the job and its reservation's workflow token, for
+                              `agentpmt jobs workflow ...` (set by `jobs run` for its CMD)
+The workers (`jobs run`, `schedules work`) remove every AGENTPMT_* variable from their
+CMD's environment and set only the documented ones (see their --help).";
 
 /// Command-line client of the External Agent API.
 #[derive(Debug, Parser)]
@@ -118,7 +126,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             out.error(&err);
-            ExitCode::FAILURE
+            ExitCode::from(worker::exit_status_of(&err))
         }
     }
 }

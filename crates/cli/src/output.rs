@@ -44,12 +44,16 @@ impl Output {
     /// object on stdout (the server's error body when the server refused the request).
     pub fn error(&self, err: &anyhow::Error) {
         let failure = api_failure(err);
-        if self.json {
-            let value = match failure {
+        if self.json && !crate::worker::is_reported(err) {
+            let mut value = match failure {
                 Some(failure) => api_failure_json(failure),
                 None => json!({ "success": false, "error": describe(err) }),
             };
-            self.print_json(&value);
+            if let Value::Object(map) = &mut value {
+                map.insert("ts".into(), json!(crate::worker::events::now_rfc3339()));
+            }
+            // One line, so that a worker's stdout stays one JSON object per line.
+            println!("{value}");
         }
         match failure {
             Some(failure) => eprint!("{}", api_failure_text(failure)),

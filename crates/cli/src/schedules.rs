@@ -7,29 +7,58 @@
 //! - `schedules advance ID --due-at T --claim-token C [--outcome success|failed|skipped]
 //!   [--external-run-id X] [--note N]`
 //! - `schedules release ID --due-at T --claim-token C [--note N]`
-//! - `schedules work [--lease-seconds S] [--max N] [--watch SECS] -- CMD [ARGS…]` — claims
-//!   occurrences one at a time and runs CMD for each, with the occurrence in its
-//!   environment: exit 0 advances with `success`, exit 75 (EX_TEMPFAIL) releases it for a
-//!   retry, any other exit (or a signal) advances with `failed` and the exit status as the
-//!   note. Without `--watch` it stops when the queue is empty; with it, it polls every SECS.
+//! - `schedules work [--lease-seconds S] [--max N] [--watch SECS] [--timeout-secs S] …
+//!   -- CMD [ARGS…]` — the worker ([`crate::worker::schedules_work`]): claims occurrences
+//!   one at a time and runs CMD for each (see `WORK_HELP`).
 
 use crate::output::{self, Output};
+use crate::worker::{self, events::Events, schedules_work};
 use agentpmt_protocol::workflows::{
     AdvanceRequest, ClaimRequest, ClaimedItem, ReleaseRequest, RunOutcome,
 };
 use agentpmt_sdk::schedules::ScheduleClient;
-use anyhow::{anyhow, Context as _, Result};
+use anyhow::{anyhow, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use std::time::Duration;
 use zeroize::Zeroizing;
+
+/// The end of `schedules work --help`.
+const WORK_HELP: &str = "\
+Each occurrence: CMD runs with the occurrence in its environment; exit 0 advances it
+(success), exit 75 (EX_TEMPFAIL) releases it for a retry (the next claim waits
+--release-backoff-secs, doubling), any other exit advances it as failed with the exit
+status as the note. A --timeout-secs or a stop signal after --grace-secs terminates CMD
+(SIGTERM to its process group, SIGKILL 2 s later) and releases the occurrence.
+
+Lease, timeout and grace: the claim's lease is --lease-seconds, raised to
+timeout + grace + 30 s when --timeout-secs is set, so a stopped CMD is released while the
+lease holds. The server cannot extend a lease: a CMD that outlives it (no timeout) loses
+the occurrence; the refused advance/release is logged as lease_lost with the schedule id
+and due time, and the worker claims new work.
+
+CMD environment: every inherited AGENTPMT_* variable is removed (no API key, budget key,
+bearer, private key, password or admin token); CMD gets AGENTPMT_SCHEDULE_ID,
+AGENTPMT_SCHEDULE_NAME, AGENTPMT_SCHEDULE_PROMPT, AGENTPMT_SCHEDULE_DUE_AT,
+AGENTPMT_CLAIM_TOKEN, AGENTPMT_CLAIM_EXPIRES_AT, AGENTPMT_WORKFLOW_ID,
+AGENTPMT_WORKFLOW_SLUG and AGENTPMT_SCHEDULE_JSON. CMD's stdout goes to stderr.
+
+Transport errors and 5xx answers are retried with exponential backoff and jitter (up to
+--retry-max-secs apart; a claim keeps its request_id, so a lost answer is not a second
+lease); with --watch the worker never exits on them, without it it gives up after
+--retry-for-secs. SIGTERM / SIGINT: no new claim, CMD gets --grace-secs to finish (then
+its occurrence is advanced), else it is terminated and released; a second signal stops
+at once.
+
+Output: one line per event with an RFC 3339 timestamp on stderr, or with --json one JSON
+object per line on stdout ({\"ts\", \"event\", ...}), then a summary. With --watch an idle
+worker prints one line, then a heartbeat every --heartbeat-secs.
+Exit status: 0 clean stop, 1 other error, 2 configuration error (refused bearer), 3 every
+occurrence handled failed, was released or lost, 4 CMD cannot be started (nothing
+claimed), 130 stopped by a second signal.";
 
 /// Environment variables of the bearer.
 pub const BEARER_ENV: &str = "AGENTPMT_BEARER_TOKEN";
 pub const API_KEY_ENV: &str = "AGENTPMT_API_KEY";
 pub const BUDGET_KEY_ENV: &str = "AGENTPMT_BUDGET_KEY";
-
-/// The exit status of CMD that releases the occurrence (sysexits EX_TEMPFAIL).
-pub const EXIT_RELEASE: i32 = 75;
 
 /// `agentpmt schedules …`
 #[derive(Debug, Subcommand)]
@@ -50,10 +79,8 @@ pub enum SchedulesCommand {
     /// Give a claimed occurrence back to the queue without moving timing.
     Release(ReleaseArgs),
     /// Claim occurrences one at a time and run CMD for each: exit 0 advances (success),
-    /// exit 75 releases it for a retry, any other exit advances it as failed. CMD gets
-    /// AGENTPMT_SCHEDULE_ID, AGENTPMT_SCHEDULE_NAME, AGENTPMT_SCHEDULE_PROMPT,
-    /// AGENTPMT_SCHEDULE_DUE_AT, AGENTPMT_CLAIM_TOKEN, AGENTPMT_WORKFLOW_ID,
-    /// AGENTPMT_WORKFLOW_SLUG and AGENTPMT_SCHEDULE_JSON (never the keys).
+    /// exit 75 releases it for a retry, any other exit advances it as failed. Survives
+    /// transport errors and lost leases; stops gracefully on SIGTERM / SIGINT.
     Work(WorkArgs),
 }
 
@@ -123,16 +150,18 @@ pub struct ReleaseArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = WORK_HELP)]
 pub struct WorkArgs {
-    /// Lease length per occurrence in seconds: longer than CMD takes.
+    /// Lease length per occurrence in seconds: longer than CMD takes. With --timeout-secs
+    /// the lease is at least timeout + grace + 30 s.
     #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(i64).range(1..=86_400))]
     lease_seconds: i64,
-    /// Stop after handling this many occurrences.
-    #[arg(long)]
-    max: Option<u64>,
-    /// Keep polling every SECS seconds when the queue is empty (otherwise stop).
-    #[arg(long, value_name = "SECS")]
-    watch: Option<u64>,
+    /// After a release (exit 75, timeout, stop), wait at least SECS seconds (doubling for
+    /// each release in a row, up to 300 s) before the next claim.
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    release_backoff_secs: u64,
+    #[command(flatten)]
+    common: worker::CommonArgs,
     /// The command to run per occurrence, after `--`.
     #[arg(required = true, last = true, value_name = "CMD")]
     command: Vec<String>,
@@ -266,149 +295,15 @@ pub async fn run(command: SchedulesCommand, server: &str, out: &Output) -> Resul
                 ],
             );
         }
-        SchedulesCommand::Work(args) => work(&client, args, server, out).await?,
-    }
-    Ok(())
-}
-
-/// One handled occurrence, for `--json` output.
-#[derive(Debug, serde::Serialize)]
-struct Handled {
-    schedule_id: String,
-    due_at: String,
-    exit_code: Option<i32>,
-    action: &'static str,
-    next_due_at: Option<String>,
-}
-
-/// Runs CMD for one claimed occurrence, with the occurrence in its environment.
-fn run_command(command: &[String], item: &ClaimedItem) -> Result<std::process::ExitStatus> {
-    let (program, args) = command
-        .split_first()
-        .ok_or_else(|| anyhow!("give the command to run after --"))?;
-    let json = serde_json::to_string(item).context("encoding the occurrence")?;
-    std::process::Command::new(program)
-        .args(args)
-        .env("AGENTPMT_SCHEDULE_ID", &item.schedule_id)
-        .env("AGENTPMT_SCHEDULE_NAME", &item.name)
-        .env("AGENTPMT_SCHEDULE_PROMPT", &item.prompt)
-        .env("AGENTPMT_SCHEDULE_DUE_AT", &item.due_at)
-        .env("AGENTPMT_CLAIM_TOKEN", &item.claim_token)
-        .env("AGENTPMT_WORKFLOW_ID", &item.workflow_id)
-        .env(
-            "AGENTPMT_WORKFLOW_SLUG",
-            item.workflow_slug.as_deref().unwrap_or(""),
-        )
-        .env("AGENTPMT_SCHEDULE_JSON", json)
-        .env_remove(BEARER_ENV)
-        .env_remove(API_KEY_ENV)
-        .env_remove(BUDGET_KEY_ENV)
-        .status()
-        .with_context(|| format!("cannot run {program}"))
-}
-
-async fn work(client: &ScheduleClient, args: WorkArgs, server: &str, out: &Output) -> Result<()> {
-    let fail = |e| output::sdk_error(e, server);
-    let mut handled: Vec<Handled> = Vec::new();
-    loop {
-        if args.max.is_some_and(|max| handled.len() as u64 >= max) {
-            break;
-        }
-        let claimed = client
-            .claim(&ClaimRequest {
-                limit: Some(1),
-                lease_seconds: Some(args.lease_seconds),
-                request_id: Some(uuid::Uuid::new_v4().to_string()),
-                as_of: None,
-            })
-            .await
-            .map_err(fail)?;
-        let Some(item) = claimed.data.items.into_iter().next() else {
-            match args.watch {
-                Some(secs) => {
-                    tokio::time::sleep(Duration::from_secs(secs.max(1))).await;
-                    continue;
-                }
-                None => break,
-            }
-        };
-        eprintln!(
-            "running {} for {} due {}",
-            args.command[0], item.schedule_id, item.due_at
-        );
-        let status = run_command(&args.command, &item);
-        let code = status.as_ref().ok().and_then(|s| s.code());
-        let (action, next_due_at) = if code == Some(EXIT_RELEASE) {
-            client
-                .release(
-                    &item.schedule_id,
-                    &ReleaseRequest {
-                        due_at: item.due_at.clone(),
-                        claim_token: item.claim_token.clone(),
-                        note: Some(format!("exit status {EXIT_RELEASE}: retry later")),
-                    },
-                )
-                .await
-                .map_err(fail)?;
-            ("released", None)
-        } else {
-            let (outcome, note) = match (&status, code) {
-                (Ok(_), Some(0)) => (RunOutcome::Success, None),
-                (Ok(s), _) => (RunOutcome::Failed, Some(format!("command ended with {s}"))),
-                (Err(e), _) => (RunOutcome::Failed, Some(format!("{e:#}"))),
+        SchedulesCommand::Work(args) => {
+            let settings = schedules_work::Settings {
+                lease_seconds: args.lease_seconds,
+                release_backoff_secs: args.release_backoff_secs,
+                common: args.common,
+                command: args.command,
             };
-            let advanced = client
-                .advance(
-                    &item.schedule_id,
-                    &AdvanceRequest {
-                        due_at: item.due_at.clone(),
-                        claim_token: item.claim_token.clone(),
-                        outcome: Some(outcome),
-                        external_run_id: None,
-                        note,
-                    },
-                )
-                .await
-                .map_err(fail)?;
-            (
-                if outcome == RunOutcome::Success {
-                    "advanced"
-                } else {
-                    "advanced_failed"
-                },
-                Some(advanced.data.schedule.due_at),
-            )
-        };
-        if !out.is_json() {
-            println!(
-                "{}  due {}  exit {}  {}{}",
-                item.schedule_id,
-                item.due_at,
-                code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
-                action,
-                next_due_at
-                    .as_deref()
-                    .map(|n| format!("  next {n}"))
-                    .unwrap_or_default()
-            );
+            schedules_work::work(&client, settings, Events::new(out.is_json())).await?
         }
-        let released = action == "released";
-        handled.push(Handled {
-            schedule_id: item.schedule_id,
-            due_at: item.due_at,
-            exit_code: code,
-            action,
-            next_due_at,
-        });
-        if released && args.watch.is_none() {
-            // A released occurrence is due again at once: stop instead of spinning on it.
-            break;
-        }
-    }
-    if out.is_json() {
-        out.print_json(&serde_json::json!({"success": true, "handled": handled}));
-    } else if handled.is_empty() {
-        println!("nothing to do");
     }
     Ok(())
 }

@@ -132,6 +132,18 @@ fn json_of(assert: &Assert) -> Value {
     serde_json::from_str(&stdout).expect("one JSON object on stdout")
 }
 
+/// The worker's events (one JSON object per line) and its summary (the last one).
+fn events_of(assert: &Assert) -> (Vec<Value>, Value) {
+    let stdout = String::from_utf8(assert.get_output().stdout.clone()).expect("UTF-8");
+    let events: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let summary = events.last().cloned().expect("a summary");
+    assert_eq!(summary["event"], json!("summary"), "{stdout}");
+    (events, summary)
+}
+
 async fn run(mut cmd: Command) -> Assert {
     tokio::task::spawn_blocking(move || cmd.assert())
         .await
@@ -222,7 +234,7 @@ async fn jobs_list_reserve_complete_status_and_run() {
             WORKER,
         ]);
     let assert = run(cmd).await.success();
-    let ran = json_of(&assert);
+    let (events, ran) = events_of(&assert);
     let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
     assert_eq!(
         ran["handled"].as_array().unwrap().len(),
@@ -237,19 +249,23 @@ async fn jobs_list_reserve_complete_status_and_run() {
         "{stderr}"
     );
     assert!(
-        stderr.contains(&format!("reserved job {second}")),
-        "{stderr}"
+        events
+            .iter()
+            .any(|e| e["event"] == json!("reserved") && e["job_id"] == json!(second)),
+        "{events:?}"
     );
+    assert!(events.iter().all(|e| e["ts"].as_str().is_some()));
     let mut cmd = server.cmd();
     cmd.args(["jobs", "status", &second]);
     let status = json_of(&run(cmd).await.success());
     assert_eq!(status["payout"]["wallet_balance_credits"], json!(80));
 
-    // A failing command abandons the job: nothing is submitted.
+    // A failing command abandons the job: nothing is submitted, and the worker says so
+    // with its exit status (every job it handled was abandoned).
     let third = server.job("Share it a third time").await;
     let mut cmd = server.cmd();
     cmd.args(["jobs", "run", "--", "sh", "-c", "exit 9"]);
-    let ran = json_of(&run(cmd).await.success());
+    let (_, ran) = events_of(&run(cmd).await.code(3));
     assert_eq!(ran["handled"][0]["job_id"], json!(third));
     assert_eq!(ran["handled"][0]["outcome"], json!("abandoned"));
     let mut cmd = server.cmd();

@@ -98,6 +98,15 @@ fn json_of(assert: &Assert) -> Value {
     serde_json::from_str(&stdout).expect("one JSON object on stdout")
 }
 
+/// The worker's summary: the last of its JSON lines.
+fn summary_of(assert: &Assert) -> Value {
+    let stdout = String::from_utf8(assert.get_output().stdout.clone()).expect("UTF-8");
+    let last = stdout.lines().last().expect("a summary line");
+    let summary: Value = serde_json::from_str(last).expect("one JSON object per line");
+    assert_eq!(summary["event"], json!("summary"), "{stdout}");
+    summary
+}
+
 async fn run(mut cmd: Command) -> Assert {
     tokio::task::spawn_blocking(move || cmd.assert())
         .await
@@ -218,7 +227,7 @@ async fn schedules_work_runs_the_command_and_advances_or_releases() {
             "-c",
             &script,
         ]);
-    let worked = json_of(&run(cmd).await.success());
+    let worked = summary_of(&run(cmd).await.success());
     let handled = worked["handled"].as_array().unwrap();
     let actions: Vec<&str> = handled
         .iter()

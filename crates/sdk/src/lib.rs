@@ -14,8 +14,15 @@
 //! `EXTERNAL_SIGNATURE_SESSION_NONCE_INVALID` or `…_EXPIRED` it renews the session once and
 //! retries with a fresh request id. Every signed call gets a new UUID request id. Server
 //! errors surface as [`Error::Api`] with the `error_code`, message and checklist.
+//!
+//! Sessions are renewed ahead of expiry by a margin relative to the lifetime the server
+//! announces (`min(30 s, lifetime / 4)`), so short session windows still reuse a nonce.
+//! [`Error::is_transient`], [`Error::is_configuration`] and [`Error::retry_after`] classify
+//! failures for callers that retry; [`backoff::Backoff`] spaces the retries.
 
 pub mod admin;
+pub mod backoff;
+pub mod job_workflow;
 pub mod jobs;
 pub mod keystore;
 pub mod schedules;
@@ -35,8 +42,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 use zeroize::Zeroizing;
 
-/// Renew a session this long before the server says it expires.
+/// Renew a session at most this long before the server says it expires.
 const SESSION_RENEW_MARGIN: Duration = Duration::from_secs(30);
+
+/// How long before expiry a session of `lifetime` is renewed: `min(30 s, lifetime / 4)`, so
+/// a 20 s session is used for 15 s instead of being renewed on every call.
+pub fn session_renew_margin(lifetime: Duration) -> Duration {
+    SESSION_RENEW_MARGIN.min(lifetime / 4)
+}
 
 /// An error answered by the server, in its envelope.
 #[derive(Debug, Clone)]
@@ -68,8 +81,10 @@ impl std::fmt::Display for ApiFailure {
     }
 }
 
-/// Everything that can go wrong in this crate.
+/// Everything that can go wrong in this crate. New variants may be added; classify with
+/// [`Error::is_transient`] and [`Error::is_configuration`] rather than by matching.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error("{0}")]
     Api(Box<ApiFailure>),
@@ -92,6 +107,54 @@ impl Error {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             Error::Api(f) => f.code,
+            _ => None,
+        }
+    }
+
+    /// True when the same request may succeed later unchanged: the server could not be
+    /// reached or the connection broke, it timed out, it answered 5xx, or it rate-limited
+    /// the caller (429). Retry these with a [`backoff::Backoff`].
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Http(e) => {
+                e.is_connect()
+                    || e.is_timeout()
+                    || e.is_request()
+                    || e.is_body()
+                    || e.status().is_some_and(|s| s.is_server_error())
+            }
+            Error::Api(f) => f.status >= 500 || f.status == 429,
+            Error::Decode { status, .. } => *status >= 500 || *status == 429,
+            _ => false,
+        }
+    }
+
+    /// True when retrying cannot help until the operator changes the setup: an invalid
+    /// URL, key or keystore (wrong password), or credentials the server refuses (401/403,
+    /// other than an expired session nonce, which the client renews itself).
+    pub fn is_configuration(&self) -> bool {
+        match self {
+            Error::InvalidUrl(_) | Error::Key(_) | Error::Keystore(_) => true,
+            Error::Api(f) => {
+                (f.status == 401 || f.status == 403)
+                    && !matches!(
+                        f.code,
+                        Some(ErrorCode::EXTERNAL_SIGNATURE_SESSION_NONCE_INVALID)
+                            | Some(ErrorCode::EXTERNAL_SIGNATURE_SESSION_NONCE_EXPIRED)
+                            | Some(ErrorCode::JOB_WORKFLOW_TOKEN_INVALID)
+                    )
+            }
+            _ => false,
+        }
+    }
+
+    /// How long the server asked the caller to wait (429 `rate_limit.retry_after_seconds`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Api(f) => f
+                .body
+                .rate_limit
+                .map(|r| Duration::from_secs(r.retry_after_seconds)),
             _ => None,
         }
     }
@@ -182,7 +245,8 @@ impl Client {
             }
         }
         let fresh = self.create_session().await?;
-        let lifetime = Duration::from_secs(fresh.expires_in).saturating_sub(SESSION_RENEW_MARGIN);
+        let lifetime = Duration::from_secs(fresh.expires_in);
+        let lifetime = lifetime.saturating_sub(session_renew_margin(lifetime));
         *cached = Some(CachedSession {
             nonce: fresh.session_nonce.clone(),
             renew_at: Instant::now() + lifetime,

@@ -18,6 +18,8 @@ struct Stub {
     /// Nonces the stub treats as expired.
     expired: Vec<String>,
     always_invalid: bool,
+    /// `expires_in` of new sessions [default: 900].
+    lifetime: Option<u64>,
 }
 
 type Shared = Arc<Mutex<Stub>>;
@@ -25,8 +27,9 @@ type Shared = Arc<Mutex<Stub>>;
 async fn session(State(stub): State<Shared>) -> Json<Value> {
     let mut stub = stub.lock().unwrap();
     stub.sessions += 1;
+    let lifetime = stub.lifetime.unwrap_or(900);
     Json(
-        json!({"session_nonce": format!("n{}", stub.sessions), "expires_in": 900,
+        json!({"session_nonce": format!("n{}", stub.sessions), "expires_in": lifetime,
         "expires_at": "2030-01-01T00:00:00.000Z", "wallet_address": "0x"}),
     )
 }
@@ -125,6 +128,52 @@ async fn gives_up_after_one_renewal_and_surfaces_the_error() {
     assert_eq!(failure.status, 401);
     assert_eq!(failure.checklist, vec!["make a new session".to_owned()]);
     assert_eq!(stub.lock().unwrap().calls.len(), 2, "exactly one retry");
+}
+
+#[tokio::test]
+async fn a_short_session_is_reused_not_renewed_on_every_call() {
+    let stub = Shared::default();
+    stub.lock().unwrap().lifetime = Some(20);
+    let client = Client::new(&spawn_stub(stub.clone()).await, PrivateKey::random()).unwrap();
+    for _ in 0..3 {
+        client.balance().await.unwrap();
+    }
+    // The stub expires the first nonce (one renewal); after that the 20 s session serves
+    // every call (with a fixed 30 s margin each call would open a new one: 4 sessions).
+    assert_eq!(
+        stub.lock().unwrap().sessions,
+        2,
+        "one 20 s session for the later calls"
+    );
+    assert_eq!(
+        agentpmt_sdk::session_renew_margin(std::time::Duration::from_secs(20)),
+        std::time::Duration::from_secs(5)
+    );
+    assert_eq!(
+        agentpmt_sdk::session_renew_margin(std::time::Duration::from_secs(900)),
+        std::time::Duration::from_secs(30)
+    );
+}
+
+#[tokio::test]
+async fn classifies_transport_and_configuration_errors() {
+    // Nothing listens on a port we just freed: a transient connect error.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let client = Client::new(&format!("http://127.0.0.1:{port}"), PrivateKey::random()).unwrap();
+    let err = client.balance().await.unwrap_err();
+    assert!(err.is_transient() && !err.is_configuration(), "{err}");
+    // A refused signature that renewal does not fix is no configuration error by itself
+    // (the session codes are the client's to renew), and not transient either.
+    let stub = Shared::default();
+    stub.lock().unwrap().always_invalid = true;
+    let client = Client::new(&spawn_stub(stub.clone()).await, PrivateKey::random()).unwrap();
+    let err = client.balance().await.unwrap_err();
+    assert!(!err.is_transient() && !err.is_configuration(), "{err}");
+    assert!(Error::InvalidUrl("x".into()).is_configuration());
 }
 
 #[tokio::test]
