@@ -64,7 +64,7 @@ pub async fn run(
     limit: Duration,
 ) -> Result<Value, ToolError> {
     match runner {
-        RunnerSpec::Builtin { name } => builtin(name, call.parameters),
+        RunnerSpec::Builtin { name } => run_builtin(name, call.parameters, limit).await,
         RunnerSpec::Http { url, timeout_ms } => {
             let timeout =
                 Duration::from_millis(timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS).min(MAX_TIMEOUT_MS))
@@ -75,6 +75,47 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Largest `json.validate` input (`schema` and `document`, as serialized JSON).
+pub const MAX_VALIDATE_BYTES: usize = 64 * 1024;
+/// Backtracking steps one `pattern` match may take in `json.validate` (a match that needs
+/// more is an error, not a hang).
+pub const PATTERN_BACKTRACK_LIMIT: usize = 100_000;
+/// Size of one compiled `pattern` of `json.validate`.
+pub const PATTERN_SIZE_LIMIT: usize = 1024 * 1024;
+
+/// Built-ins are CPU work: they run on the blocking pool, at most this many at once, so the
+/// async runtime (every other request, `/healthz`) keeps a core.
+fn builtin_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1))
+    })
+}
+
+/// Runs a built-in off the async runtime, waiting at most `limit` for a slot and its result
+/// (a late result is a timeout: the caller is not charged; the work itself is bounded by
+/// the built-ins' input and pattern budgets).
+async fn run_builtin(name: &str, parameters: &Value, limit: Duration) -> Result<Value, ToolError> {
+    let name = name.to_owned();
+    let parameters = parameters.clone();
+    let work = async move {
+        let permit = builtin_slots()
+            .acquire()
+            .await
+            .map_err(|_| ToolError::Failed("built-in tools are shutting down".into()))?;
+        let task = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            builtin(&name, &parameters)
+        });
+        task.await
+            .map_err(|_| ToolError::Failed("the built-in tool crashed".into()))?
+    };
+    tokio::time::timeout(limit, work)
+        .await
+        .unwrap_or(Err(ToolError::Timeout))
 }
 
 /// The signature header value for `body` sent at `timestamp`.
@@ -206,7 +247,22 @@ fn builtin(name: &str, p: &Value) -> Result<Value, ToolError> {
                 .get("schema")
                 .ok_or_else(|| ToolError::Failed("schema is required".into()))?;
             let document = p.get("document").unwrap_or(&Value::Null);
-            let validator = jsonschema::validator_for(schema)
+            let size = serde_json::to_vec(schema)
+                .map_or(usize::MAX, |v| v.len())
+                .saturating_add(serde_json::to_vec(document).map_or(usize::MAX, |v| v.len()));
+            if size > MAX_VALIDATE_BYTES {
+                return Err(ToolError::Failed(format!(
+                    "schema and document together exceed {MAX_VALIDATE_BYTES} bytes"
+                )));
+            }
+            let validator = jsonschema::options()
+                .with_pattern_options(
+                    jsonschema::PatternOptions::fancy_regex()
+                        .backtrack_limit(PATTERN_BACKTRACK_LIMIT)
+                        .size_limit(PATTERN_SIZE_LIMIT)
+                        .dfa_size_limit(PATTERN_SIZE_LIMIT),
+                )
+                .build(schema)
                 .map_err(|e| ToolError::Failed(format!("schema is not valid JSON Schema: {e}")))?;
             let errors: Vec<Value> = validator
                 .iter_errors(document)
@@ -319,6 +375,73 @@ fn builtin(name: &str, p: &Value) -> Result<Value, ToolError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn call(parameters: &Value) -> Call<'_> {
+        Call {
+            product_slug: "p",
+            action_slug: "a",
+            usage_id: "use_1",
+            wallet_address: None,
+            parameters,
+            credentials: None,
+            vendor_secret: None,
+        }
+    }
+
+    /// A built-in never runs on the async runtime's thread: on a single-threaded runtime,
+    /// another task gets to run while it works.
+    #[test]
+    fn builtins_run_off_the_async_runtime() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let other_ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = other_ran.clone();
+            tokio::spawn(async move { flag.store(true, std::sync::atomic::Ordering::SeqCst) });
+            let spec = RunnerSpec::Builtin {
+                name: "text.sha256".into(),
+            };
+            let params = json!({"text": "x"});
+            let out = run(
+                &reqwest::Client::new(),
+                &spec,
+                call(&params),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+            assert_eq!(out["sha256"].as_str().unwrap().len(), 64);
+            assert!(
+                other_ran.load(std::sync::atomic::Ordering::SeqCst),
+                "the built-in ran on the runtime thread"
+            );
+        });
+    }
+
+    #[test]
+    fn validate_inputs_and_patterns_are_bounded() {
+        let big = "x".repeat(MAX_VALIDATE_BYTES);
+        let refused = builtin(
+            "json.validate",
+            &json!({"schema": {"type": "string"}, "document": big}),
+        );
+        assert!(matches!(refused, Err(ToolError::Failed(m)) if m.contains("exceed")));
+        // A back-referencing pattern on 18 characters needs more backtracking than the
+        // budget (and less than the crate's default, which would spend ten times as much).
+        let doc = format!("{}b", "a".repeat(18));
+        let schema = json!({"type": "string", "pattern": "^(a+)+\\1$"});
+        let out = builtin("json.validate", &json!({"schema": schema, "document": doc})).unwrap();
+        assert_eq!(out["valid"], false);
+        assert!(
+            out["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("backtracking"),
+            "{out}"
+        );
+    }
 
     #[test]
     fn builtins_work_offline() {
