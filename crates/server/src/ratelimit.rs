@@ -3,7 +3,8 @@
 //! - The client IP is the peer address, unless the peer is a configured trusted proxy
 //!   (`--trusted-proxies`): then it is the right-most `X-Forwarded-For` entry that is not
 //!   itself a trusted proxy. A client cannot pick its own key by sending the header.
-//! - Per-IP limits guard the unauthenticated endpoints (session creation, AgentAddress,
+//! - Per-IP limits (an IPv6 client per /64, see [`ip_bucket`]) guard the unauthenticated
+//!   endpoints (session creation, AgentAddress,
 //!   agent-help) through the [`IpLimited`] extractor, which runs before the body is read.
 //! - Per-wallet limits guard signed endpoints; [`Limits::check_wallet`] runs in the
 //!   `Signed<E>` extractor right after the envelope is parsed, before any signature
@@ -114,6 +115,21 @@ impl<K: Hash + Eq + Clone> Keyed<K> {
     }
 }
 
+/// The key of `ip`'s per-IP bucket: an IPv4 address itself (also when written as an
+/// IPv4-mapped IPv6 address); for IPv6, its /64 (one subscriber's network: a client that
+/// owns a /64 would otherwise get 2^64 buckets).
+pub fn ip_bucket(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+    }
+}
+
 /// The in-memory limits of one server instance.
 pub struct Limits {
     ip: Option<Keyed<IpAddr>>,
@@ -151,7 +167,7 @@ impl Limits {
     /// 429 when `ip` is over the per-IP limit.
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
         match &self.ip {
-            Some(keyed) => keyed.check(&ip).map_err(|limit| {
+            Some(keyed) => keyed.check(&ip_bucket(ip)).map_err(|limit| {
                 ApiError::rate_limited("Too many requests from this IP address; slow down", limit)
                     .with_detail("scope", "ip")
             }),
@@ -205,6 +221,39 @@ impl FromRequestParts<AppState> for IpLimited {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_clients_share_their_64_and_ipv4_is_per_address() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(ip_bucket(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            ip_bucket(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")),
+            ip_bucket(ip("2001:db8:1:2::7"))
+        );
+        assert_ne!(
+            ip_bucket(ip("2001:db8:1:3::1")),
+            ip_bucket(ip("2001:db8:1:2::1"))
+        );
+        assert_eq!(ip_bucket(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(ip_bucket(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+    }
+
+    /// Addresses of one /64 draw from one bucket: a client cannot get a fresh limit by
+    /// changing the low bits of its address.
+    #[test]
+    fn one_64_is_one_bucket() {
+        let config = ServerConfig {
+            ip_rate_per_sec: 1,
+            ip_rate_burst: 2,
+            ..ServerConfig::default()
+        };
+        let limits = Limits::new(&config);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(limits.check_ip(ip("2001:db8::1")).is_ok());
+        assert!(limits.check_ip(ip("2001:db8::2")).is_ok());
+        assert!(limits.check_ip(ip("2001:db8::3")).is_err());
+        assert!(limits.check_ip(ip("2001:db8:0:1::1")).is_ok());
+    }
 
     fn headers(xff: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();
