@@ -22,9 +22,12 @@ pub struct SessionRecord {
     pub expires_at_ms: i64,
 }
 
-/// How long expired sessions (and their replay records) are kept, so that late clients
-/// hear "expired" rather than "invalid".
+/// How long expired sessions are kept, so that late clients hear "expired" rather than
+/// "invalid".
 const EXPIRED_RETENTION_MS: i64 = 24 * 3600 * 1000;
+/// How long after its session expired a replay record is kept (instances' clocks may
+/// differ a little on when a session stops being accepted).
+pub const REPLAY_GRACE_MS: i64 = 5 * 60 * 1000;
 
 /// Creates, finds and prunes sessions.
 #[derive(Debug, Clone)]
@@ -100,15 +103,18 @@ impl SessionStore {
         Ok(found)
     }
 
-    /// Deletes sessions that expired more than a day ago, with their replay records, in one
-    /// transaction. Returns the number of sessions removed.
+    /// Deletes the replay records of sessions that can no longer be used (expired more than
+    /// [`REPLAY_GRACE_MS`] ago: a request signed with an expired session is refused before
+    /// its replay record is looked at), and sessions that expired more than a day ago, in
+    /// one transaction. Returns the number of sessions removed.
     pub async fn prune(&self, db: &Db) -> Result<u64, sqlx::Error> {
-        let cutoff = now_ms() - EXPIRED_RETENTION_MS;
+        let now = now_ms();
+        let cutoff = now - EXPIRED_RETENTION_MS;
         let mut tx = db.begin().await?;
         sql_execute!(
             tx.conn(),
             "DELETE FROM request_replays WHERE session_nonce IN (SELECT nonce FROM auth_sessions WHERE expires_at_ms < $1)",
-            cutoff
+            now - REPLAY_GRACE_MS
         )?;
         let removed = sql_execute!(
             tx.conn(),

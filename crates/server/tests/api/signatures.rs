@@ -334,8 +334,34 @@ async fn replay_records_outlive_pruned_sessions(backend: Backend) {
     ))
     .await
     .unwrap();
+    // A session that expired ten minutes ago can no longer be used: its replay records
+    // go, the session row stays (a late client hears "expired").
+    let recently = agentpmt_server::time::now_ms() - 600_000;
+    app.insert_session("expired", &key.address(), recently)
+        .await;
+    app.execute(&format!(
+        "INSERT INTO request_replays (session_nonce, request_id, wallet_address, action, created_at_ms) VALUES ('expired', 'r', '{}', 'balance', {})",
+        key.address(),
+        recently - 60_000
+    ))
+    .await
+    .unwrap();
     // (The server's own sweeper may have run first; either way the dead session is gone.)
     app.state.sessions.prune(&app.state.db).await.unwrap();
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM request_replays WHERE session_nonce = 'expired'")
+            .await,
+        0
+    );
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM auth_sessions WHERE nonce = 'expired'")
+            .await,
+        1
+    );
+    let (status, response) = app
+        .post(BALANCE, &app.balance_body(&key, "expired", "r"))
+        .await;
+    assert_eq!(status, 401, "{response}");
     assert_eq!(
         app.scalar("SELECT COUNT(*) FROM auth_sessions WHERE nonce = 'dead'")
             .await,
