@@ -196,13 +196,13 @@ impl Server {
         let verifier = tokio::spawn(crate::jobs::verify::run(self.state.clone(), stop_rx));
         tracing::info!(address = %self.local_addr(), public_url = %self.state.public_url,
             backend = ?self.state.db.backend(), "serving the External Agent API");
-        let served = axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await;
+        let limits = crate::serve::ConnectionLimits {
+            header_read_timeout: Duration::from_secs(
+                self.state.config.header_read_timeout_secs.max(1),
+            ),
+            max_connections: self.state.config.max_connections,
+        };
+        let served = crate::serve::serve(self.listener, self.router, limits, shutdown).await;
         let _ = stop_tx.send(true);
         let _ = sweeper.await;
         let _ = reconciler.await;

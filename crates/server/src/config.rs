@@ -12,6 +12,8 @@
 //! | `--admin-token-sha256` | `AGENTPMT_ADMIN_TOKEN_SHA256` | none |
 //! | `--max-body-bytes` | `AGENTPMT_MAX_BODY_BYTES` | `65536` |
 //! | `--request-timeout-secs` | `AGENTPMT_REQUEST_TIMEOUT_SECS` | `30` |
+//! | `--header-read-timeout-secs` | `AGENTPMT_HEADER_READ_TIMEOUT_SECS` | `10` (1–300) |
+//! | `--max-connections` | `AGENTPMT_MAX_CONNECTIONS` | `4096` |
 //! | `--db-max-connections` | `AGENTPMT_DB_MAX_CONNECTIONS` | `16` |
 //! | `--log-format` | `AGENTPMT_LOG_FORMAT` | `text` |
 //! | `--payments-config` | `AGENTPMT_PAYMENTS_CONFIG` | none (the dev network) |
@@ -48,6 +50,11 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/agentpmt.db";
 pub const DEFAULT_SESSION_TTL_SECS: u64 = 900;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
+/// Default time a client has to send a request's headers (also: how long an idle
+/// keep-alive connection is kept).
+pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 10;
+/// Default cap on open client connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 pub const DEFAULT_DB_MAX_CONNECTIONS: u32 = 16;
 pub const DEFAULT_RECONCILE_INTERVAL_SECS: u64 = 30;
 pub const DEFAULT_RECEIPT_POLL_MS: u64 = 500;
@@ -107,6 +114,18 @@ pub struct ServerConfig {
     /// Time limit of one request, in seconds.
     #[arg(long, env = "AGENTPMT_REQUEST_TIMEOUT_SECS", default_value_t = DEFAULT_REQUEST_TIMEOUT_SECS)]
     pub request_timeout_secs: u64,
+
+    /// Seconds a client has to send a request's headers, and that an idle keep-alive
+    /// connection is kept open (slow or half-open connections are closed after it).
+    #[arg(long, env = "AGENTPMT_HEADER_READ_TIMEOUT_SECS", default_value_t = DEFAULT_HEADER_READ_TIMEOUT_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub header_read_timeout_secs: u64,
+
+    /// Most client connections open at once; further connections wait in the listen
+    /// queue until one closes.
+    #[arg(long, env = "AGENTPMT_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub max_connections: usize,
 
     /// PostgreSQL pool size (SQLite: read connections, at most 8).
     #[arg(long, env = "AGENTPMT_DB_MAX_CONNECTIONS", default_value_t = DEFAULT_DB_MAX_CONNECTIONS)]
@@ -312,6 +331,8 @@ impl Default for ServerConfig {
             admin_token_sha256: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             request_timeout_secs: DEFAULT_REQUEST_TIMEOUT_SECS,
+            header_read_timeout_secs: DEFAULT_HEADER_READ_TIMEOUT_SECS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             db_max_connections: DEFAULT_DB_MAX_CONNECTIONS,
             log_format: LogFormat::Text,
             payments_config: None,

@@ -6,7 +6,9 @@
 //! agent-help), [`ops`] (health, readiness, metrics), [`payments`] (x402
 //! networks, verification, settlement, reconciliation). Shared pieces: [`ratelimit`] (client
 //! IP and abuse limits), [`db`] (SQLite/PostgreSQL), [`ledger`] (credit ledger),
-//! [`error`] (the error envelope), [`extract`] (body and path extractors), [`config`].
+//! [`error`] (the error envelope), [`extract`] (body and path extractors), [`config`],
+//! [`serve`] (HTTP connections: header-read timer, connection cap), [`deadline`] (the
+//! request deadline and its commit gate).
 //! [`workflows`] (workflows, workflow sessions, BYO-agent workflow schedules) and
 //! [`accounts`] (accounts, API keys, budgets, the API-key + budget-key bearer).
 //! [`jobs`] (the jobs board: reservations, proof, verification worker, payout).
@@ -29,6 +31,7 @@ pub mod openapi;
 pub mod ops;
 pub mod payments;
 pub mod ratelimit;
+pub mod serve;
 pub mod state;
 pub mod time;
 pub mod tools;

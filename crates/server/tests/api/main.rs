@@ -7,6 +7,7 @@ mod helpers;
 mod admin;
 mod attacks;
 mod balance;
+mod connections;
 mod discovery;
 mod envelope;
 mod identity;

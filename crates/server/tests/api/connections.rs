@@ -1,0 +1,131 @@
+//! Connection limits (hostile clients): headers that trickle in and connections that send
+//! nothing are closed after the header-read timeout; past the connection cap, new
+//! connections wait until one closes, and are then served.
+
+use crate::helpers::{spawn_app_with, AppOptions, Backend};
+use agentpmt_server::ServerConfig;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn addr(base_url: &str) -> String {
+    base_url.trim_start_matches("http://").to_owned()
+}
+
+/// Reads until the server closes the connection; what it sent, or `None` when it stayed
+/// open for `within`.
+async fn until_closed(stream: &mut TcpStream, within: Duration) -> Option<Vec<u8>> {
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(within, async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    read.ok().map(|()| got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_that_trickle_in_are_cut_off() {
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        AppOptions {
+            configure: Some(|c: &mut ServerConfig| c.header_read_timeout_secs = 1),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    let mut stream = TcpStream::connect(addr(&app.base_url)).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n")
+        .await
+        .unwrap();
+    // One header line every 300 ms for 6 s: never a whole request within the timeout.
+    let mut cut_off = false;
+    for i in 0..20 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if stream
+            .write_all(format!("X-Slow-{i}: 1\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            cut_off = true;
+            break;
+        }
+        let mut probe = [0u8; 64];
+        match tokio::time::timeout(Duration::from_millis(1), stream.read(&mut probe)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                cut_off = true;
+                break;
+            }
+            Ok(Ok(n)) => panic!(
+                "the server answered a request whose headers never ended: {}",
+                String::from_utf8_lossy(&probe[..n])
+            ),
+            Err(_) => {}
+        }
+    }
+    if !cut_off {
+        // The end of the headers: a server without the timer answers now.
+        let _ = stream.write_all(b"\r\n").await;
+        let answer = until_closed(&mut stream, Duration::from_secs(2)).await;
+        let text = answer.map(|a| String::from_utf8_lossy(&a).into_owned());
+        assert!(
+            !text.as_deref().unwrap_or("").starts_with("HTTP/1.1 200"),
+            "a slowloris request was served: {text:?}"
+        );
+        panic!("the connection was still open after 6 s of trickled headers");
+    }
+    // A well-behaved client is served as usual.
+    let (status, _) = app.get("/healthz").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_connection_cap_clients_wait_then_are_served() {
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        AppOptions {
+            configure: Some(|c: &mut ServerConfig| {
+                c.header_read_timeout_secs = 2;
+                c.max_connections = 2;
+            }),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    // Two half-open connections (they send nothing) take both slots.
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        idle.push(TcpStream::connect(addr(&app.base_url)).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let url = format!("{}/healthz", app.base_url);
+    let early = tokio::time::timeout(Duration::from_millis(700), client.get(&url).send()).await;
+    assert!(
+        early.is_err(),
+        "a third connection was served while the cap was taken"
+    );
+    // The header-read timer closes the idle ones; then the waiting client is served.
+    for stream in &mut idle {
+        let closed = until_closed(stream, Duration::from_secs(5)).await;
+        assert_eq!(
+            closed.as_deref(),
+            Some(&[][..]),
+            "an idle connection was kept"
+        );
+    }
+    let served = tokio::time::timeout(Duration::from_secs(5), client.get(&url).send())
+        .await
+        .expect("served once a slot was free")
+        .unwrap();
+    assert_eq!(served.status(), 200);
+}
