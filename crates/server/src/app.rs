@@ -256,6 +256,9 @@ pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
         ))
         .layer(middleware::from_fn_with_state(timeout, enforce_timeout))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(axum::Extension(crate::extract::BodyLimit(
+            state.config.max_body_bytes,
+        )))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             request_context,

@@ -11,18 +11,62 @@ use axum::http::request::Parts;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
-/// Reads the body, answering 413 in the envelope when it is over the limit.
-pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, state).await.map_err(|rejection| {
-        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
+/// The largest body the API reads, set on every request by the router (the server's
+/// `--max-body-bytes`).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+/// Body limit when the router set none.
+const FALLBACK_BODY_LIMIT: usize = 64 * 1024;
+/// How much of an oversized body is read and dropped so that the client, still sending,
+/// gets the 413 (closing without reading would reset its connection before it reads the
+/// answer); a body larger than this, or slower than [`DRAIN_TIME`], gets the 413 and the
+/// connection is closed.
+const DRAIN_BYTES: usize = 8 * 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads the body, answering 413 in the envelope when it is over the limit (after reading
+/// and dropping the rest, within bounds, so the client sees the answer).
+pub async fn read_body<S: Send + Sync>(req: Request, _state: &S) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    let limit = req
+        .extensions()
+        .get::<BodyLimit>()
+        .map_or(FALLBACK_BODY_LIMIT, |l| l.0);
+    let read_error = |e: axum::Error| {
+        ApiError::invalid_field(
+            &["body"],
+            "body_read_error",
+            format!("Failed to read the body: {e}"),
+        )
+    };
+    let mut body = req.into_body();
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(read_error)?.into_data() else {
+            continue;
+        };
+        if buf.len() + data.len() > limit {
+            let mut dropped = buf.len() + data.len();
+            let _ = tokio::time::timeout(DRAIN_TIME, async {
+                while dropped <= DRAIN_BYTES {
+                    match body.frame().await {
+                        Some(Ok(frame)) => {
+                            dropped += frame.data_ref().map_or(0, Bytes::len);
+                        }
+                        _ => break,
+                    }
+                }
+            })
+            .await;
+            return Err(ApiError::new(
                 ErrorCode::PAYLOAD_TOO_LARGE,
                 "The request body is too large",
-            )
-        } else {
-            ApiError::invalid_field(&["body"], "body_read_error", rejection.body_text())
+            ));
         }
-    })
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf.freeze())
 }
 
 /// Parses a body strictly (see [`canonical::parse`]) and requires a JSON object.

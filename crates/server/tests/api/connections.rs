@@ -129,3 +129,42 @@ async fn past_the_connection_cap_clients_wait_then_are_served() {
         .unwrap();
     assert_eq!(served.status(), 200);
 }
+
+/// A body over the limit gets its 413 while the client is still sending: the server reads
+/// and drops the rest (within bounds) instead of closing on a client that is writing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_body_gets_its_413() {
+    let app = spawn_app_with(Backend::Sqlite, AppOptions::default()).await;
+    let limit = app.state.config.max_body_bytes;
+    let total = limit * 4;
+    for path in [
+        "/api/external/credits/balance",
+        "/api/external/agent-help",
+        "/api/external/credits/purchase",
+    ] {
+        let mut stream = TcpStream::connect(addr(&app.base_url)).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {total}\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let chunk = vec![b' '; 16 * 1024];
+        let mut sent = 0;
+        while sent < total {
+            let n = chunk.len().min(total - sent);
+            stream
+                .write_all(&chunk[..n])
+                .await
+                .unwrap_or_else(|e| panic!("{path}: the server reset a client still sending: {e}"));
+            sent += n;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut answer = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+            .await
+            .expect("an answer")
+            .unwrap_or_else(|e| panic!("{path}: the answer was lost: {e}"));
+        let text = String::from_utf8_lossy(&answer[..n]);
+        assert!(text.starts_with("HTTP/1.1 413"), "{path}: {text}");
+        assert!(text.contains("PAYLOAD_TOO_LARGE"), "{path}: {text}");
+    }
+}
