@@ -347,7 +347,7 @@ async fn request_context(State(state): State<AppState>, req: Request, next: Next
 /// Background upkeep every ten minutes, until shutdown: prunes long-expired sessions and
 /// their replay records, ended AgentAddress limiter windows, idle in-memory buckets,
 /// workflow-schedule claim records older than a day, and kept outputs of paid x402 calls a
-/// day after their payment became final.
+/// day after their payment became final, and help tickets older than 30 days.
 async fn sweep(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
     let period = Duration::from_secs(600);
     // The first sweep comes one period after start-up, not at once.
@@ -372,6 +372,10 @@ async fn sweep(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
                 let outputs_before = crate::time::now_ms() - tools::usage::RESPONSE_RETENTION_MS;
                 if let Err(e) = tools::usage::prune_responses(&state.db, outputs_before).await {
                     tracing::warn!(error = %e.message(), "pruning kept tool outputs failed");
+                }
+                let tickets_before = crate::time::now_ms() - crate::help::HELP_TICKET_RETENTION_MS;
+                if let Err(e) = crate::help::prune_tickets(&state.db, tickets_before).await {
+                    tracing::warn!(error = %e, "help ticket pruning failed");
                 }
                 state.limits.prune();
             }

@@ -10,16 +10,18 @@
 
 pub mod card;
 pub mod docs;
+pub mod redact;
 
-use crate::db::macros::sql_execute;
+use crate::db::macros::{sql_execute, sql_scalar_optional};
+use crate::db::Db;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::ratelimit::IpLimited;
 use crate::state::AppState;
 use crate::time::now_ms;
 use agentpmt_protocol::wire::{
-    AgentHelpHint, AgentHelpRequest, AgentHelpResponse, ErrorBody, MAX_HELP_CONTEXT_BYTES,
-    MAX_HELP_MESSAGE_CHARS,
+    AgentHelpHint, AgentHelpRequest, AgentHelpResponse, ErrorBody, RateLimitInfo,
+    MAX_HELP_CONTEXT_BYTES, MAX_HELP_MESSAGE_CHARS,
 };
 use agentpmt_protocol::ErrorCode;
 use axum::extract::State;
@@ -27,6 +29,22 @@ use axum::http::StatusCode;
 use axum::Json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+
+/// Help tickets one source (an IP address; an IPv6 /64) may file per window.
+pub const HELP_TICKETS_PER_HOUR: i64 = 20;
+const HELP_TICKET_WINDOW_MS: i64 = 3600 * 1000;
+/// How long help tickets are kept.
+pub const HELP_TICKET_RETENTION_MS: i64 = 30 * 24 * 3600 * 1000;
+
+/// Deletes help tickets filed before `before_ms`; returns how many.
+pub async fn prune_tickets(db: &Db, before_ms: i64) -> Result<u64, sqlx::Error> {
+    let mut conn = db.write().await?;
+    sql_execute!(
+        conn.conn(),
+        "DELETE FROM agent_help_tickets WHERE created_at_ms < $1",
+        before_ms
+    )
+}
 
 /// This area's routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -66,7 +84,10 @@ fn short_token(loc: &str, value: Option<&String>, max: usize) -> ApiResult<Optio
 /// Ask the operators for help: a question or a failing request.
 ///
 /// Stored as a ticket; the answer carries the ticket id and, when `error_code` is one of
-/// this API's codes, its meaning, recovery and checklist. Limited per IP address.
+/// this API's codes, its meaning, recovery and checklist. Limited per IP address, and to
+/// 20 tickets per hour per address (an IPv6 /64); secrets pasted into `message` or
+/// `context` (keys, signatures, bearer and API keys, `_credentials`) are redacted before
+/// the ticket is stored; tickets are kept 30 days.
 #[utoipa::path(
     post,
     path = "/api/external/agent-help",
@@ -76,7 +97,7 @@ fn short_token(loc: &str, value: Option<&String>, max: usize) -> ApiResult<Optio
         (status = 201, description = "Ticket stored", body = AgentHelpResponse),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "Missing or oversized message, or bad fields", body = ErrorBody),
-        (status = 429, description = "Too many requests from this IP address", body = ErrorBody),
+        (status = 429, description = "Too many requests or help tickets from this IP address", body = ErrorBody),
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -106,27 +127,50 @@ pub async fn agent_help(
                     format!("context must be at most {MAX_HELP_CONTEXT_BYTES} bytes of JSON"),
                 ));
             }
-            Some(text)
+            Some(serde_json::to_string(&redact::value(value)).map_err(ApiError::internal)?)
         }
     };
+    let message = redact::text(message);
     let hint = error_code
         .as_deref()
         .and_then(|c| c.parse::<ErrorCode>().ok())
         .map(hint_for);
     let ticket_id = format!("help_{}", uuid::Uuid::new_v4().simple());
+    let source = crate::ratelimit::ip_bucket(ip).to_string();
+    let now = now_ms();
     let mut conn = state.db.write().await?;
+    // Tickets per source per hour, in the database (so it holds across instances).
+    let recent = sql_scalar_optional!(
+        conn.conn(),
+        i64,
+        "SELECT COUNT(*) FROM agent_help_tickets WHERE created_at_ms > $1 AND source = $2",
+        now - HELP_TICKET_WINDOW_MS,
+        source.as_str()
+    )?
+    .unwrap_or(0);
+    if recent >= HELP_TICKETS_PER_HOUR {
+        return Err(ApiError::rate_limited(
+            "Too many help tickets from this address; wait before sending another",
+            RateLimitInfo {
+                limit: HELP_TICKETS_PER_HOUR as u64,
+                window_seconds: (HELP_TICKET_WINDOW_MS / 1000) as u64,
+                retry_after_seconds: 60,
+            },
+        )
+        .with_detail("scope", "help_tickets"));
+    }
     sql_execute!(
         conn.conn(),
         "INSERT INTO agent_help_tickets \
          (ticket_id, message, request_id, error_code, context, source, created_at_ms) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
         ticket_id.as_str(),
-        message,
+        message.as_str(),
         request_id.as_deref(),
         error_code.as_deref(),
         context.as_deref(),
-        ip.to_string(),
-        now_ms()
+        source.as_str(),
+        now
     )?;
     tracing::info!(ticket_id = %ticket_id, error_code = ?error_code, "agent help ticket stored");
     Ok((

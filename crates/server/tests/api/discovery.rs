@@ -12,7 +12,88 @@ backend_tests!(
     docs_page_lists_every_endpoint_and_error_code,
     agent_help_stores_a_ticket_and_hints_known_codes,
     agent_help_refuses_bad_input,
+    agent_help_redacts_secrets_and_limits_tickets_per_address,
 );
+
+/// Pasted secrets never reach the ticket table; one address files at most 20 tickets an
+/// hour (a 429 in the envelope), and tickets older than 30 days are pruned.
+async fn agent_help_redacts_secrets_and_limits_tickets_per_address(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        AppOptions {
+            configure: Some(|c: &mut agentpmt_server::ServerConfig| {
+                c.ip_rate_per_sec = 1000;
+                c.ip_rate_burst = 1000;
+            }),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    let key = "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318";
+    let signature = format!("0x{}", "ab".repeat(65));
+    let tx = format!("0x{key}");
+    let (status, body) = app
+        .post(
+            "/api/external/agent-help",
+            &json!({
+                "message": format!("my key is {key}, header Bearer sekrit-token-1, tx {tx}"),
+                "context": {
+                    "parameters": {"q": 1, "_credentials": {"api_key": "vendor-secret-9"}},
+                    "signature": signature,
+                    "note": format!("sig {signature}"),
+                },
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let stored = app
+        .text("SELECT message || ' ' || context FROM agent_help_tickets")
+        .await;
+    for secret in [key, "sekrit-token-1", "vendor-secret-9", &signature[2..]] {
+        assert!(
+            !stored.replace(&tx, "").contains(secret),
+            "{secret} stored: {stored}"
+        );
+    }
+    assert!(
+        stored.contains(&tx),
+        "the transaction hash is kept: {stored}"
+    );
+    assert!(stored.contains("[redacted]"), "{stored}");
+
+    for i in 1..20 {
+        let (status, body) = app
+            .post(
+                "/api/external/agent-help",
+                &json!({"message": format!("q{i}")}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{i}: {body}");
+    }
+    let (status, body) = app
+        .post("/api/external/agent-help", &json!({"message": "one more"}))
+        .await;
+    let details = assert_envelope(status, &body, 429, "RATE_LIMITED");
+    assert_eq!(details["scope"], "help_tickets", "{body}");
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM agent_help_tickets").await,
+        20
+    );
+    // Retention: tickets older than 30 days go.
+    let old = agentpmt_server::time::now_ms() - agentpmt_server::help::HELP_TICKET_RETENTION_MS - 1;
+    app.execute(&format!(
+        "UPDATE agent_help_tickets SET created_at_ms = {old} WHERE message = 'q1'"
+    ))
+    .await
+    .unwrap();
+    let pruned = agentpmt_server::help::prune_tickets(
+        &app.state.db,
+        agentpmt_server::time::now_ms() - agentpmt_server::help::HELP_TICKET_RETENTION_MS,
+    )
+    .await
+    .unwrap();
+    assert_eq!(pruned, 1);
+}
 
 fn strings<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
     match value {

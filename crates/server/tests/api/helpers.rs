@@ -336,6 +336,20 @@ impl TestApp {
         )
     }
 
+    /// Runs a scalar query (text result) on the server's database.
+    pub async fn text(&self, sql: &str) -> String {
+        match &self.state.db {
+            Db::Sqlite { writer, .. } => sqlx::query_scalar::<_, String>(sql)
+                .fetch_one(writer)
+                .await
+                .unwrap(),
+            Db::Postgres(pool) => sqlx::query_scalar::<_, String>(sql)
+                .fetch_one(pool)
+                .await
+                .unwrap(),
+        }
+    }
+
     /// Runs a scalar query (i64 result) on the server's database.
     pub async fn scalar(&self, sql: &str) -> i64 {
         match &self.state.db {
