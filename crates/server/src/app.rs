@@ -95,6 +95,83 @@ pub async fn audit(
     report
 }
 
+/// Whether the server runs in its production posture (`--production`, or
+/// `AGENTPMT_ENV=production`).
+pub fn is_production(config: &ServerConfig) -> bool {
+    config.production
+        || std::env::var("AGENTPMT_ENV").is_ok_and(|v| v.eq_ignore_ascii_case("production"))
+}
+
+/// In production, refuses to start with any development setting, naming every one; else
+/// says loudly that this is a development set-up.
+async fn production_posture(
+    config: &ServerConfig,
+    payments: &Payments,
+    db: &Db,
+) -> Result<(), Error> {
+    if !is_production(config) {
+        tracing::warn!(
+            "DEVELOPMENT set-up: not running with --production (dev defaults are allowed: the dev payment network, no operator token, ...); production deployments set --production"
+        );
+        return Ok(());
+    }
+    let mut problems = Vec::new();
+    if payments
+        .networks
+        .networks
+        .iter()
+        .any(|n| n.settlement == crate::payments::networks::SettlementKind::Dev)
+    {
+        problems.push(
+            "--payments-config: the dev settlement network moves no funds; configure real chains"
+                .to_owned(),
+        );
+    }
+    for n in payments.networks.networks.iter().filter(|n| {
+        n.confirmations == 0 && n.settlement != crate::payments::networks::SettlementKind::Dev
+    }) {
+        problems.push(format!(
+            "--payments-config: chain {} counts payments at depth 0; set confirmations",
+            n.chain_id
+        ));
+    }
+    if config.admin_token.is_none() && config.admin_token_sha256.is_none() {
+        problems.push(
+            "--admin-token (or --admin-token-sha256): the operator API needs a token".to_owned(),
+        );
+    }
+    if config.secrets_key.is_none() {
+        let sealed = match db {
+            Db::Sqlite { writer, .. } => {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT COUNT(*) FROM vendors WHERE secret_sealed IS NOT NULL",
+                )
+                .fetch_one(writer)
+                .await?
+            }
+            Db::Postgres(pool) => {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT COUNT(*) FROM vendors WHERE secret_sealed IS NOT NULL",
+                )
+                .fetch_one(pool)
+                .await?
+            }
+        };
+        if sealed > 0 {
+            problems.push(format!("--secrets-key: {sealed} vendor(s) have sealed secrets that cannot be opened without it"));
+        }
+    }
+    if config.trusted_proxies.iter().any(|p| p.is_everything()) {
+        problems.push("--trusted-proxies: a wildcard (0.0.0.0/0 or ::/0) lets every client choose its own address".to_owned());
+    }
+    if problems.is_empty() {
+        tracing::info!("production posture: every required setting is present");
+        Ok(())
+    } else {
+        Err(ConfigError::Production(problems).into())
+    }
+}
+
 /// The OpenAPI document of every route, as served at `/openapi.json`.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
     let (_, mut document) = api_router();
@@ -132,6 +209,7 @@ impl Server {
         db.migrate().await?;
         crate::jobs::PostHosts::parse(&config.job_post_hosts).map_err(ConfigError::JobPostHosts)?;
         let secrets = config.secrets_key()?;
+        production_posture(&config, &payments, &db).await?;
         if let Some(file) = config.catalog_file()? {
             let (vendors, products) =
                 tools::catalog::load(&db, &file, secrets.as_ref(), config.request_timeout_secs)

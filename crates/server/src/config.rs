@@ -12,6 +12,7 @@
 //! | `--admin-token-sha256` | `AGENTPMT_ADMIN_TOKEN_SHA256` | none |
 //! | `--max-body-bytes` | `AGENTPMT_MAX_BODY_BYTES` | `65536` |
 //! | `--request-timeout-secs` | `AGENTPMT_REQUEST_TIMEOUT_SECS` | `30` |
+//! | `--production` | `AGENTPMT_PRODUCTION` (or `AGENTPMT_ENV=production`) | off |
 //! | `--header-read-timeout-secs` | `AGENTPMT_HEADER_READ_TIMEOUT_SECS` | `10` (1–300) |
 //! | `--max-connections` | `AGENTPMT_MAX_CONNECTIONS` | `4096` |
 //! | `--db-max-connections` | `AGENTPMT_DB_MAX_CONNECTIONS` | `16` |
@@ -160,6 +161,12 @@ pub struct ServerConfig {
     #[arg(skip)]
     pub fault: Option<Fault>,
 
+    /// Production posture: refuse to start with development settings (the dev settlement
+    /// network, no operator token, vendor secrets without a secrets key, confirmation depth 0,
+    /// a wildcard trusted-proxy list). Also set by `AGENTPMT_ENV=production`.
+    #[arg(long, env = "AGENTPMT_PRODUCTION")]
+    pub production: bool,
+
     /// Reverse proxies whose `X-Forwarded-For` is trusted (comma-separated IPs or CIDRs).
     /// From any other peer the header is ignored and the peer address is the client.
     #[arg(long, env = "AGENTPMT_TRUSTED_PROXIES", value_delimiter = ',')]
@@ -259,6 +266,11 @@ pub struct IpNet {
 }
 
 impl IpNet {
+    /// Whether this is every address (`0.0.0.0/0`, `::/0`).
+    pub fn is_everything(&self) -> bool {
+        self.prefix == 0
+    }
+
     /// Whether `ip` is inside this network (IPv4-mapped IPv6 addresses count as IPv4).
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical_ip(ip);
@@ -341,6 +353,7 @@ impl Default for ServerConfig {
             payments: None,
             receipt_poll_ms: DEFAULT_RECEIPT_POLL_MS,
             fault: None,
+            production: false,
             trusted_proxies: Vec::new(),
             agentaddress_limit: DEFAULT_AGENTADDRESS_LIMIT,
             agentaddress_window_secs: DEFAULT_AGENTADDRESS_WINDOW_SECS,
@@ -429,6 +442,8 @@ pub enum ConfigError {
     Catalog(String),
     #[error("--job-post-hosts: {0}")]
     JobPostHosts(String),
+    #[error("--production: refusing to start: {}", .0.join("; "))]
+    Production(Vec<String>),
 }
 
 #[cfg(test)]

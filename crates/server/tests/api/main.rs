@@ -18,6 +18,7 @@ mod migrations;
 mod openapi;
 mod operations;
 mod payload_forms;
+mod production;
 mod purchase;
 mod purchase_chain;
 mod rate_limits;
