@@ -141,22 +141,12 @@ async fn production_posture(
         );
     }
     if config.secrets_key.is_none() {
-        let sealed = match db {
-            Db::Sqlite { writer, .. } => {
-                sqlx::query_scalar::<_, i64>(
-                    "SELECT COUNT(*) FROM vendors WHERE secret_sealed IS NOT NULL",
-                )
-                .fetch_one(writer)
-                .await?
-            }
-            Db::Postgres(pool) => {
-                sqlx::query_scalar::<_, i64>(
-                    "SELECT COUNT(*) FROM vendors WHERE secret_sealed IS NOT NULL",
-                )
-                .fetch_one(pool)
-                .await?
-            }
-        };
+        let sealed = crate::db::macros::sql_scalar_optional!(
+            db.read().await?.conn(),
+            i64,
+            "SELECT COUNT(*) FROM vendors WHERE secret_sealed IS NOT NULL"
+        )?
+        .unwrap_or(0);
         if sealed > 0 {
             problems.push(format!("--secrets-key: {sealed} vendor(s) have sealed secrets that cannot be opened without it"));
         }
