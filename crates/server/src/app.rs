@@ -181,6 +181,11 @@ impl Server {
     /// Connects to the database, applies migrations and binds the listening socket.
     pub async fn build(config: ServerConfig) -> Result<Server, Error> {
         let admin_token_digest = config.admin_token_digest()?;
+        let ops_token_digest = config.ops_token.as_ref().map(|token| {
+            use secrecy::ExposeSecret;
+            use sha2::{Digest, Sha256};
+            Sha256::digest(token.expose_secret().as_bytes()).into()
+        });
         let payments = payments_of(&config)?;
         if payments.networks.is_dev() {
             tracing::warn!(
@@ -224,6 +229,8 @@ impl Server {
             sessions,
             replay_claims,
             admin_token_digest,
+            ops_token_digest,
+            readiness: crate::ops::ReadinessCache::default(),
             public_url,
             payments,
             limits,

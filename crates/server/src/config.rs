@@ -63,6 +63,8 @@ pub const DEFAULT_AGENTADDRESS_LIMIT: u64 = 1;
 pub const DEFAULT_AGENTADDRESS_WINDOW_SECS: u64 = 60;
 pub const DEFAULT_IP_RATE_PER_SEC: u32 = 100;
 pub const DEFAULT_IP_RATE_BURST: u32 = 1000;
+pub const DEFAULT_SIGNED_IP_RATE_PER_SEC: u32 = 2000;
+pub const DEFAULT_SIGNED_IP_RATE_BURST: u32 = 4000;
 pub const DEFAULT_WALLET_RATE_PER_SEC: u32 = 1000;
 pub const DEFAULT_WALLET_RATE_BURST: u32 = 2000;
 
@@ -99,6 +101,11 @@ pub struct ServerConfig {
     /// Bearer token of the operator API under /api/admin/ (kept only as its SHA-256).
     #[arg(long, env = "AGENTPMT_ADMIN_TOKEN", hide_env_values = true, value_parser = parse_secret)]
     pub admin_token: Option<SecretString>,
+
+    /// Bearer token that `/metrics` and the details of `/readyz` require (kept only as its
+    /// SHA-256; the admin token is accepted too). Unset: both are public, as documented.
+    #[arg(long, env = "AGENTPMT_OPS_TOKEN", hide_env_values = true, value_parser = parse_secret)]
+    pub ops_token: Option<SecretString>,
 
     /// Hex SHA-256 of the operator token, instead of the token itself.
     #[arg(
@@ -191,6 +198,17 @@ pub struct ServerConfig {
     /// Burst allowance of the per-IP limit.
     #[arg(long, env = "AGENTPMT_IP_RATE_BURST", default_value_t = DEFAULT_IP_RATE_BURST)]
     pub ip_rate_burst: u32,
+
+    /// Sustained signed requests per second per client IP (an IPv6 client per /64) on signed
+    /// endpoints, checked before the body is parsed; a signature that matches none of the
+    /// accepted messages also costs one token per extra recovery. 0 turns the limit off
+    /// (benchmarks from one address). Per instance.
+    #[arg(long, env = "AGENTPMT_SIGNED_IP_RATE_PER_SEC", default_value_t = DEFAULT_SIGNED_IP_RATE_PER_SEC)]
+    pub signed_ip_rate_per_sec: u32,
+
+    /// Burst allowance of the signed per-IP limit.
+    #[arg(long, env = "AGENTPMT_SIGNED_IP_RATE_BURST", default_value_t = DEFAULT_SIGNED_IP_RATE_BURST)]
+    pub signed_ip_rate_burst: u32,
 
     /// Sustained signed requests per second per wallet, checked before signature recovery;
     /// 0 turns the limit off. Per instance.
@@ -341,6 +359,7 @@ impl Default for ServerConfig {
             session_ttl_secs: DEFAULT_SESSION_TTL_SECS,
             admin_token: None,
             admin_token_sha256: None,
+            ops_token: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             request_timeout_secs: DEFAULT_REQUEST_TIMEOUT_SECS,
             header_read_timeout_secs: DEFAULT_HEADER_READ_TIMEOUT_SECS,
@@ -359,6 +378,8 @@ impl Default for ServerConfig {
             agentaddress_window_secs: DEFAULT_AGENTADDRESS_WINDOW_SECS,
             ip_rate_per_sec: DEFAULT_IP_RATE_PER_SEC,
             ip_rate_burst: DEFAULT_IP_RATE_BURST,
+            signed_ip_rate_per_sec: DEFAULT_SIGNED_IP_RATE_PER_SEC,
+            signed_ip_rate_burst: DEFAULT_SIGNED_IP_RATE_BURST,
             wallet_rate_per_sec: DEFAULT_WALLET_RATE_PER_SEC,
             wallet_rate_burst: DEFAULT_WALLET_RATE_BURST,
             catalog: DEFAULT_CATALOG.to_owned(),

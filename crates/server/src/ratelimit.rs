@@ -6,9 +6,18 @@
 //! - Per-IP limits (an IPv6 client per /64, see [`ip_bucket`]) guard the unauthenticated
 //!   endpoints (session creation, AgentAddress,
 //!   agent-help) through the [`IpLimited`] extractor, which runs before the body is read.
-//! - Per-wallet limits guard signed endpoints; [`Limits::check_wallet`] runs in the
-//!   `Signed<E>` extractor right after the envelope is parsed, before any signature
-//!   recovery or database access.
+//! - Signed endpoints have a per-IP limit of their own ([`Limits::check_signed_ip`]),
+//!   checked before the body is parsed or anything is looked up: a client cannot escape
+//!   it by signing with fresh wallets. A request whose signature matches no accepted
+//!   message also pays one token per extra recovery it cost ([`Limits::charge_signed_ip`]),
+//!   so the recoveries one address can cause per second are bounded by its rate whatever
+//!   the number of accepted message variants.
+//! - Per-wallet limits guard signed endpoints; [`Limits::check_wallet`] runs once the
+//!   session is found for that wallet, before any signature recovery: a wallet that has
+//!   no session never gets a bucket, so random wallets cannot grow the limiter.
+//! - Memory: a bucket is forgotten once it is full again. Besides the periodic
+//!   [`Limits::prune`], a limiter that holds more than [`MAX_TRACKED_KEYS`] keys prunes at
+//!   once (at most every [`PRUNE_ON_SIZE_INTERVAL`]).
 //!
 //! These limits are GCRA token buckets (the `governor` crate), per server instance. The
 //! AgentAddress limit, which must hold across instances, lives in the database
@@ -27,6 +36,17 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+/// Keys a limiter holds before it prunes on the spot instead of waiting for the sweeper.
+pub const MAX_TRACKED_KEYS: usize = 100_000;
+/// Shortest time between two on-the-spot prunes of one limiter.
+pub const PRUNE_ON_SIZE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The process's monotonic epoch for the prune timestamps.
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
 /// The client's address, as far as this server can trust it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +109,8 @@ struct Keyed<K: Hash + Eq + Clone> {
     limiter: DefaultKeyedRateLimiter<K>,
     per_sec: u32,
     burst: u32,
+    /// Milliseconds after [`EPOCH`] of the last on-the-spot prune.
+    pruned_at_ms: AtomicU64,
 }
 
 impl<K: Hash + Eq + Clone> Keyed<K> {
@@ -99,11 +121,13 @@ impl<K: Hash + Eq + Clone> Keyed<K> {
             limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
             per_sec,
             burst: burst.get(),
+            pruned_at_ms: AtomicU64::new(0),
         })
     }
 
     /// `Err` with the limit and the wait when `key` is over its limit.
     fn check(&self, key: &K) -> Result<(), RateLimitInfo> {
+        self.bound_memory();
         self.limiter.check_key(key).map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             RateLimitInfo {
@@ -112,6 +136,45 @@ impl<K: Hash + Eq + Clone> Keyed<K> {
                 retry_after_seconds: wait.as_secs_f64().ceil().max(1.0) as u64,
             }
         })
+    }
+
+    /// Takes up to `n` more tokens from `key`'s bucket (all of them, or as many as are
+    /// left: the bucket is emptied rather than left untouched when it cannot pay).
+    fn charge(&self, key: &K, n: u32) {
+        let Some(n) = NonZeroU32::new(n) else { return };
+        if matches!(self.limiter.check_key_n(key, n), Ok(Ok(()))) {
+            return;
+        }
+        for _ in 0..n.get().min(self.burst) {
+            if self.limiter.check_key(key).is_err() {
+                break;
+            }
+        }
+    }
+
+    /// Prunes at once when the limiter holds more than [`MAX_TRACKED_KEYS`] keys.
+    fn bound_memory(&self) {
+        if self.limiter.len() <= MAX_TRACKED_KEYS {
+            return;
+        }
+        let now = u64::try_from(EPOCH.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = self.pruned_at_ms.load(Ordering::Relaxed);
+        let interval = u64::try_from(PRUNE_ON_SIZE_INTERVAL.as_millis()).unwrap_or(1000);
+        if now.saturating_sub(last) < interval
+            || self
+                .pruned_at_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+
+    fn prune(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
     }
 }
 
@@ -133,6 +196,7 @@ pub fn ip_bucket(ip: IpAddr) -> IpAddr {
 /// The in-memory limits of one server instance.
 pub struct Limits {
     ip: Option<Keyed<IpAddr>>,
+    signed_ip: Option<Keyed<IpAddr>>,
     wallet: Option<Keyed<WalletAddress>>,
 }
 
@@ -148,6 +212,10 @@ impl std::fmt::Debug for Limits {
                 &describe(self.ip.as_ref().map(|k| (k.per_sec, k.burst))),
             )
             .field(
+                "signed_ip",
+                &describe(self.signed_ip.as_ref().map(|k| (k.per_sec, k.burst))),
+            )
+            .field(
                 "wallet",
                 &describe(self.wallet.as_ref().map(|k| (k.per_sec, k.burst))),
             )
@@ -160,8 +228,44 @@ impl Limits {
     pub fn new(config: &ServerConfig) -> Self {
         Limits {
             ip: Keyed::new(config.ip_rate_per_sec, config.ip_rate_burst),
+            signed_ip: Keyed::new(config.signed_ip_rate_per_sec, config.signed_ip_rate_burst),
             wallet: Keyed::new(config.wallet_rate_per_sec, config.wallet_rate_burst),
         }
+    }
+
+    /// 429 when `ip` is over the per-IP limit of signed endpoints.
+    pub fn check_signed_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
+        match &self.signed_ip {
+            Some(keyed) => keyed.check(&ip_bucket(ip)).map_err(|limit| {
+                ApiError::rate_limited(
+                    "Too many signed requests from this IP address; slow down",
+                    limit,
+                )
+                .with_detail("scope", "ip")
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Charges `ip` for `recoveries` signature recoveries beyond the first, spent on a
+    /// signature that matched no accepted message.
+    pub fn charge_signed_ip(&self, ip: IpAddr, recoveries: u32) {
+        if let Some(keyed) = &self.signed_ip {
+            keyed.charge(&ip_bucket(ip), recoveries.saturating_sub(1));
+        }
+    }
+
+    /// Keys held by the per-IP, signed per-IP and per-wallet limiters.
+    pub fn tracked_keys(&self) -> [(&'static str, usize); 3] {
+        let len = |k: &Option<Keyed<_>>| k.as_ref().map_or(0, |k| k.limiter.len());
+        [
+            ("ip", len(&self.ip)),
+            ("signed_ip", len(&self.signed_ip)),
+            (
+                "wallet",
+                self.wallet.as_ref().map_or(0, |k| k.limiter.len()),
+            ),
+        ]
     }
 
     /// 429 when `ip` is over the per-IP limit.
@@ -188,13 +292,11 @@ impl Limits {
 
     /// Forgets keys whose buckets are full again (bounded memory); run periodically.
     pub fn prune(&self) {
-        if let Some(k) = &self.ip {
-            k.limiter.retain_recent();
-            k.limiter.shrink_to_fit();
+        for k in [&self.ip, &self.signed_ip].into_iter().flatten() {
+            k.prune();
         }
         if let Some(k) = &self.wallet {
-            k.limiter.retain_recent();
-            k.limiter.shrink_to_fit();
+            k.prune();
         }
     }
 }

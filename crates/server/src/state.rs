@@ -26,6 +26,10 @@ pub struct Inner {
     pub replay_claims: ReplayClaims,
     /// SHA-256 of the admin token; `None` disables the operator API.
     pub admin_token_digest: Option<[u8; 32]>,
+    /// SHA-256 of the ops token guarding `/metrics` and `/readyz` details; `None`: public.
+    pub ops_token_digest: Option<[u8; 32]>,
+    /// The last probe of the payment networks, reused by `/readyz` for a few seconds.
+    pub readiness: crate::ops::ReadinessCache,
     /// Absolute base URL of this server.
     pub public_url: Arc<str>,
     /// Payment networks and settlement backends.

@@ -8,16 +8,24 @@
 //! own transaction, so the claim and the side effect commit or roll back together; the
 //! body is only reachable through `claim`.
 //!
-//! Order of checks and their answers: body/envelope shape → 422; per-wallet rate limit →
-//! 429 `RATE_LIMITED`; signature encoding → 401
+//! Order of checks and their answers: per-IP rate limit of signed endpoints → 429
+//! `RATE_LIMITED` (scope `ip`); body/envelope shape → 422; signature encoding → 401
 //! `EXTERNAL_SIGNATURE_MALFORMED`; session unknown or another wallet's → 401
-//! `…_SESSION_NONCE_INVALID`; expired → 401 `…_SESSION_NONCE_EXPIRED`; recovered signer ≠
-//! wallet → 401 `…_WALLET_MISMATCH` with diagnostics; replay → 409 `…_REQUEST_REPLAY`.
+//! `…_SESSION_NONCE_INVALID`; expired → 401 `…_SESSION_NONCE_EXPIRED`; per-wallet rate
+//! limit → 429 (scope `wallet`); recovered signer ≠ wallet → 401 `…_WALLET_MISMATCH` with
+//! diagnostics; replay → 409 `…_REQUEST_REPLAY`.
+//!
+//! Recoveries: the accepted messages (scope variants × payload forms) are tried in order,
+//! each distinct message once, primary first, so a client that signs the recommended
+//! message costs one recovery. A signature that matches none costs one per distinct
+//! message, and the client's address pays one rate-limit token for each recovery past the
+//! first ([`crate::ratelimit::Limits::charge_signed_ip`]).
 
 use super::sessions::claim_request;
 use crate::db::{AsConn, Tx};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{deserialize, parse_object, read_body};
+use crate::ratelimit::ClientIp;
 use crate::state::AppState;
 use crate::time::now_ms;
 use agentpmt_protocol::canonical::{self, JsonValue};
@@ -29,7 +37,9 @@ use agentpmt_protocol::{
 use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use std::collections::HashSet;
 use std::marker::PhantomData;
+use std::net::IpAddr;
 
 /// Longest accepted `request_id`.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
@@ -115,6 +125,8 @@ where
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let (mut parts, body) = req.into_parts();
+        let Ok(ClientIp(ip)) = ClientIp::from_request_parts(&mut parts, state).await;
+        check_signed_ip(state, ip)?;
         let params = RawPathParams::from_request_parts(&mut parts, state)
             .await
             .map_err(|r| ApiError::invalid_field(&["path"], "value_error", r.body_text()))?;
@@ -138,14 +150,6 @@ where
             }
         };
 
-        // Abuse limit per wallet: before any signature recovery or database access.
-        state
-            .limits
-            .check_wallet(&envelope.wallet)
-            .inspect_err(|_| {
-                state.metrics.rate_limited("wallet");
-            })?;
-
         let spec = E::ACTION.spec();
         let param = |name: &str| {
             params
@@ -159,7 +163,7 @@ where
                 spec.action
             ))
         })?;
-        let signer = verify(state, spec, &[scope], &json, envelope)
+        let signer = verify(state, ip, spec, &[scope], &json, envelope)
             .await
             .inspect_err(|e| {
                 if e.code().as_str().starts_with("EXTERNAL_SIGNATURE_") {
@@ -299,10 +303,20 @@ fn payload_lines(spec: &ActionSpec, body: &JsonValue) -> Vec<PayloadLine> {
     lines
 }
 
+/// The per-IP limit of signed endpoints (429 scope `ip`), before anything else is done.
+pub fn check_signed_ip(state: &AppState, ip: IpAddr) -> ApiResult<()> {
+    state.limits.check_signed_ip(ip).inspect_err(|_| {
+        state.metrics.rate_limited("signed_ip");
+    })
+}
+
 /// Checks signature, session and signer against every accepted (scope, payload) message,
-/// primary first. `scopes` lists the accepted scope lines, primary first.
+/// primary first, recovering once per distinct message. `scopes` lists the accepted scope
+/// lines, primary first. `ip` is the client's address, charged for the recoveries of a
+/// signature that matches nothing.
 pub async fn verify(
     state: &AppState,
+    ip: IpAddr,
     spec: &ActionSpec,
     scopes: &[Scope],
     body: &JsonValue,
@@ -338,10 +352,19 @@ pub async fn verify(
         )
         .with_detail("expired_at", crate::time::rfc3339_ms(session.expires_at_ms)));
     }
+    // Abuse limit per wallet: the session is this wallet's, and no signature has been
+    // recovered yet.
+    state
+        .limits
+        .check_wallet(&envelope.wallet)
+        .inspect_err(|_| {
+            state.metrics.rate_limited("wallet");
+        })?;
 
     let lines = payload_lines(spec, body);
     let mut primary_recovered: Option<WalletAddress> = None;
     let mut any_recovered = false;
+    let mut tried: HashSet<String> = HashSet::new();
     for (si, scope) in scopes.iter().enumerate() {
         for (pi, line) in lines.iter().enumerate() {
             let message = build_message(
@@ -351,6 +374,9 @@ pub async fn verify(
                 scope,
                 line.hash.as_deref(),
             );
+            if !tried.insert(message.clone()) {
+                continue;
+            }
             let Ok(recovered) = signature.recover_message(&message) else {
                 continue;
             };
@@ -369,6 +395,9 @@ pub async fn verify(
             }
         }
     }
+    state
+        .limits
+        .charge_signed_ip(ip, u32::try_from(tried.len()).unwrap_or(u32::MAX));
     if !any_recovered {
         return Err(ApiError::new(
             ErrorCode::EXTERNAL_SIGNATURE_MALFORMED,

@@ -6,7 +6,8 @@
 //! | `agentpmt_http_requests_total` | `method`, `route` (matched template), `status` |
 //! | `agentpmt_http_request_duration_seconds` (histogram) | `method`, `route` |
 //! | `agentpmt_signature_failures_total` | `error_code` |
-//! | `agentpmt_rate_limited_total` | `scope` (`ip`, `wallet`, `agentaddress`) |
+//! | `agentpmt_rate_limited_total` | `scope` (`ip`, `signed_ip`, `wallet`, `agentaddress`, ...) |
+//! | `agentpmt_rate_limit_keys` (gauge, read at scrape time) | `limiter` (`ip`, `signed_ip`, `wallet`) |
 //! | `agentpmt_ledger_postings_total` | `kind`, `direction` (`grant`, `debit`) |
 //! | `agentpmt_ledger_credits_total` | `kind`, `direction` (credits moved) |
 //! | `agentpmt_reservations_total` | `outcome` |
@@ -19,6 +20,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::time::Duration;
@@ -77,6 +79,12 @@ pub struct Metrics {
     reservations: Family<OutcomeLabels, Counter>,
     settlements: Family<OutcomeLabels, Counter>,
     agent_addresses: Counter,
+    limiter_keys: Family<LimiterLabels, Gauge>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimiterLabels {
+    limiter: String,
 }
 
 impl Default for Metrics {
@@ -132,6 +140,12 @@ impl Metrics {
             "Credit holds and job reservations, by outcome",
             reservations.clone(),
         );
+        let limiter_keys = Family::<LimiterLabels, Gauge>::default();
+        registry.register(
+            "rate_limit_keys",
+            "Keys (addresses, wallets) held by each in-memory rate limiter",
+            limiter_keys.clone(),
+        );
         let settlements = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "settlements",
@@ -155,6 +169,7 @@ impl Metrics {
             reservations,
             settlements,
             agent_addresses,
+            limiter_keys,
         }
     }
 
@@ -190,6 +205,17 @@ impl Metrics {
     }
 
     /// A request refused with 429 by the `scope` limit.
+    /// Sets the key counts of the in-memory limiters (read when metrics are scraped).
+    pub fn limiter_keys(&self, counts: &[(&'static str, usize)]) {
+        for (limiter, keys) in counts {
+            self.limiter_keys
+                .get_or_create(&LimiterLabels {
+                    limiter: (*limiter).to_owned(),
+                })
+                .set(i64::try_from(*keys).unwrap_or(i64::MAX));
+        }
+    }
+
     pub fn rate_limited(&self, scope: &str) {
         self.rate_limited
             .get_or_create(&ScopeLabels {

@@ -5,15 +5,26 @@
 //! - `GET /readyz` — 200 when the database answers and its migrations are the ones this
 //!   binary embeds; 503 with the failed checks otherwise.
 //! - `GET /metrics` — Prometheus text exposition ([`metrics`]).
+//!
+//! With `--ops-token`, `/metrics` answers 401 without `Authorization: Bearer <ops token>`
+//! (or the admin token), and `/readyz` keeps its status code but names its checks only to
+//! such a caller. The payment networks' reachability is probed at most every
+//! [`READINESS_PROBE_TTL`], however often `/readyz` is called: an unauthenticated client
+//! cannot turn it into a flood of requests to the chain nodes.
 
 pub mod metrics;
 
+use crate::error::ApiError;
 use crate::state::AppState;
-use agentpmt_protocol::wire::{HealthResponse, ReadinessCheck};
+use agentpmt_protocol::wire::{ErrorBody, HealthResponse, ReadinessCheck};
+use agentpmt_protocol::ErrorCode;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
+use sha2::{Digest, Sha256};
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -39,6 +50,59 @@ pub async fn healthz() -> Json<HealthResponse> {
     })
 }
 
+/// How long one probe of the payment networks answers `/readyz`.
+pub const READINESS_PROBE_TTL: Duration = Duration::from_secs(5);
+
+/// The last probe of the payment networks and when it was made.
+#[derive(Debug, Default)]
+pub struct ReadinessCache(tokio::sync::Mutex<Option<(Instant, Vec<ReadinessCheck>)>>);
+
+/// Whether the request may see operations details: no ops token is configured, or it
+/// carries the ops token or the admin token.
+fn ops_allowed(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(expected) = state.ops_token_digest else {
+        return true;
+    };
+    let Some(presented) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+    else {
+        return false;
+    };
+    let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+    let ops = bool::from(digest.ct_eq(&expected));
+    let admin = state
+        .admin_token_digest
+        .is_some_and(|admin| bool::from(digest.ct_eq(&admin)));
+    ops | admin
+}
+
+/// The payment networks' checks, probed at most every [`READINESS_PROBE_TTL`].
+async fn payment_checks(state: &AppState) -> Vec<ReadinessCheck> {
+    let mut cached = state.readiness.0.lock().await;
+    if let Some((at, checks)) = cached.as_ref() {
+        if at.elapsed() < READINESS_PROBE_TTL {
+            return checks.clone();
+        }
+    }
+    let mut checks = Vec::new();
+    for (chain_id, settler) in state.payments.settlers() {
+        let reachable = if settler.reachable().await {
+            Ok("reachable".to_owned())
+        } else {
+            Err("the chain node or facilitator does not answer".to_owned())
+        };
+        checks.push(check(&format!("payments eip155:{chain_id}"), reachable));
+    }
+    *cached = Some((Instant::now(), checks.clone()));
+    checks
+}
+
 fn check(name: &str, result: Result<String, String>) -> ReadinessCheck {
     let (status, detail) = match result {
         Ok(detail) => ("ok", detail),
@@ -51,7 +115,9 @@ fn check(name: &str, result: Result<String, String>) -> ReadinessCheck {
     }
 }
 
-/// Readiness: the database is reachable and its schema is current.
+/// Readiness: the database is reachable, its schema is current and the payment networks
+/// answer (probed at most every 5 s). With `--ops-token`, the checks are listed only to a
+/// caller with the ops or admin token; the status code is the same for everyone.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -62,7 +128,10 @@ fn check(name: &str, result: Result<String, String>) -> ReadinessCheck {
     )
 )]
 #[tracing::instrument(skip_all)]
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<HealthResponse>) {
+pub async fn readyz(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> (StatusCode, Json<HealthResponse>) {
     let database = state
         .db
         .ping()
@@ -85,15 +154,11 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<HealthRe
     };
     let mut checks = vec![check("database", database), check("migrations", migrations)];
     // Chain nodes and facilitators of the configured payment networks.
-    for (chain_id, settler) in state.payments.settlers() {
-        let reachable = if settler.reachable().await {
-            Ok("reachable".to_owned())
-        } else {
-            Err("the chain node or facilitator does not answer".to_owned())
-        };
-        checks.push(check(&format!("payments eip155:{chain_id}"), reachable));
-    }
+    checks.extend(payment_checks(&state).await);
     let ready = checks.iter().all(|c| c.status == "ok");
+    if !ops_allowed(&state, &headers) {
+        checks.clear();
+    }
     let status = if ready {
         StatusCode::OK
     } else {
@@ -113,9 +178,20 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<HealthRe
     get,
     path = "/metrics",
     tag = "meta",
-    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String))
+    responses(
+        (status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String),
+        (status = 401, description = "An ops token is configured and was not presented", body = ErrorBody),
+    )
 )]
-pub async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
+pub async fn metrics_text(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !ops_allowed(&state, &headers) {
+        return ApiError::new(
+            ErrorCode::ADMIN_UNAUTHORIZED,
+            "Metrics need the ops token: Authorization: Bearer <ops token>",
+        )
+        .into_response();
+    }
+    state.metrics.limiter_keys(&state.limits.tracked_keys());
     (
         [(
             header::CONTENT_TYPE,
@@ -123,4 +199,5 @@ pub async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
         )],
         state.metrics.render(),
     )
+        .into_response()
 }

@@ -25,7 +25,7 @@ use super::runner::{self, Call, ToolError};
 use super::schema;
 use super::usage::{self, NewUsage};
 use crate::auth::sessions::claim_request;
-use crate::auth::signed::{verify, Envelope, Signer};
+use crate::auth::signed::{check_signed_ip, verify, Envelope, Signer};
 use crate::credits::purchase::{payment_header, payment_refused, payment_required, settle_header};
 use crate::deadline::Deadline;
 use crate::error::{ApiError, ApiResult};
@@ -51,6 +51,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use secrecy::SecretString;
 use serde_json::Value;
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// Invoke a tool action with credits (signed) or a direct x402 payment.
@@ -110,7 +111,7 @@ pub async fn invoke_action(
             product: &product_slug,
             action: &action_slug,
         };
-        return credit_call(&state, target, &body, &json, &deadline).await;
+        return credit_call(&state, ip, target, &body, &json, &deadline).await;
     }
     state.limits.check_ip(ip).inspect_err(|_| {
         state.metrics.rate_limited("ip");
@@ -144,6 +145,7 @@ pub async fn invoke_action(
 pub async fn invoke_legacy(
     State(state): State<AppState>,
     Path(product_id): Path<String>,
+    ClientIp(ip): ClientIp,
     deadline: Deadline,
     req: Request,
 ) -> ApiResult<Response> {
@@ -151,6 +153,7 @@ pub async fn invoke_legacy(
     let json = parse_object(&body)?;
     credit_call(
         &state,
+        ip,
         Target::Legacy {
             product: &product_id,
         },
@@ -216,22 +219,18 @@ fn path_candidates(url_product: &str, url_action: &str, r: &Resolved) -> Vec<Sco
 
 async fn credit_call(
     state: &AppState,
+    ip: IpAddr,
     target: Target<'_>,
     body: &[u8],
     json: &JsonValue,
     deadline: &Deadline,
 ) -> ApiResult<Response> {
+    check_signed_ip(state, ip)?;
     let mut issues: Vec<ValidationIssue> = Vec::new();
     let envelope = Envelope::read(json, &mut issues);
     let Some(envelope) = envelope.filter(|_| issues.is_empty()) else {
         return Err(ApiError::validation(issues));
     };
-    state
-        .limits
-        .check_wallet(&envelope.wallet)
-        .inspect_err(|_| {
-            state.metrics.rate_limited("wallet");
-        })?;
     let mut parameters = body_parameters(body)?;
     if !parameters.is_object() {
         return Err(ApiError::invalid_field(
@@ -294,7 +293,7 @@ async fn credit_call(
         }
     };
 
-    let signer = verify(state, action.spec(), &scopes, json, envelope)
+    let signer = verify(state, ip, action.spec(), &scopes, json, envelope)
         .await
         .map_err(|e| {
             if e.code().as_str().starts_with("EXTERNAL_SIGNATURE_") {

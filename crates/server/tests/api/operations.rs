@@ -9,7 +9,67 @@ use serde_json::json;
 backend_tests!(
     health_and_readiness_report_their_checks,
     metrics_count_requests_signature_failures_and_ledger_postings,
+    an_ops_token_guards_metrics_and_readiness_details,
 );
+
+/// With `--ops-token`, `/metrics` needs the ops (or admin) token and `/readyz` names its
+/// checks only to such a caller; its status code is the same for everyone.
+async fn an_ops_token_guards_metrics_and_readiness_details(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        AppOptions::configured(|c| {
+            c.ops_token = Some("ops-secret-token".to_owned().into());
+        }),
+    )
+    .await;
+    let get = |path: &'static str, token: Option<&'static str>| {
+        let mut request = app.http.get(app.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status(), response.text().await.unwrap())
+        }
+    };
+    let (status, text) = get("/metrics", None).await;
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_envelope(status, &body, 401, "ADMIN_UNAUTHORIZED");
+    let (status, _) = get("/metrics", Some("wrong")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    for token in ["ops-secret-token", ADMIN_TOKEN] {
+        let (status, text) = get("/metrics", Some(token)).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        assert!(text.contains("agentpmt_http_requests_total"), "{text}");
+        assert!(text.contains("agentpmt_rate_limit_keys"), "{text}");
+    }
+
+    let (status, text) = get("/readyz", None).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["status"], json!("ready"));
+    assert_eq!(body["checks"], json!([]), "no details without the token");
+    let (status, text) = get("/readyz", Some("ops-secret-token")).await;
+    assert_eq!(status, StatusCode::OK);
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["name"] == json!("database")));
+    // Not ready: the status code says so to everyone, the reason only to the operator.
+    app.execute(
+        "DELETE FROM _sqlx_migrations WHERE version = (SELECT MAX(version) FROM _sqlx_migrations)",
+    )
+    .await
+    .unwrap();
+    let (status, text) = get("/readyz", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(!text.contains("migrations"), "{text}");
+    let (status, text) = get("/readyz", Some("ops-secret-token")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(text.contains("migrations"), "{text}");
+}
 
 async fn health_and_readiness_report_their_checks(backend: Backend) {
     let app = spawn_app(backend).await;

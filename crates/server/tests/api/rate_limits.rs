@@ -10,7 +10,179 @@ use serde_json::json;
 backend_tests!(
     per_ip_limit_guards_unauthenticated_endpoints,
     per_wallet_limit_applies_before_signature_recovery,
+    signed_routes_have_a_per_ip_limit_fresh_wallets_do_not_escape,
+    wallets_without_a_session_get_no_bucket,
+    a_signature_matching_nothing_pays_for_every_recovery,
 );
+
+fn limiter_keys(metrics: &str, limiter: &str) -> u64 {
+    let prefix = format!("agentpmt_rate_limit_keys{{limiter=\"{limiter}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in {metrics}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+async fn metrics_text(app: &TestApp) -> String {
+    app.http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// A random wallet, a random nonce and a signature of its own: what a flood of fresh
+/// wallets sends.
+fn random_wallet_body(i: usize) -> serde_json::Value {
+    signed(
+        &PrivateKey::random(),
+        agentpmt_protocol::SignedAction::Balance,
+        &[],
+        &format!("no-such-session-{i}"),
+        "r-1",
+        serde_json::Map::new(),
+    )
+}
+
+/// Signed endpoints count requests per client address before anything else: signing with
+/// a fresh wallet for every request does not get a fresh limit.
+async fn signed_routes_have_a_per_ip_limit_fresh_wallets_do_not_escape(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        AppOptions::configured(|c| {
+            c.signed_ip_rate_per_sec = 1;
+            c.signed_ip_rate_burst = 3;
+        }),
+    )
+    .await;
+    // A well-behaved wallet's session, opened before the flood (session creation has its
+    // own limit).
+    let key = PrivateKey::random();
+    let nonce = app.session(&key.address()).await;
+    for i in 0..3 {
+        let (status, body) = app
+            .post("/api/external/credits/balance", &random_wallet_body(i))
+            .await;
+        assert_envelope(
+            status,
+            &body,
+            401,
+            "EXTERNAL_SIGNATURE_SESSION_NONCE_INVALID",
+        );
+    }
+    let (status, body) = app
+        .post("/api/external/credits/balance", &random_wallet_body(9))
+        .await;
+    let details = assert_envelope(status, &body, 429, "RATE_LIMITED");
+    assert_eq!(details["scope"], json!("ip"));
+    // The same bucket guards every signed route, invoke included.
+    let (status, body) = app
+        .post(
+            "/api/external/credits/balance",
+            &app.balance_body(&key, &nonce, "good-1"),
+        )
+        .await;
+    assert_envelope(status, &body, 429, "RATE_LIMITED");
+    let mut invoke = app.balance_body(&key, &nonce, "good-2");
+    invoke["parameters"] = json!({"text": "x"});
+    let (status, body) = app
+        .post(
+            "/api/external/tools/text-tools/actions/extract-urls/invoke",
+            &invoke,
+        )
+        .await;
+    let details = assert_envelope(status, &body, 429, "RATE_LIMITED");
+    assert_eq!(details["scope"], json!("ip"));
+    assert_eq!(app.replay_count().await, 0, "nothing was written");
+    assert!(metrics_text(&app)
+        .await
+        .contains("agentpmt_rate_limited_total{scope=\"signed_ip\"} 3"));
+}
+
+/// The per-wallet limiter keeps a bucket only for wallets that have a session: a flood of
+/// random wallets leaves it empty (bounded memory), and is refused before any recovery.
+async fn wallets_without_a_session_get_no_bucket(backend: Backend) {
+    let app = spawn_app(backend).await;
+    for i in 0..300 {
+        let (status, body) = app
+            .post("/api/external/credits/balance", &random_wallet_body(i))
+            .await;
+        assert_envelope(
+            status,
+            &body,
+            401,
+            "EXTERNAL_SIGNATURE_SESSION_NONCE_INVALID",
+        );
+    }
+    let metrics = metrics_text(&app).await;
+    assert_eq!(limiter_keys(&metrics, "wallet"), 0, "{metrics}");
+    assert_eq!(limiter_keys(&metrics, "signed_ip"), 1, "{metrics}");
+    let key = PrivateKey::random();
+    let nonce = app.session(&key.address()).await;
+    let (status, body) = app
+        .post(
+            "/api/external/credits/balance",
+            &app.balance_body(&key, &nonce, "ok-1"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(limiter_keys(&metrics_text(&app).await, "wallet"), 1);
+}
+
+/// A tool invoke is accepted over many message variants (path prefix, trailing slash,
+/// slug spellings, payload escapings). A signature that matches none of them costs one
+/// recovery per distinct message, and the client's address pays a token for each: a
+/// bogus invoke is not a cheap way to spend the server's CPU.
+async fn a_signature_matching_nothing_pays_for_every_recovery(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        AppOptions::configured(|c| {
+            c.signed_ip_rate_per_sec = 1;
+            c.signed_ip_rate_burst = 12;
+        }),
+    )
+    .await;
+    let key = PrivateKey::random();
+    let nonce = app.session(&key.address()).await;
+    // Forged balance requests: one message each, one token each.
+    for i in 0..3 {
+        let mut forged = app.balance_body(&PrivateKey::random(), &nonce, &format!("f-{i}"));
+        forged["wallet_address"] = json!(key.address().to_string());
+        let (status, body) = app.post("/api/external/credits/balance", &forged).await;
+        assert_envelope(status, &body, 401, "EXTERNAL_SIGNATURE_WALLET_MISMATCH");
+    }
+    // A forged invoke with a raw action spelling and a non-ASCII parameter: dozens of
+    // accepted messages, so it empties the bucket.
+    let mut forged = app.balance_body(&PrivateKey::random(), &nonce, "f-invoke");
+    forged["wallet_address"] = json!(key.address().to_string());
+    forged["parameters"] = json!({"text": "é https://example.org"});
+    let (status, body) = app
+        .post(
+            "/api/external/tools/text-tools/actions/extract_urls/invoke",
+            &forged,
+        )
+        .await;
+    let details = assert_envelope(status, &body, 401, "EXTERNAL_SIGNATURE_WALLET_MISMATCH");
+    let paths = details["accepted_path_candidates"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(paths >= 8, "{details}");
+    let (status, body) = app
+        .post(
+            "/api/external/credits/balance",
+            &app.balance_body(&key, &nonce, "good-1"),
+        )
+        .await;
+    let details = assert_envelope(status, &body, 429, "RATE_LIMITED");
+    assert_eq!(details["scope"], json!("ip"));
+}
 
 async fn per_ip_limit_guards_unauthenticated_endpoints(backend: Backend) {
     let app = spawn_app_with(

@@ -1080,6 +1080,22 @@ async fn operator_api_and_usage(backend: Backend) {
         )
         .await;
     assert_envelope(status, &body, 400, "SECRETS_KEY_MISSING");
+    // The operator API cannot make the server read one of its own environment variables
+    // into a vendor secret (`secret_env` is for catalog files only).
+    let (status, body) = plain
+        .admin(
+            Method::PUT,
+            "/api/admin/vendors/v1",
+            Some(&json!({"slug": "v1", "name": "V", "secret_env": "HOME"})),
+        )
+        .await;
+    assert_envelope(status, &body, 422, "VALIDATION_ERROR");
+    assert_eq!(
+        body["detail"][0]["loc"],
+        json!(["body", "secret_env"]),
+        "{body}"
+    );
+    assert_eq!(plain.scalar("SELECT COUNT(*) FROM vendors").await, 0);
     let (status, body) = plain
         .admin(
             Method::PUT,
