@@ -18,12 +18,12 @@ use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 
 /// `POST` route of the signed balance request.
@@ -78,12 +78,42 @@ impl Target {
         &self.url
     }
 
+    /// The address requests go to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The `Host` header value.
+    pub fn host(&self) -> &str {
+        self.host.to_str().unwrap_or_default()
+    }
+
+    /// Opens a TCP connection (TCP_NODELAY), from the local address `from` if given.
+    pub async fn tcp_from(&self, from: Option<IpAddr>) -> Result<TcpStream> {
+        let stream = match from {
+            None => TcpStream::connect(self.addr).await,
+            Some(ip) => {
+                let socket = match ip {
+                    IpAddr::V4(_) => TcpSocket::new_v4()?,
+                    IpAddr::V6(_) => TcpSocket::new_v6()?,
+                };
+                socket.bind(SocketAddr::new(ip, 0))?;
+                socket.connect(self.addr).await
+            }
+        }
+        .with_context(|| format!("cannot connect to {}", self.addr))?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+
     /// Opens a keep-alive connection (TCP_NODELAY) and spawns its driver task.
     pub async fn connect(&self) -> Result<Sender> {
-        let stream = TcpStream::connect(self.addr)
-            .await
-            .with_context(|| format!("cannot connect to {}", self.addr))?;
-        stream.set_nodelay(true)?;
+        self.connect_from(None).await
+    }
+
+    /// Like [`Target::connect`], from the local address `from` if given.
+    pub async fn connect_from(&self, from: Option<IpAddr>) -> Result<Sender> {
+        let stream = self.tcp_from(from).await?;
         let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             // Errors surface on the sender side; the driver just ends.

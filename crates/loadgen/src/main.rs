@@ -6,10 +6,14 @@
 //! last level it times in-process signature recovery on one core, and reports each level's
 //! throughput as a ratio of it.
 //!
+//! With `--abuse`, it runs the abuse scenario instead ([`abuse`]): a well-behaved agent's
+//! latency with and without hostile clients, the server's memory and the database's growth.
+//!
 //! Modules: [`presign`] (wallets, sessions, signed bodies), [`fire`] (connections,
 //! pacing, latency histograms), [`recovery`] (the single-core yardstick), [`report`]
 //! (table and JSON).
 
+mod abuse;
 mod fire;
 mod presign;
 mod recovery;
@@ -89,9 +93,33 @@ struct Cli {
     #[arg(long, value_name = "JSON", default_value = "{}")]
     params: String,
 
-    /// The server's admin token (to fund the wallets of --invoke).
+    /// The server's admin token (to fund the wallets of --invoke and --abuse).
     #[arg(long, env = "AGENTPMT_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+
+    /// Runs the abuse scenario instead: a well-behaved agent (signed balance and invoke at
+    /// --agent-rate) for --abuse-secs alone, then as long again while hostile clients run
+    /// slowloris, half-open, random-wallet and forged-signature floods, oversized bodies,
+    /// CPU-heavy tool calls and help-ticket spam from other loopback addresses. Loopback
+    /// servers only; needs --admin-token.
+    #[arg(long)]
+    abuse: bool,
+
+    /// Seconds of each abuse phase.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    abuse_secs: u64,
+
+    /// The well-behaved agent's requests per second in the abuse scenario.
+    #[arg(long, default_value_t = 50.0)]
+    agent_rate: f64,
+
+    /// The server's process id: its resident memory is read from /proc after each phase.
+    #[arg(long)]
+    server_pid: Option<u32>,
+
+    /// The server's SQLite database file: its growth (with the WAL) is reported per phase.
+    #[arg(long)]
+    db_file: Option<std::path::PathBuf>,
 }
 
 /// Credits given to each wallet of an `--invoke` run.
@@ -104,6 +132,9 @@ fn main() -> Result<ExitCode> {
     }
     if !(cli.recovery_secs.is_finite() && cli.recovery_secs > 0.0) {
         bail!("--recovery-secs must be positive");
+    }
+    if cli.abuse {
+        return run_abuse(&cli);
     }
     let levels = if cli.concurrency_levels.is_empty() {
         vec![cli.concurrency as usize]
@@ -185,6 +216,39 @@ fn main() -> Result<ExitCode> {
     }
     if summary.has_errors() {
         eprintln!("error: some requests failed (see above)");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The abuse scenario: both phases, then the table (or JSON). Fails when the agent lost
+/// a request.
+fn run_abuse(cli: &Cli) -> Result<ExitCode> {
+    let Some(admin_token) = cli.admin_token.clone() else {
+        bail!("--abuse needs --admin-token (or AGENTPMT_ADMIN_TOKEN) to fund its wallets");
+    };
+    let target = Arc::new(Target::parse(&cli.server)?);
+    // The hostile clients and the agent share the load generator's threads: two, so the
+    // agent's requests are not queued behind the flood's.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.threads.max(2) as usize)
+        .enable_all()
+        .build()?;
+    let options = abuse::Options {
+        phase: Duration::from_secs(cli.abuse_secs),
+        agent_rate: cli.agent_rate,
+        server_pid: cli.server_pid,
+        db_file: cli.db_file.clone(),
+        admin_token,
+    };
+    let report = runtime.block_on(abuse::run(target, options))?;
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    if report.agent_failed() {
+        eprintln!("error: the well-behaved agent lost requests (see above)");
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
