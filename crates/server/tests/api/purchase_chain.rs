@@ -98,8 +98,19 @@ async fn purchase_settles_on_chain(backend: Backend) {
         "{metrics}"
     );
     drop(chain);
-    let (status, ready) = app.get("/readyz").await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
+    // The chain node's reachability is probed at most every 5 s: not ready within that.
+    let stopped = std::time::Instant::now();
+    loop {
+        let (status, ready) = app.get("/readyz").await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        assert!(
+            stopped.elapsed() < std::time::Duration::from_secs(10),
+            "still ready 10 s after the chain stopped: {ready}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }
 
 async fn one_authorization_in_twenty_parallel_purchases_pays_once(backend: Backend) {
