@@ -354,6 +354,7 @@ async fn credit_call(
     let balance = crate::ledger::balance(&mut state.db.read().await?, &signer.wallet).await?;
     if let Some(session_id) = &workflow_session {
         let record = crate::workflows::sessions::ToolCallRecord {
+            usage_id: usage.usage_id.clone(),
             product_slug: usage.product_slug.clone(),
             action_slug: usage.action_slug.clone(),
             request_id: signer.request_id.clone(),

@@ -1294,6 +1294,13 @@ async fn workflow_session_attribution(backend: Backend) {
     assert_eq!(results[0]["status"], "succeeded");
     assert_eq!(results[0]["charged_credits"], 2);
     assert_eq!(results[0]["response"]["words"], 3);
+    // One id for one call: the session's result carries the invoke's usage_id.
+    assert!(
+        body["usage_id"].as_str().unwrap().starts_with("use_"),
+        "{body}"
+    );
+    assert_eq!(results[0]["usage_id"], body["usage_id"], "{fetched}");
+    assert!(results[0].get("call_id").is_none(), "{fetched}");
 
     // Another wallet cannot attribute to it; unknown ids are refused; nothing is charged.
     let (status, body) = invoke(
