@@ -605,15 +605,12 @@ async fn release_returns_the_occurrence_without_moving_it(backend: Backend) {
         released["data"]["schedule"]["last_note"],
         json!("worker_shutdown")
     );
-    // Releasing again: the token is no longer the claim.
-    let (status, body) = release(
-        &app,
-        &tenant,
-        id,
-        json!({"due_at": item["due_at"], "claim_token": item["claim_token"]}),
-    )
-    .await;
-    assert_conflict(status, &body, "claim_mismatch", "SCHEDULE_CLAIM_MISMATCH");
+    // Releasing again: there is no claim, and release says so as advance does.
+    let again = json!({"due_at": item["due_at"], "claim_token": item["claim_token"]});
+    let (status, body) = release(&app, &tenant, id, again.clone()).await;
+    assert_conflict(status, &body, "claim_required", "SCHEDULE_CLAIM_REQUIRED");
+    let (status, body) = advance(&app, &tenant, id, again).await;
+    assert_conflict(status, &body, "claim_required", "SCHEDULE_CLAIM_REQUIRED");
     // Back in the queue at the same due_at.
     let (_, again) = claim(&app, &tenant, json!({})).await;
     assert_eq!(again["data"]["items"][0]["due_at"], item["due_at"]);
