@@ -26,7 +26,8 @@ backend_tests!(
     legacy_route_invokes_the_named_action,
     workflow_session_attribution,
     credentials_never_stored_or_echoed,
-    operator_api_and_usage
+    operator_api_and_usage,
+    no_parameters_accept_an_empty_payload_line,
 );
 
 /// Hex secrets key of the test servers.
@@ -1350,4 +1351,53 @@ async fn workflow_session_attribution(backend: Backend) {
     assert_envelope(status, &body, 409, "WORKFLOW_SESSION_ENDED");
     assert_eq!(balance_of(&app, &owner.address().to_string()).await, 18);
     assert_eq!(app.scalar("SELECT COUNT(*) FROM tool_usage").await, 1);
+}
+
+/// Seed 002: "leave the payload: line empty when the endpoint has no payload body". An
+/// invoke without `parameters` (or with `{}`) is accepted signed over an empty line as well
+/// as over sha256("{}").
+async fn no_parameters_accept_an_empty_payload_line(backend: Backend) {
+    let app = spawn_tools(backend).await;
+    let key = PrivateKey::random();
+    assert_eq!(app.adjust(&key.address(), 20).await.0, 201);
+    let nonce = app.session(&key.address()).await;
+    let path = "/external/tools/clock/actions/now/invoke";
+    let sign = |request_id: &str, payload: Option<&str>| {
+        let message = build_message(
+            &key.address(),
+            &nonce,
+            request_id,
+            &Scope::method_path("POST", path),
+            payload,
+        );
+        key.sign_message(&message).to_hex()
+    };
+    let envelope = |request_id: &str, signature: String| {
+        json!({
+            "wallet_address": key.address().to_string(),
+            "session_nonce": nonce,
+            "request_id": request_id,
+            "signature": signature,
+        })
+    };
+    let url = format!("/api{path}");
+    // No parameters at all, empty payload line.
+    let body = envelope("e1", sign("e1", None));
+    let (status, answer) = app.post(&url, &body).await;
+    assert_eq!(status, 200, "{answer}");
+    // `parameters: {}`, empty payload line.
+    let mut body = envelope("e2", sign("e2", None));
+    body["parameters"] = json!({});
+    let (status, answer) = app.post(&url, &body).await;
+    assert_eq!(status, 200, "{answer}");
+    // No parameters, sha256("{}") (as before).
+    let empty = payload_hash(&JsonValue::empty_object());
+    let body = envelope("e3", sign("e3", Some(&empty)));
+    let (status, answer) = app.post(&url, &body).await;
+    assert_eq!(status, 200, "{answer}");
+    // Parameters that are not empty still need their hash: an empty line is refused.
+    let mut body = envelope("e4", sign("e4", None));
+    body["parameters"] = json!({"x": 1});
+    let (status, answer) = app.post(&url, &body).await;
+    assert_eq!(status, 401, "{answer}");
 }
