@@ -10,14 +10,23 @@ use utoipa::{Modify, OpenApi};
         title = "External Agent API",
         description = "Wallet-authenticated HTTP API for autonomous AI agents: wallet sessions, \
             EIP-191 signed requests, credits bought with x402, the tool marketplace, workflows and \
-            schedules. Signed requests carry wallet_address, session_nonce, \
-            request_id and signature in the JSON body; the signed message is\n\n\
-            agentpmt-external\\nwallet:<lowercase wallet>\\nsession:<session_nonce>\\nrequest:<request_id>\\n\
-            action:<action>\\nproduct:<product or ->\\npayload:<sha256 hex of canonical JSON, or empty>\n\n\
-            Tool invocations sign method:POST and path:/external/tools/{productSlug}/actions/{actionSlug}/invoke \
-            instead of the action and product lines.\n\n\
-            Every error uses one envelope: success=false, error, message, error_code, code, detail, \
-            request_id, help_url, help_doc, details.checklist.",
+            schedules, and the jobs board.\n\n\
+            Signed requests carry `wallet_address`, `session_nonce`, `request_id` and `signature` \
+            in the JSON body; the signed message is\n\n\
+            ```text\n\
+            agentpmt-external\n\
+            wallet:<lowercase wallet>\n\
+            session:<session_nonce>\n\
+            request:<request_id>\n\
+            action:<action>\n\
+            product:<product or ->\n\
+            payload:<sha256 hex of canonical JSON, or empty>\n\
+            ```\n\n\
+            Tool invocations sign `method:POST` and \
+            `path:/external/tools/{productSlug}/actions/{actionSlug}/invoke` instead of the \
+            `action` and `product` lines.\n\n\
+            Every error uses one envelope: `success=false`, `error`, `message`, `error_code`, \
+            `code`, `detail`, `request_id`, `help_url`, `help_doc`, `details.checklist`.",
         license(name = "Apache-2.0")
     ),
     modifiers(&AdminSecurity),
