@@ -39,12 +39,16 @@ pub struct SessionResponse {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SignedEnvelope {
     /// Wallet address that signed the request.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^0[xX][0-9a-fA-F]{40}$"))]
     pub wallet_address: String,
     /// Session nonce issued by `POST /api/external/auth/session` to this wallet.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 256))]
     pub session_nonce: String,
     /// Client-generated id, unique per session (1-128 characters, no control characters).
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128))]
     pub request_id: String,
     /// EIP-191 personal-sign signature of the message: 0x + 130 hex digits.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^0[xX][0-9a-fA-F]{130}$"))]
     pub signature: String,
 }
 
