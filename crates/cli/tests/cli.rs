@@ -831,3 +831,42 @@ async fn tools_list_show_and_invoke() {
     cmd.args(["--server", &server.url, "--json", "balance"]);
     assert_eq!(json_of(&run(cmd).await.success())["balance_credits"], 7);
 }
+
+/// `--help` describes the CLI as it is: every command group is named in its summary, and
+/// not only "wallets, balance, and signing".
+#[test]
+fn help_describes_every_command_group() {
+    let home = Home::new();
+    let out = home.cmd().arg("--help").assert().success();
+    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    let summary = text.lines().next().unwrap_or_default().to_lowercase();
+    for group in [
+        "wallet",
+        "balance",
+        "credits",
+        "tools",
+        "workflows",
+        "schedules",
+        "jobs",
+        "operator",
+        "signing",
+    ] {
+        assert!(summary.contains(group), "{group} missing from: {summary}");
+    }
+    for command in [
+        "wallet",
+        "balance",
+        "credits",
+        "tools",
+        "sign",
+        "admin",
+        "workflows",
+        "schedules",
+        "jobs",
+    ] {
+        assert!(
+            text.lines().any(|l| l.trim_start().starts_with(command)),
+            "{command} not listed: {text}"
+        );
+    }
+}

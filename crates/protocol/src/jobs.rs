@@ -330,6 +330,34 @@ pub struct JobWorkflowWriteRequest {
     pub edges: Vec<WorkflowEdge>,
 }
 
+/// `X-Job-Workflow-Token` update body: every field is optional, and a field left out keeps
+/// its stored value (`{"description": "..."}` changes only the description). `nodes` and
+/// `edges` sent together replace the graph; one of them alone replaces that half.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct JobWorkflowUpdateRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<WorkflowNode>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edges: Option<Vec<WorkflowEdge>>,
+}
+
+impl From<JobWorkflowWriteRequest> for JobWorkflowUpdateRequest {
+    fn from(w: JobWorkflowWriteRequest) -> Self {
+        JobWorkflowUpdateRequest {
+            name: Some(w.name),
+            description: Some(w.description),
+            nodes: Some(w.nodes),
+            edges: Some(w.edges),
+        }
+    }
+}
+
 /// A workflow created under a job reservation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -98,7 +98,8 @@ pub enum PayloadRule {
     Fields(&'static [&'static str]),
     /// Like `Fields` when at least one listed field is present, else an empty line.
     FieldsOrEmpty(&'static [&'static str]),
-    /// The value of one body field; an absent field hashes as `{}`.
+    /// The value of one body field; an absent, `null` or empty-object field hashes as `{}`
+    /// or is an empty line.
     Field(&'static str),
     /// The whole body without the envelope fields.
     BodyWithoutEnvelope,
@@ -118,13 +119,15 @@ impl PayloadRule {
                     vec![None]
                 }
             }
-            PayloadRule::Field(name) => {
-                vec![Some(
-                    body.get(name)
-                        .cloned()
-                        .unwrap_or_else(JsonValue::empty_object),
-                )]
-            }
+            PayloadRule::Field(name) => match body.get(name) {
+                // No value (absent, `null` or `{}`): the hash of `{}` or, as seed 002 tells
+                // clients to send for an empty payload, an empty `payload:` line.
+                None | Some(JsonValue::Null) => vec![Some(JsonValue::empty_object()), None],
+                Some(JsonValue::Object(members)) if members.is_empty() => {
+                    vec![Some(JsonValue::empty_object()), None]
+                }
+                Some(value) => vec![Some(value.clone())],
+            },
             PayloadRule::BodyWithoutEnvelope => {
                 let members = match body {
                     JsonValue::Object(members) => members
@@ -411,7 +414,7 @@ mod tests {
         );
         assert_eq!(
             hashed(PayloadRule::Field("missing")),
-            vec![Some("{}".into())]
+            vec![Some("{}".into()), None]
         );
         assert_eq!(
             hashed(PayloadRule::Fields(&["limit", "skip"])),

@@ -127,12 +127,16 @@ pub struct ToolListResponse {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InvokeRequest {
     /// Wallet that signed (envelope).
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^0[xX][0-9a-fA-F]{40}$"))]
     pub wallet_address: String,
     /// Session nonce (envelope).
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 256))]
     pub session_nonce: String,
-    /// Unique per session (envelope).
+    /// Unique per session (envelope; 1-128 characters, no control characters).
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128))]
     pub request_id: String,
-    /// EIP-191 signature (envelope).
+    /// EIP-191 signature (envelope): 0x + 130 hex digits.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^0[xX][0-9a-fA-F]{130}$"))]
     pub signature: String,
     /// The action's parameters; the payload hash is over this object (absent hashes as `{}`).
     /// `_credentials` is passed to the tool and never stored; `_workflow_session_id`

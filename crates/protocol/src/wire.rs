@@ -39,12 +39,16 @@ pub struct SessionResponse {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SignedEnvelope {
     /// Wallet address that signed the request.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^0[xX][0-9a-fA-F]{40}$"))]
     pub wallet_address: String,
     /// Session nonce issued by `POST /api/external/auth/session` to this wallet.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 256))]
     pub session_nonce: String,
     /// Client-generated id, unique per session (1-128 characters, no control characters).
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128))]
     pub request_id: String,
     /// EIP-191 personal-sign signature of the message: 0x + 130 hex digits.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^0[xX][0-9a-fA-F]{130}$"))]
     pub signature: String,
 }
 
@@ -113,7 +117,7 @@ pub struct ErrorBody {
     pub code: String,
     /// A string repeating `message`, or for 422 the list of validation issues.
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = detail_schema))]
     pub detail: serde_json::Value,
     /// Correlation id, echoed from `x-request-id` when supplied.
     #[serde(default)]
@@ -131,6 +135,21 @@ pub struct ErrorBody {
     /// Only on 429 `RATE_LIMITED`: the limit that was hit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitInfo>,
+}
+
+/// `ErrorBody.detail`: a string, or the list of validation issues.
+#[cfg(feature = "openapi")]
+fn detail_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
+    use utoipa::openapi::Ref;
+    let one_of = OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::String))
+        .item(ArrayBuilder::new().items(Ref::from_schema_name("ValidationIssue")))
+        .description(Some(
+            "A string repeating `message`, or for 422 the list of validation issues.",
+        ))
+        .build();
+    Schema::OneOf(one_of)
 }
 
 /// The limit a 429 answer refers to (the same wait is in the `Retry-After` header).
@@ -171,7 +190,11 @@ impl ErrorBody {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreditAdjustmentRequest {
-    /// Credits to add (positive) or remove (negative); not zero.
+    /// Credits to add (positive) or remove (negative); not zero, at most 10^9 either way.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = -1_000_000_000, maximum = 1_000_000_000)
+    )]
     pub amount_credits: i64,
     /// Why (kept on the ledger entry; 1-500 characters).
     pub reason: String,
@@ -425,7 +448,7 @@ pub struct AgentHelpRequest {
     /// Anything else that helps (the request sent, the response received), at most 16 KiB
     /// of JSON. Never put private keys or mnemonics here.
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub context: Option<serde_json::Value>,
 }
 
@@ -485,7 +508,7 @@ pub struct HelpTicketView {
     pub message: String,
     pub request_id: Option<String>,
     pub error_code: Option<String>,
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub context: Option<serde_json::Value>,
     /// Client IP address the ticket came from.
     pub source: String,

@@ -165,7 +165,9 @@ pub struct WorkflowListResponse {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WorkflowCallView {
-    pub call_id: String,
+    /// The call's usage id (`use_…`): the `usage_id` its invoke answered (or its error's
+    /// `details.usage_id`). One id for one call everywhere.
+    pub usage_id: String,
     pub product_slug: String,
     pub action_slug: String,
     /// The invoke's request_id.

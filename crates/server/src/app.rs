@@ -10,7 +10,7 @@ use crate::error::{ApiError, RequestContext, REQUEST_CONTEXT};
 use crate::ops::metrics::Metrics;
 use crate::payments::Payments;
 use crate::ratelimit::Limits;
-pub use crate::state::{AppState, Inner};
+use crate::state::{AppState, Inner};
 use crate::workflows::schedules;
 use crate::{admin, auth, credits, help, identity, openapi, ops, tools};
 use agentpmt_protocol::ErrorCode;

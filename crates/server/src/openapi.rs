@@ -10,17 +10,28 @@ use utoipa::{Modify, OpenApi};
         title = "External Agent API",
         description = "Wallet-authenticated HTTP API for autonomous AI agents: wallet sessions, \
             EIP-191 signed requests, credits bought with x402, the tool marketplace, workflows and \
-            schedules. Signed requests carry wallet_address, session_nonce, \
-            request_id and signature in the JSON body; the signed message is\n\n\
-            agentpmt-external\\nwallet:<lowercase wallet>\\nsession:<session_nonce>\\nrequest:<request_id>\\n\
-            action:<action>\\nproduct:<product or ->\\npayload:<sha256 hex of canonical JSON, or empty>\n\n\
-            Tool invocations sign method:POST and path:/external/tools/{productSlug}/actions/{actionSlug}/invoke \
-            instead of the action and product lines.\n\n\
-            Every error uses one envelope: success=false, error, message, error_code, code, detail, \
-            request_id, help_url, help_doc, details.checklist.",
+            schedules, and the jobs board.\n\n\
+            Signed requests carry `wallet_address`, `session_nonce`, `request_id` and `signature` \
+            in the JSON body; the signed message is\n\n\
+            ```text\n\
+            agentpmt-external\n\
+            wallet:<lowercase wallet>\n\
+            session:<session_nonce>\n\
+            request:<request_id>\n\
+            action:<action>\n\
+            product:<product or ->\n\
+            payload:<sha256 hex of canonical JSON, or empty>\n\
+            ```\n\n\
+            Tool invocations sign `method:POST` and \
+            `path:/external/tools/{productSlug}/actions/{actionSlug}/invoke` instead of the \
+            `action` and `product` lines.\n\n\
+            Every error uses one envelope: `success=false`, `error`, `message`, `error_code`, \
+            `code`, `detail`, `request_id`, `help_url`, `help_doc`, `details.checklist`.",
         license(name = "Apache-2.0")
     ),
     modifiers(&AdminSecurity),
+    // Referenced by `ErrorBody.detail`'s hand-written schema, so not collected by itself.
+    components(schemas(agentpmt_protocol::wire::ValidationIssue)),
     tags(
         (name = "auth", description = "Wallet sessions"),
         (name = "credits", description = "Credit balance and purchases (x402)"),
@@ -74,8 +85,80 @@ pub fn base_document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
 
-/// Adds `GET /openapi.json` (served by the router itself) to the document.
+/// Documents, on every operation secured by the admin token, the refusals the [`Admin`]
+/// extractor gives before the handler runs: 401 `ADMIN_UNAUTHORIZED` (missing or wrong
+/// token) and 403 `ADMIN_API_DISABLED` (no token configured). A status the operation
+/// already documents keeps its description, with the refusal added to it.
+///
+/// [`Admin`]: crate::admin::Admin
+pub fn document_admin_refusals(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
+    let refusals = [
+        (
+            "401",
+            "ADMIN_UNAUTHORIZED: missing or wrong admin bearer token",
+        ),
+        (
+            "403",
+            "ADMIN_API_DISABLED: the operator API is disabled on this server",
+        ),
+    ];
+    for item in openapi.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            let admin = operation.security.iter().flatten().any(|requirement| {
+                serde_json::to_value(requirement)
+                    .ok()
+                    .and_then(|v| v.get("admin_token").cloned())
+                    .is_some()
+            });
+            if !admin {
+                continue;
+            }
+            for (status, text) in refusals {
+                match operation.responses.responses.get_mut(status) {
+                    Some(RefOr::T(response)) => {
+                        if !response
+                            .description
+                            .contains(text.split(':').next().unwrap_or(text))
+                        {
+                            response.description = format!("{}; or {text}", response.description);
+                        }
+                    }
+                    Some(RefOr::Ref(_)) => {}
+                    None => {
+                        let response = ResponseBuilder::new()
+                            .description(text)
+                            .content(
+                                "application/json",
+                                ContentBuilder::new()
+                                    .schema(Some(utoipa::openapi::Ref::from_schema_name(
+                                        "ErrorBody",
+                                    )))
+                                    .build(),
+                            )
+                            .build();
+                        operation
+                            .responses
+                            .responses
+                            .insert(status.to_owned(), RefOr::T(response));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds `GET /openapi.json` (served by the router itself) to the document, and the
+/// refusals every admin operation can give ([`document_admin_refusals`]).
 pub fn document_self(openapi: &mut utoipa::openapi::OpenApi) {
+    document_admin_refusals(openapi);
     use utoipa::openapi::path::{HttpMethod, OperationBuilder};
     use utoipa::openapi::{ContentBuilder, ResponseBuilder};
     let operation = OperationBuilder::new()

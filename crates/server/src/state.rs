@@ -76,3 +76,39 @@ impl Deref for AppState {
         &self.0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The router assembler (`app.rs`) sits above the areas: no module below it imports
+    /// from it (they take `AppState` from here).
+    #[test]
+    fn no_area_imports_the_assembler() {
+        fn walk(dir: &std::path::Path, found: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, found);
+                    continue;
+                }
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                if !name.ends_with(".rs")
+                    || ["app.rs", "lib.rs", "main.rs"].contains(&name.as_str())
+                {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                // Spelled in two halves so that this file does not match itself.
+                let (crate_app, super_app) = (concat!("crate::", "app"), concat!("super::", "app"));
+                if text.contains(crate_app) || text.contains(super_app) {
+                    found.push(path.display().to_string());
+                }
+            }
+        }
+        let mut found = Vec::new();
+        walk(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut found,
+        );
+        assert!(found.is_empty(), "these import from app.rs: {found:?}");
+    }
+}

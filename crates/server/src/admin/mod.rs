@@ -199,7 +199,9 @@ pub async fn adjust_credits(
     ApiJson(request): ApiJson<CreditAdjustmentRequest>,
 ) -> ApiResult<(StatusCode, Json<CreditAdjustmentResponse>)> {
     let wallet = parse_wallet(path)?;
-    if request.amount_credits == 0 || request.amount_credits.abs() > MAX_ADJUSTMENT_CREDITS {
+    if request.amount_credits == 0
+        || request.amount_credits.unsigned_abs() > MAX_ADJUSTMENT_CREDITS.unsigned_abs()
+    {
         return Err(ApiError::invalid_field(
             &["body", "amount_credits"],
             "value_error",

@@ -1,6 +1,7 @@
 //! `GET /docs`: the API docs for humans, one self-contained HTML page rendered on the
-//! server from the OpenAPI document (no scripts, no external assets): endpoints with
-//! their parameters, bodies and responses, the schemas, and the error-code table.
+//! server from the OpenAPI document (no scripts, no external assets): the API description
+//! and each operation's description rendered from their Markdown, endpoints with their
+//! parameters, bodies and responses, the schemas, and the error-code table.
 
 use crate::state::AppState;
 use agentpmt_protocol::ErrorCode;
@@ -22,6 +23,20 @@ pub fn escape(text: &str) -> String {
             c => out.push(c),
         }
     }
+    out
+}
+
+/// Renders Markdown (CommonMark with tables) to HTML. Raw HTML in the source is shown as
+/// text, never passed through: the descriptions are ours, but the page stays script-free
+/// whatever they say.
+pub fn markdown(source: &str) -> String {
+    use pulldown_cmark::{Event, Options, Parser};
+    let parser = Parser::new_ext(source, Options::ENABLE_TABLES).map(|event| match event {
+        Event::Html(raw) | Event::InlineHtml(raw) => Event::Text(raw),
+        other => other,
+    });
+    let mut out = String::with_capacity(source.len() * 3 / 2);
+    pulldown_cmark::html::push_html(&mut out, parser);
     out
 }
 
@@ -75,10 +90,10 @@ pub fn render(document: &Value, base_url: &str) -> String {
          </style></head><body><h1>{title}</h1><p>Version {ver}. Base URL: <code>{base}</code>. \
          Machine-readable: <a href=\"/openapi.json\">OpenAPI document</a>, \
          <a href=\"/.well-known/agent.json\">discovery card</a>. Questions and failing requests: \
-         <code>POST /api/external/agent-help</code>.</p><pre>{desc}</pre>",
+         <code>POST /api/external/agent-help</code>.</p><div class=\"d\">{desc}</div>",
         ver = text(info.get("version")),
         base = escape(base_url),
-        desc = text(info.get("description")),
+        desc = markdown(info.get("description").and_then(Value::as_str).unwrap_or_default()),
     );
 
     let paths = document
@@ -112,7 +127,7 @@ pub fn render(document: &Value, base_url: &str) -> String {
                 text(op.get("summary"))
             );
             if let Some(d) = op.get("description").and_then(Value::as_str) {
-                let _ = write!(h, "<pre>{}</pre>", escape(d));
+                let _ = write!(h, "<div class=\"d\">{}</div>", markdown(d));
             }
             if op.get("security").is_some() {
                 h.push_str(

@@ -79,7 +79,11 @@ pub fn text(s: &str) -> String {
             after_bearer = false;
             continue;
         }
-        if rest.len() >= 7 && rest[..7].eq_ignore_ascii_case("bearer ") {
+        // `get`: the 7th byte may fall inside a multi-byte character.
+        if rest
+            .get(..7)
+            .is_some_and(|p| p.eq_ignore_ascii_case("bearer "))
+        {
             out.push_str(&rest[..7]);
             i += 7;
             after_bearer = true;
@@ -128,6 +132,14 @@ mod tests {
     use serde_json::json;
 
     const KEY: &str = "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318";
+
+    #[test]
+    fn multi_byte_text_is_kept_whole() {
+        // Found by schemathesis: the 7th byte inside a character made a 500.
+        let s = "\u{9d}\u{19}q\u{2}\u{c6d0a}\u{c2f5e}";
+        assert_eq!(text(s), s);
+        assert_eq!(text("ééé Bearer tok"), "ééé Bearer [redacted]");
+    }
 
     #[test]
     fn keys_signatures_and_tokens_are_redacted() {

@@ -148,12 +148,7 @@ async fn not_available(
         wallet
     )?
     .unwrap_or(0);
-    let (reason, message) = if job.reserved_at(now) && job.reserved_by.as_deref() == Some(wallet) {
-        (
-            "reserved_by_you",
-            "You already hold this job's reservation; complete it before it expires",
-        )
-    } else if job.reserved_at(now) {
+    let (reason, message) = if job.reserved_at(now) {
         ("reserved", "Another agent holds this job's reservation")
     } else if own > 0 {
         (
@@ -174,12 +169,6 @@ async fn not_available(
             err = err.with_detail("reserved_until", rfc3339_ms(until));
         }
     }
-    if reason == "reserved_by_you" {
-        err = err.with_detail(
-            "reservation_id",
-            reservation_id(&job.job_id, job.reservation_epoch),
-        );
-    }
     Ok(err)
 }
 
@@ -194,10 +183,10 @@ async fn not_available(
     params(("jobId" = String, Path, description = "Job to reserve")),
     request_body = SignedEnvelope,
     responses(
-        (status = 200, description = "Reserved", body = JobReserveResponse),
+        (status = 200, description = "Reserved; to the holder of the live reservation, that reservation again (same id and window, a fresh workflow token)", body = JobReserveResponse),
         (status = 401, description = "Signature or session rejected", body = ErrorBody),
         (status = 404, description = "No such job (JOB_NOT_FOUND)", body = ErrorBody),
-        (status = 409, description = "JOB_NOT_AVAILABLE (details.reason: reserved, reserved_by_you, submitted, completed, already_submitted) or a replayed request_id", body = ErrorBody),
+        (status = 409, description = "JOB_NOT_AVAILABLE (details.reason: reserved, submitted, completed, already_submitted) or a replayed request_id", body = ErrorBody),
         (status = 422, description = "Malformed body", body = ErrorBody),
     )
 )]
@@ -232,6 +221,15 @@ pub async fn reserve_job(
     )?;
     let Some(epoch) = epoch else {
         let job = job_or_404(&mut tx, &path.job_id).await?;
+        if job.reserved_at(now) && job.reserved_by.as_deref() == Some(wallet.as_str()) {
+            // The holder asks again (its first answer may have been lost): the same
+            // reservation, with a fresh workflow token replacing the old one.
+            let answer = reserved_again(&mut tx, &job).await?;
+            tx.commit().await?;
+            state.metrics.reservation("job_repeated");
+            tracing::info!(job_id = %job.job_id, "job reservation repeated to its holder");
+            return Ok(Json(answer));
+        }
         state.metrics.reservation("job_conflict");
         return Err(not_available(&mut tx, &job, &wallet, now).await?);
     };
@@ -287,9 +285,28 @@ pub async fn reserve_job(
     tx.commit().await?;
     state.metrics.reservation("job_granted");
     tracing::info!(job_id = %job.job_id, epoch, "job reserved");
-    Ok(Json(JobReserveResponse {
+    Ok(Json(reserve_answer(
+        &job,
+        id,
+        until,
+        social_share,
+        workflow_access,
+        "Job reserved. Do the work and complete it before reserved_until.",
+    )))
+}
+
+/// The reserve answer for `job`'s reservation `id`, valid until `until`.
+fn reserve_answer(
+    job: &JobRow,
+    id: String,
+    until: i64,
+    social_share: Option<SocialShareAccess>,
+    workflow_access: Option<WorkflowAccess>,
+    message: &str,
+) -> JobReserveResponse {
+    JobReserveResponse {
         success: true,
-        message: "Job reserved. Do the work and complete it before reserved_until.".to_owned(),
+        message: message.to_owned(),
         job: ReservedJob {
             job_id: job.job_id.clone(),
             title: job.title.clone(),
@@ -303,7 +320,61 @@ pub async fn reserve_job(
             social_share,
         },
         workflow_access,
-    }))
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct HeldRow {
+    tracking_code: String,
+    tracked_url: Option<String>,
+}
+
+/// The live reservation of `job`, answered again to its holder: the same id, window and
+/// tracked link; a workflow_creation job gets a new token, and the old one stops working.
+async fn reserved_again(tx: &mut impl AsConn, job: &JobRow) -> ApiResult<JobReserveResponse> {
+    let id = reservation_id(&job.job_id, job.reservation_epoch);
+    let held = sql_fetch_optional!(
+        tx.conn(),
+        HeldRow,
+        "SELECT tracking_code, tracked_url FROM job_reservations WHERE reservation_id = $1",
+        &id
+    )?
+    .ok_or_else(|| ApiError::internal(anyhow::anyhow!("live reservation {id} has no record")))?;
+    let until = job.reserved_until_ms.unwrap_or_default();
+    let mut social_share = None;
+    let mut workflow_access = None;
+    match job.job_type.as_str() {
+        "social_share" => {
+            social_share = Some(SocialShareAccess {
+                platform: job.platform.clone().unwrap_or_default(),
+                tracking_links: held.tracked_url.into_iter().collect(),
+                tracking_code: held.tracking_code,
+            });
+        }
+        "workflow_creation" => {
+            let token = format!("jwt_{}", random_hex(24));
+            sql_execute!(
+                tx.conn(),
+                "UPDATE job_reservations SET workflow_token_digest = $1 WHERE reservation_id = $2",
+                key_digest(&token),
+                &id
+            )?;
+            workflow_access = Some(WorkflowAccess {
+                access_token: token,
+                expires_at: rfc3339_ms(until),
+            });
+        }
+        _ => {}
+    }
+    Ok(reserve_answer(
+        job,
+        id,
+        until,
+        social_share,
+        workflow_access,
+        "You already hold this job's reservation: here it is again (a workflow token issued \
+         before this one no longer works). Complete it before reserved_until.",
+    ))
 }
 
 fn proof_issue(loc: &[&str], msg: impl Into<String>) -> ApiError {

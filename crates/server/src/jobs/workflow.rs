@@ -1,8 +1,8 @@
 //! Workflow-creation job endpoints, authenticated with the reservation's capability token
 //! in `X-Job-Workflow-Token: Bearer <token>` (and nothing else):
 //! - `POST /api/external/jobs/{jobId}/workflow/create` — create a private draft workflow.
-//! - `PUT /api/external/jobs/{jobId}/workflow/{workflowId}` — replace its name,
-//!   description and graph.
+//! - `PUT /api/external/jobs/{jobId}/workflow/{workflowId}` — update its name,
+//!   description and graph (fields left out keep their value).
 //! - `POST /api/external/jobs/{jobId}/workflow/{workflowId}/publish` — publish it
 //!   privately (unlisted; reachable by id).
 //!
@@ -21,8 +21,10 @@ use crate::extract::{ApiJson, ApiPath};
 use crate::state::AppState;
 use crate::time::now_ms;
 use crate::workflows::schedules::db_now;
-use crate::workflows::{find_any, graph};
-use agentpmt_protocol::jobs::{JobWorkflowResponse, JobWorkflowWriteRequest};
+use crate::workflows::{find_any, graph, WorkflowRow};
+use agentpmt_protocol::jobs::{
+    JobWorkflowResponse, JobWorkflowUpdateRequest, JobWorkflowWriteRequest,
+};
 use agentpmt_protocol::wire::ErrorBody;
 use agentpmt_protocol::workflows::WorkflowGraph;
 use agentpmt_protocol::ErrorCode;
@@ -175,14 +177,26 @@ async fn check(state: &AppState, request: JobWorkflowWriteRequest) -> ApiResult<
             "a workflow needs at least one node",
         ));
     }
-    graph::validate(&graph)?;
-    graph::check_tool_refs(&state.db, &graph).await?;
+    // The graph's fields are top-level members of this body: point at them there.
+    graph::validate_at(&graph, graph::TOP_LEVEL)?;
+    graph::check_tool_refs(&state.db, &graph, graph::TOP_LEVEL).await?;
     let graph_text = serde_json::to_string(&graph).map_err(ApiError::internal)?;
     Ok(Checked {
         name,
         description,
         graph_text,
     })
+}
+
+/// The full write an update amounts to: each field sent, else its stored value.
+fn merged(row: &WorkflowRow, update: JobWorkflowUpdateRequest) -> JobWorkflowWriteRequest {
+    let stored = row.detail();
+    JobWorkflowWriteRequest {
+        name: update.name.unwrap_or(stored.summary.name),
+        description: update.description.unwrap_or(stored.summary.description),
+        nodes: update.nodes.unwrap_or(stored.graph.nodes),
+        edges: update.edges.unwrap_or(stored.graph.edges),
+    }
 }
 
 async fn respond(
@@ -298,8 +312,9 @@ pub async fn create_job_workflow(
     Ok((StatusCode::CREATED, body))
 }
 
-/// Replace the name, description and graph of a workflow this reservation created
-/// (version + 1; a published workflow stays published).
+/// Update a workflow this reservation created (version + 1; a published workflow stays
+/// published). Fields left out keep their value: `{"description": "..."}` changes only
+/// the description.
 #[utoipa::path(
     put,
     path = "/api/external/jobs/{jobId}/workflow/{workflowId}",
@@ -308,7 +323,7 @@ pub async fn create_job_workflow(
         ("jobId" = String, Path, description = "The reserved job"),
         ("workflowId" = String, Path, description = "A workflow created under this reservation"),
     ),
-    request_body = JobWorkflowWriteRequest,
+    request_body = JobWorkflowUpdateRequest,
     security(("job_workflow_token" = [])),
     responses(
         (status = 200, description = "Updated", body = JobWorkflowResponse),
@@ -322,17 +337,18 @@ pub async fn update_job_workflow(
     State(state): State<AppState>,
     ApiPath(path): ApiPath<JobWorkflowPath>,
     token: WorkflowToken,
-    ApiJson(request): ApiJson<JobWorkflowWriteRequest>,
+    ApiJson(request): ApiJson<JobWorkflowUpdateRequest>,
 ) -> ApiResult<Json<JobWorkflowResponse>> {
     let token = token.for_job(&path.job_id)?;
     owned(&state, &token, &path.workflow_id).await?;
-    let c = check(&state, request).await?;
     let row = {
         let mut conn = state.db.read().await?;
-        find_any(&mut conn, &path.workflow_id).await?
+        find_any(&mut conn, &path.workflow_id)
+            .await?
+            .ok_or_else(|| ApiError::new(ErrorCode::WORKFLOW_NOT_FOUND, "No such workflow"))?
     };
-    let slug = row.map(|r| r.slug).unwrap_or_default();
-    let search = format!("{} {} {}", c.name, slug, c.description).to_lowercase();
+    let c = check(&state, merged(&row, request)).await?;
+    let search = format!("{} {} {}", c.name, row.slug, c.description).to_lowercase();
     let mut conn = state.db.write().await?;
     sql_execute!(
         conn.conn(),

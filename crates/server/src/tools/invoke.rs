@@ -305,7 +305,17 @@ async fn credit_call(
 
     let (tool_params, credentials, workflow_session) =
         schema::split_reserved(&parameters).map_err(|issue| ApiError::validation(vec![issue]))?;
-    schema::validate(&resolved.action.schema(), &tool_params).map_err(ApiError::validation)?;
+    // What the tool gets is what was signed, number lexemes intact.
+    let dropped: &[&str] = match target {
+        Target::Legacy { .. } if tool_params.get("action").is_none() => &["action"],
+        _ => &[],
+    };
+    let tool_params = runner::Params::verbatim(
+        tool_params,
+        &schema::sent_tool_parameters(json.get("parameters"), dropped),
+    );
+    schema::validate(&resolved.action.schema(), &tool_params.value)
+        .map_err(ApiError::validation)?;
     if let Some(session_id) = &workflow_session {
         crate::workflows::sessions::check_attribution(
             &state.db,
@@ -353,6 +363,7 @@ async fn credit_call(
     let balance = crate::ledger::balance(&mut state.db.read().await?, &signer.wallet).await?;
     if let Some(session_id) = &workflow_session {
         let record = crate::workflows::sessions::ToolCallRecord {
+            usage_id: usage.usage_id.clone(),
             product_slug: usage.product_slug.clone(),
             action_slug: usage.action_slug.clone(),
             request_id: signer.request_id.clone(),
@@ -431,7 +442,7 @@ pub(crate) struct ToolCall {
     pub runner: RunnerSpec,
     pub secret: Option<SecretString>,
     /// The tool's parameters (reserved `_…` fields removed), kept opaque.
-    pub parameters: Value,
+    pub parameters: runner::Params,
     /// `_credentials`, passed to the vendor, never stored.
     pub credentials: Option<Value>,
 }
@@ -752,11 +763,14 @@ async fn x402_call(
 ) -> ApiResult<Response> {
     let resolved = catalog::resolve(&mut state.db.read().await?, product_ref, action_ref).await?;
     check_x402_enabled(&resolved)?;
-    let parameters: Value = if body.iter().all(u8::is_ascii_whitespace) {
-        Value::Object(Default::default())
+    let (parameters, sent): (Value, JsonValue) = if body.iter().all(u8::is_ascii_whitespace) {
+        (Value::Object(Default::default()), JsonValue::empty_object())
     } else {
-        serde_json::from_slice(body)
-            .map_err(|e| ApiError::invalid_field(&["body"], "json_invalid", e.to_string()))?
+        let invalid = |e: String| ApiError::invalid_field(&["body"], "json_invalid", e);
+        (
+            serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?,
+            agentpmt_protocol::canonical::parse(body).map_err(|e| invalid(e.to_string()))?,
+        )
     };
     let (tool_params, credentials, workflow_session) = schema::split_reserved(&parameters)
         .map_err(|mut issue| {
@@ -771,7 +785,9 @@ async fn x402_call(
             "workflow sessions belong to wallets: attribute calls with a signed credit invocation",
         ));
     }
-    schema::validate(&resolved.action.schema(), &tool_params).map_err(|mut issues| {
+    let tool_params =
+        runner::Params::verbatim(tool_params, &schema::sent_tool_parameters(Some(&sent), &[]));
+    schema::validate(&resolved.action.schema(), &tool_params.value).map_err(|mut issues| {
         for issue in &mut issues {
             issue.loc.retain(|l| *l != "parameters".into());
         }
@@ -828,7 +844,7 @@ pub(crate) struct X402Ran {
 pub(crate) async fn x402_paid_call(
     state: &AppState,
     resolved: Resolved,
-    tool_params: Value,
+    tool_params: runner::Params,
     credentials: Option<Value>,
     payment: Option<Result<DecodedPayment, x402::PaymentDecodeError>>,
     deadline: &Deadline,

@@ -1,7 +1,8 @@
 //! Running an action: a built-in tool, or the vendor's HTTP endpoint.
 //!
 //! Vendor calls are `POST <url>` with the JSON body `{product, action, parameters,
-//! credentials, usage_id, wallet_address}` and the headers
+//! credentials, usage_id, wallet_address}` (`parameters` as signed: canonical JSON with the
+//! number lexemes the client sent, see [`Params`]) and the headers
 //! - `X-AgentPMT-Timestamp`: Unix seconds,
 //! - `X-AgentPMT-Usage-Id`: the usage record's id (stable across the vendor's retries),
 //! - `X-AgentPMT-Signature`: `sha256=<hex HMAC-SHA256(vendor secret, timestamp + "." + body)>`,
@@ -42,6 +43,38 @@ pub enum ToolError {
     Timeout,
 }
 
+/// A call's parameters as they were verified: the parsed value (schema checks and most
+/// built-ins) and the JSON text with every number lexeme as the client sent and signed it
+/// (`123456789012345678901234567890` stays that, `0.30000000000000000001` is not rounded),
+/// which is what vendors and `json.canonicalize` get.
+#[derive(Debug, Clone)]
+pub struct Params {
+    pub value: Value,
+    /// Canonical JSON (sorted keys, no whitespace) of the parameters as sent.
+    pub text: String,
+}
+
+impl Params {
+    /// `value` with its text taken from `sent`, the same parameters as parsed from the
+    /// request (lexemes intact).
+    pub fn verbatim(value: Value, sent: &JsonValue) -> Params {
+        Params {
+            value,
+            text: canonical::to_canonical(sent, Escaping::Utf8, KeyOrder::CodePoint),
+        }
+    }
+
+    /// Parameters that exist only as a parsed value (written by the server itself).
+    pub fn from_value(value: Value) -> Params {
+        let text = canonical::to_canonical(
+            &JsonValue::from_serde(&value),
+            Escaping::Utf8,
+            KeyOrder::CodePoint,
+        );
+        Params { value, text }
+    }
+}
+
 /// What a vendor call needs besides the parameters.
 #[derive(Debug)]
 pub struct Call<'a> {
@@ -49,7 +82,7 @@ pub struct Call<'a> {
     pub action_slug: &'a str,
     pub usage_id: &'a str,
     pub wallet_address: Option<&'a str>,
-    pub parameters: &'a Value,
+    pub parameters: &'a Params,
     /// `parameters._credentials`, passed through and never stored.
     pub credentials: Option<&'a Value>,
     pub vendor_secret: Option<&'a SecretString>,
@@ -98,7 +131,7 @@ fn builtin_slots() -> &'static tokio::sync::Semaphore {
 /// Runs a built-in off the async runtime, waiting at most `limit` for a slot and its result
 /// (a late result is a timeout: the caller is not charged; the work itself is bounded by
 /// the built-ins' input and pattern budgets).
-async fn run_builtin(name: &str, parameters: &Value, limit: Duration) -> Result<Value, ToolError> {
+async fn run_builtin(name: &str, parameters: &Params, limit: Duration) -> Result<Value, ToolError> {
     let name = name.to_owned();
     let parameters = parameters.clone();
     let work = async move {
@@ -108,7 +141,7 @@ async fn run_builtin(name: &str, parameters: &Value, limit: Duration) -> Result<
             .map_err(|_| ToolError::Failed("built-in tools are shutting down".into()))?;
         let task = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            builtin(&name, &parameters)
+            builtin_call(&name, &parameters)
         });
         task.await
             .map_err(|_| ToolError::Failed("the built-in tool crashed".into()))?
@@ -129,15 +162,19 @@ pub fn vendor_signature(secret: &SecretString, timestamp: &str, body: &[u8]) -> 
 }
 
 async fn vendor(http: &reqwest::Client, url: &str, call: &Call<'_>) -> Result<Value, ToolError> {
-    let body = serde_json::to_vec(&json!({
-        "product": call.product_slug,
-        "action": call.action_slug,
-        "parameters": call.parameters,
-        "credentials": call.credentials.cloned().unwrap_or_else(|| json!({})),
-        "usage_id": call.usage_id,
-        "wallet_address": call.wallet_address,
-    }))
-    .map_err(|e| ToolError::Failed(format!("cannot encode the call: {e}")))?;
+    // Written by hand so that `parameters` is the verified text, number lexemes intact
+    // (a serde_json value would round big and long numbers).
+    let credentials = call.credentials.cloned().unwrap_or_else(|| json!({}));
+    let body = format!(
+        "{{\"action\":{},\"credentials\":{},\"parameters\":{},\"product\":{},\"usage_id\":{},\"wallet_address\":{}}}",
+        encode(&call.action_slug)?,
+        encode(&credentials)?,
+        call.parameters.text,
+        encode(&call.product_slug)?,
+        encode(&call.usage_id)?,
+        encode(&call.wallet_address)?,
+    )
+    .into_bytes();
     let timestamp = (crate::time::now_ms() / 1000).to_string();
     let mut request = http
         .post(url)
@@ -227,21 +264,44 @@ fn str_param<'a>(p: &'a Value, name: &str) -> Result<&'a str, ToolError> {
         .ok_or_else(|| ToolError::Failed(format!("{name} must be a string")))
 }
 
+/// One plain field of a vendor call as JSON.
+fn encode<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, ToolError> {
+    serde_json::to_string(value)
+        .map_err(|e| ToolError::Failed(format!("cannot encode the call: {e}")))
+}
+
+/// A built-in run on verified parameters: `json.canonicalize` reads their text (it shows
+/// the bytes the server hashes, number lexemes as sent), the others their value.
+fn builtin_call(name: &str, p: &Params) -> Result<Value, ToolError> {
+    if name == "json.canonicalize" {
+        let sent = canonical::parse(p.text.as_bytes())
+            .map_err(|e| ToolError::Failed(format!("parameters are not JSON: {e}")))?;
+        return canonicalize(&sent);
+    }
+    builtin(name, &p.value)
+}
+
+/// `json.canonicalize` of `parameters.value`: the canonical text, raw UTF-8 and
+/// ASCII-escaped (Python's `json.dumps(v, ensure_ascii=True, sort_keys=True,
+/// separators=(",", ":"))` for what Python sent), and their SHA-256: the payload hashes the
+/// signature check accepts.
+fn canonicalize(parameters: &JsonValue) -> Result<Value, ToolError> {
+    let value = parameters
+        .get("value")
+        .ok_or_else(|| ToolError::Failed("value is required".into()))?;
+    let text = canonical::to_canonical(value, Escaping::Utf8, KeyOrder::CodePoint);
+    let ascii = canonical::to_canonical(value, Escaping::Ascii, KeyOrder::CodePoint);
+    Ok(json!({
+        "canonical": text,
+        "sha256": canonical::sha256_hex(&text),
+        "ascii_escaped": ascii,
+        "ascii_escaped_sha256": canonical::sha256_hex(&ascii),
+    }))
+}
+
 fn builtin(name: &str, p: &Value) -> Result<Value, ToolError> {
     match name {
-        "json.canonicalize" => {
-            let value = p
-                .get("value")
-                .ok_or_else(|| ToolError::Failed("value is required".into()))?;
-            let value = JsonValue::from_serde(value);
-            let text = canonical::to_canonical(&value, Escaping::Utf8, KeyOrder::CodePoint);
-            let ascii = canonical::to_canonical(&value, Escaping::Ascii, KeyOrder::CodePoint);
-            Ok(json!({
-                "canonical": text,
-                "sha256": canonical::sha256_hex(&text),
-                "ascii_escaped_sha256": canonical::sha256_hex(&ascii),
-            }))
-        }
+        "json.canonicalize" => canonicalize(&JsonValue::from_serde(p)),
         "json.validate" => {
             let schema = p
                 .get("schema")
@@ -376,7 +436,7 @@ fn builtin(name: &str, p: &Value) -> Result<Value, ToolError> {
 mod tests {
     use super::*;
 
-    fn call(parameters: &Value) -> Call<'_> {
+    fn call(parameters: &Params) -> Call<'_> {
         Call {
             product_slug: "p",
             action_slug: "a",
@@ -403,7 +463,7 @@ mod tests {
             let spec = RunnerSpec::Builtin {
                 name: "text.sha256".into(),
             };
-            let params = json!({"text": "x"});
+            let params = Params::from_value(json!({"text": "x"}));
             let out = run(
                 &reqwest::Client::new(),
                 &spec,
@@ -418,6 +478,44 @@ mod tests {
                 "the built-in ran on the runtime thread"
             );
         });
+    }
+
+    /// `json.canonicalize` shows the bytes the server hashes: number lexemes as sent, and
+    /// the ASCII-escaped form equal to Python's `json.dumps(v, ensure_ascii=True,
+    /// sort_keys=True, separators=(",", ":"))` of what Python sent.
+    #[test]
+    fn canonicalize_keeps_number_lexemes() {
+        let params = sent_text(
+            r#"{"value": {"s": "café", "tiny": 1e-07, "big": 123456789012345678901234567890, "x": 0.30000000000000000001, "f": 1.5}}"#,
+        );
+        let out = builtin_call("json.canonicalize", &params).unwrap();
+        assert_eq!(
+            out["canonical"],
+            json!(
+                r#"{"big":123456789012345678901234567890,"f":1.5,"s":"café","tiny":1e-07,"x":0.30000000000000000001}"#
+            )
+        );
+        // Python: json.dumps({"s": "café", "tiny": 1e-07, "big": 123456789012345678901234567890,
+        // "f": 1.5}, ensure_ascii=True, sort_keys=True, separators=(",", ":"))
+        let python = sent_text(
+            r#"{"value": {"s": "caf\u00e9", "tiny": 1e-07, "big": 123456789012345678901234567890, "f": 1.5}}"#,
+        );
+        let out = builtin_call("json.canonicalize", &python).unwrap();
+        assert_eq!(
+            out["ascii_escaped"],
+            json!(r#"{"big":123456789012345678901234567890,"f":1.5,"s":"caf\u00e9","tiny":1e-07}"#)
+        );
+        assert_eq!(
+            out["ascii_escaped_sha256"],
+            json!(canonical::sha256_hex(
+                r#"{"big":123456789012345678901234567890,"f":1.5,"s":"caf\u00e9","tiny":1e-07}"#
+            ))
+        );
+    }
+
+    fn sent_text(text: &str) -> Params {
+        let sent = canonical::parse(text.as_bytes()).unwrap();
+        Params::verbatim(serde_json::from_str(text).unwrap(), &sent)
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! default, minimum, maximum}}`. Both are stored as given and normalized to JSON Schema,
 //! which validates invocations (the `jsonschema` crate) and is listed beside the flat form.
 
+use agentpmt_protocol::canonical::JsonValue;
 use agentpmt_protocol::tools::{CREDENTIALS_PARAM, WORKFLOW_SESSION_PARAM};
 use agentpmt_protocol::wire::{LocItem, ValidationIssue};
 use serde_json::{json, Map, Value};
@@ -187,6 +188,27 @@ fn missing_property(msg: &str) -> Option<String> {
     let rest = msg.strip_suffix(" is a required property")?;
     let name = rest.strip_prefix('"')?.strip_suffix('"')?;
     Some(name.to_owned())
+}
+
+/// The tool's parameters as sent (`sent`: the body's `parameters`, number lexemes
+/// intact; absent or not an object: `{}`), without the reserved `_credentials` and
+/// `_workflow_session_id` and the members named in `also`: the same members
+/// [`split_reserved`] leaves in its value.
+pub fn sent_tool_parameters(sent: Option<&JsonValue>, also: &[&str]) -> JsonValue {
+    match sent {
+        Some(JsonValue::Object(members)) => JsonValue::Object(
+            members
+                .iter()
+                .filter(|(k, _)| {
+                    k != CREDENTIALS_PARAM
+                        && k != WORKFLOW_SESSION_PARAM
+                        && !also.contains(&k.as_str())
+                })
+                .cloned()
+                .collect(),
+        ),
+        _ => JsonValue::empty_object(),
+    }
 }
 
 /// Splits the marketplace's fields off invocation parameters: returns the tool's

@@ -99,7 +99,7 @@ async fn check(state: &AppState, request: &WorkflowWriteRequest) -> ApiResult<Ch
     let categories = check_list("categories", &request.categories)?;
     let industry_tags = check_list("industry_tags", &request.industry_tags)?;
     graph::validate(&request.graph)?;
-    graph::check_tool_refs(&state.db, &request.graph).await?;
+    graph::check_tool_refs(&state.db, &request.graph, graph::NESTED).await?;
     Ok(Checked {
         slug,
         name,

@@ -19,13 +19,29 @@ pub const MAX_EDGES: usize = 1000;
 const MAX_ID_LEN: usize = 64;
 const MAX_TEXT_LEN: usize = 20_000;
 
-struct Issues(Vec<ValidationIssue>);
+/// Where the operator API's bodies carry the graph (`{"graph": {"nodes", "edges"}}`).
+pub const NESTED: &[&str] = &["body", "graph"];
+/// Where the job workflow bodies carry it (`{"nodes", "edges"}` at the top level).
+pub const TOP_LEVEL: &[&str] = &["body"];
 
-impl Issues {
+/// Validation issues located below `at` (where the request carried the graph).
+struct Issues<'a> {
+    at: &'a [&'a str],
+    list: Vec<ValidationIssue>,
+}
+
+impl<'a> Issues<'a> {
+    fn new(at: &'a [&'a str]) -> Self {
+        Issues {
+            at,
+            list: Vec::new(),
+        }
+    }
+
     fn push(&mut self, loc: &[LocItem], msg: impl Into<String>) {
-        let mut full: Vec<LocItem> = vec!["body".into(), "graph".into()];
+        let mut full: Vec<LocItem> = self.at.iter().map(|&k| LocItem::from(k)).collect();
         full.extend_from_slice(loc);
-        self.0.push(ValidationIssue {
+        self.list.push(ValidationIssue {
             loc: full,
             msg: msg.into(),
             kind: "value_error".into(),
@@ -51,9 +67,15 @@ fn missing_text(value: &Option<String>) -> bool {
         .is_none_or(|v| v.trim().is_empty() || v.chars().count() > MAX_TEXT_LEN)
 }
 
-/// Checks the shape of `graph` (everything but whether tool products exist).
+/// Checks the shape of `graph` (everything but whether tool products exist), locating
+/// issues as the operator API sends it (below `body.graph`).
 pub fn validate(graph: &WorkflowGraph) -> ApiResult<()> {
-    let mut issues = Issues(Vec::new());
+    validate_at(graph, NESTED)
+}
+
+/// [`validate`] for a graph the request carried at `at` ([`NESTED`] or [`TOP_LEVEL`]).
+pub fn validate_at(graph: &WorkflowGraph, at: &[&str]) -> ApiResult<()> {
+    let mut issues = Issues::new(at);
     if graph.nodes.is_empty() || graph.nodes.len() > MAX_NODES {
         issues.push(
             &[key("nodes")],
@@ -66,8 +88,8 @@ pub fn validate(graph: &WorkflowGraph) -> ApiResult<()> {
             format!("a graph has at most {MAX_EDGES} edges"),
         );
     }
-    if !issues.0.is_empty() {
-        return Err(ApiError::validation(issues.0));
+    if !issues.list.is_empty() {
+        return Err(ApiError::validation(issues.list));
     }
     let mut kinds: HashMap<&str, NodeKind> = HashMap::new();
     for (i, node) in graph.nodes.iter().enumerate() {
@@ -186,7 +208,7 @@ pub fn validate(graph: &WorkflowGraph) -> ApiResult<()> {
             _ => {}
         }
     }
-    if issues.0.is_empty()
+    if issues.list.is_empty()
         && graph
             .nodes
             .iter()
@@ -197,10 +219,10 @@ pub fn validate(graph: &WorkflowGraph) -> ApiResult<()> {
             "the graph has no entry node (every node has an incoming edge)",
         );
     }
-    if issues.0.is_empty() {
+    if issues.list.is_empty() {
         Ok(())
     } else {
-        Err(ApiError::validation(issues.0))
+        Err(ApiError::validation(issues.list))
     }
 }
 
@@ -210,8 +232,9 @@ fn is_product_id(id: &str) -> bool {
 
 /// Checks that every tool node references an active product (by its 24-hex id) and one of
 /// its active actions (by slug or name, as the invoke URL accepts them).
-pub async fn check_tool_refs(db: &Db, graph: &WorkflowGraph) -> ApiResult<()> {
-    let mut issues = Issues(Vec::new());
+/// Issues are located below `at`, as in [`validate_at`].
+pub async fn check_tool_refs(db: &Db, graph: &WorkflowGraph, at: &[&str]) -> ApiResult<()> {
+    let mut issues = Issues::new(at);
     let mut conn = db.read().await?;
     for (i, node) in graph.nodes.iter().enumerate() {
         let Some(tool) = &node.tool else { continue };
@@ -251,10 +274,10 @@ pub async fn check_tool_refs(db: &Db, graph: &WorkflowGraph) -> ApiResult<()> {
             );
         }
     }
-    if issues.0.is_empty() {
+    if issues.list.is_empty() {
         Ok(())
     } else {
-        Err(ApiError::validation(issues.0))
+        Err(ApiError::validation(issues.list))
     }
 }
 

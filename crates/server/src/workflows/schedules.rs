@@ -562,14 +562,8 @@ fn check_optional_text(loc: &[&str], value: Option<&str>, max: usize) -> ApiResu
 }
 
 /// Checks a claim holder's (due_at, claim_token) against the schedule: due_at_mismatch,
-/// claim_required (when `require_claim`), claim_mismatch, claim_expired, in that order.
-fn check_claim(
-    row: &ScheduleRow,
-    due_ms: i64,
-    token: &str,
-    now: i64,
-    release: bool,
-) -> ApiResult<()> {
+/// claim_required (no claim at all), claim_mismatch, claim_expired, in that order.
+fn check_claim(row: &ScheduleRow, due_ms: i64, token: &str, now: i64) -> ApiResult<()> {
     if row.due_at_ms != due_ms {
         return Err(conflict(
             ErrorCode::SCHEDULE_DUE_AT_MISMATCH,
@@ -578,20 +572,14 @@ fn check_claim(
         )
         .with_detail("current_due_at", rfc3339_ms(row.due_at_ms)));
     }
+    // Advance and release answer "there is no claim" alike (a release repeated after a
+    // release, or after an advance that moved nothing, lands here).
     let Some(current) = row.claim_token.as_deref() else {
-        return Err(if release {
-            conflict(
-                ErrorCode::SCHEDULE_CLAIM_MISMATCH,
-                schedule_conflicts::CLAIM_MISMATCH,
-                "This occurrence is not claimed with this claim_token",
-            )
-        } else {
-            conflict(
-                ErrorCode::SCHEDULE_CLAIM_REQUIRED,
-                schedule_conflicts::CLAIM_REQUIRED,
-                "No active claim exists for this occurrence: claim it first",
-            )
-        });
+        return Err(conflict(
+            ErrorCode::SCHEDULE_CLAIM_REQUIRED,
+            schedule_conflicts::CLAIM_REQUIRED,
+            "No active claim exists for this occurrence: claim it first",
+        ));
     };
     if !bool::from(subtle::ConstantTimeEq::ct_eq(
         current.as_bytes(),
@@ -677,7 +665,7 @@ pub async fn advance(
             }
             return Ok(advance_answer(row.view(now), true));
         }
-        check_claim(&row, due_ms, &request.claim_token, now, false)?;
+        check_claim(&row, due_ms, &request.claim_token, now)?;
         let rule = row.rule().map_err(ApiError::internal)?;
         let next = rule.next_due(due_ms, now).map_err(ApiError::internal)?;
         let updated = sql_execute!(
@@ -761,7 +749,7 @@ fn advance_answer(schedule: ScheduleView, already_advanced: bool) -> Json<Advanc
         (status = 400, description = "Invalid schedule id or request body", body = ErrorBody),
         (status = 401, description = "Missing or invalid API-key + budget-key bearer token", body = ErrorBody),
         (status = 404, description = "Schedule not found for the authenticated budget", body = ErrorBody),
-        (status = 409, description = "error: due_at_mismatch | claim_expired | claim_mismatch", body = ErrorBody),
+        (status = 409, description = "error: due_at_mismatch | claim_required (no claim at all, as advance says) | claim_expired | claim_mismatch", body = ErrorBody),
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -778,7 +766,7 @@ pub async fn release(
     let mut tx = state.db.begin().await?;
     let row = load_for_budget(&mut tx, &path.schedule_id, &auth.budget_id).await?;
     let now = db_now(&mut tx, state.db.backend()).await?;
-    check_claim(&row, due_ms, &request.claim_token, now, true)?;
+    check_claim(&row, due_ms, &request.claim_token, now)?;
     let updated = sql_execute!(
         tx.conn(),
         "UPDATE workflow_schedules SET claim_token = NULL, claim_expires_at_ms = NULL, \

@@ -82,6 +82,8 @@ impl SessionRow {
 /// A tool call to record against a session.
 #[derive(Debug, Clone)]
 pub struct ToolCallRecord {
+    /// The call's usage id (`use_…`), shown as the result's `usage_id`.
+    pub usage_id: String,
     pub product_slug: String,
     pub action_slug: String,
     /// The invoke's request_id.
@@ -189,7 +191,7 @@ pub async fn calls(
     Ok(rows
         .into_iter()
         .map(|r| WorkflowCallView {
-            call_id: r.call_id,
+            usage_id: r.call_id,
             product_slug: r.product_slug,
             action_slug: r.action_slug,
             request_id: r.request_id,
@@ -258,7 +260,7 @@ pub async fn record_tool_call(
         "INSERT INTO workflow_session_calls (call_id, workflow_session_id, product_slug, \
            action_slug, request_id, status, charged_credits, response, error, created_at_ms) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        format!("call_{}", crate::accounts::random_hex(12)),
+        &call.usage_id,
         workflow_session_id,
         &call.product_slug,
         &call.action_slug,

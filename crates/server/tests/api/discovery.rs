@@ -13,6 +13,7 @@ backend_tests!(
     agent_help_stores_a_ticket_and_hints_known_codes,
     agent_help_refuses_bad_input,
     agent_help_redacts_secrets_and_limits_tickets_per_address,
+    docs_page_renders_the_descriptions_markdown,
 );
 
 /// Pasted secrets never reach the ticket table; one address files at most 20 tickets an
@@ -263,5 +264,39 @@ async fn agent_help_refuses_bad_input(backend: Backend) {
     assert_eq!(
         app.scalar("SELECT COUNT(*) FROM agent_help_tickets").await,
         0
+    );
+}
+
+/// `/docs` renders the API description's Markdown (paragraphs, inline code, the signed
+/// message as a code block) instead of showing it raw in one scrolling block.
+async fn docs_page_renders_the_descriptions_markdown(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let html = app
+        .http
+        .get(app.url("/docs"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (_, document) = app.get("/openapi.json").await;
+    let description = document["info"]["description"].as_str().unwrap();
+    assert!(description.contains("`wallet_address`"), "{description}");
+    // The page's introduction is the rendered description.
+    let intro = &html[..html.find("<h2>Endpoints</h2>").unwrap()];
+    assert!(!intro.contains("```"), "no raw Markdown fences: {intro}");
+    assert!(
+        !intro.contains("`wallet_address`"),
+        "no raw code spans: {intro}"
+    );
+    assert!(intro.contains("<code>wallet_address</code>"), "{intro}");
+    assert!(
+        intro.contains("<pre><code class=\"language-text\">agentpmt-external\nwallet:"),
+        "the signed message is a code block: {intro}"
+    );
+    assert!(
+        intro.contains("<p>Every error uses one envelope"),
+        "{intro}"
     );
 }

@@ -36,6 +36,8 @@ backend_tests!(
     concurrent_completions_of_one_reservation_submit_once,
     a_short_configured_window_expires_on_the_database_clock,
     sdk_drives_a_workflow_creation_job,
+    a_partial_workflow_update_keeps_what_it_leaves_out,
+    the_holders_repeated_reserve_returns_its_reservation,
 );
 
 /// Fast verifier, 127.0.0.1 accepted as the post host of x and linkedin.
@@ -1348,4 +1350,153 @@ async fn sdk_drives_a_workflow_creation_job(backend: Backend) {
         .unwrap();
     assert!(!again.changed);
     assert_eq!(rewards(&app).await, 1);
+}
+
+/// Seed 004's "Update Workflow Draft" sends only `{"description": ...}`: the other fields
+/// keep their value. Graph errors point at the top-level `nodes`/`edges` that were sent.
+async fn a_partial_workflow_update_keeps_what_it_leaves_out(backend: Backend) {
+    let app = app(backend).await;
+    let job = create_job(
+        &app,
+        json!({"job_type": "workflow_creation", "target_url": null, "platform": null}),
+    )
+    .await;
+    let agent = Agent::new(&app).await;
+    let (status, reserved) = agent.reserve(&app, &job).await;
+    assert_eq!(status, StatusCode::OK, "{reserved}");
+    let token = reserved["workflow_access"]["access_token"]
+        .as_str()
+        .unwrap();
+    let header = [("X-Job-Workflow-Token", format!("Bearer {token}"))];
+    let create = format!("/api/external/jobs/{job}/workflow/create");
+
+    let mut bad = workflow_body();
+    bad["edges"] = json!([{"id": "e1", "from": "triage", "to": "nowhere"}]);
+    let (status, body) = token_call(&app, Method::POST, &create, &header, &bad).await;
+    assert_envelope(status, &body, 422, "VALIDATION_ERROR");
+    assert_eq!(
+        body["detail"][0]["loc"],
+        json!(["body", "edges", 0, "to"]),
+        "{body}"
+    );
+
+    let (status, created) =
+        token_call(&app, Method::POST, &create, &header, &workflow_body()).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["workflow"]["workflow_id"].as_str().unwrap();
+    let update = format!("/api/external/jobs/{job}/workflow/{id}");
+    let (status, updated) = token_call(
+        &app,
+        Method::PUT,
+        &update,
+        &header,
+        &json!({"description": "Updated draft after testing"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    let workflow = &updated["workflow"];
+    assert_eq!(
+        workflow["description"],
+        json!("Updated draft after testing")
+    );
+    assert_eq!(workflow["name"], created["workflow"]["name"]);
+    assert_eq!(workflow["graph"], created["workflow"]["graph"]);
+    assert_eq!(workflow["version"], json!(2));
+
+    // Only the edges: the nodes stay; a bad edge is located where it was sent.
+    let (status, body) = token_call(
+        &app,
+        Method::PUT,
+        &update,
+        &header,
+        &json!({"edges": [{"id": "e9", "from": "tell", "to": "gone"}]}),
+    )
+    .await;
+    assert_envelope(status, &body, 422, "VALIDATION_ERROR");
+    assert_eq!(body["detail"][0]["loc"], json!(["body", "edges", 0, "to"]));
+    let (status, body) =
+        token_call(&app, Method::PUT, &update, &header, &json!({"name": ""})).await;
+    assert_envelope(status, &body, 422, "VALIDATION_ERROR");
+    let (status, body) =
+        token_call(&app, Method::PUT, &update, &header, &json!({"other": 1})).await;
+    assert_envelope(status, &body, 422, "VALIDATION_ERROR");
+    let (status, same) = token_call(&app, Method::PUT, &update, &header, &json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{same}");
+    assert_eq!(
+        same["workflow"]["description"],
+        json!("Updated draft after testing")
+    );
+    assert_eq!(same["workflow"]["graph"], created["workflow"]["graph"]);
+}
+
+/// A reserve answer lost in transit is recoverable: the holder reserving again gets its
+/// live reservation (same id and window, the private instructions, the same tracked link)
+/// and, for a workflow job, a fresh token that replaces the old one.
+async fn the_holders_repeated_reserve_returns_its_reservation(backend: Backend) {
+    let app = app(backend).await;
+    let job = create_job(
+        &app,
+        json!({"job_type": "workflow_creation", "target_url": null, "platform": null}),
+    )
+    .await;
+    let agent = Agent::new(&app).await;
+    let (status, first) = agent.reserve(&app, &job).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let (status, again) = agent.reserve(&app, &job).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    for field in [
+        "reservation_id",
+        "reserved_until",
+        "job_instructions",
+        "status",
+    ] {
+        assert_eq!(again["job"][field], first["job"][field], "{field}: {again}");
+    }
+    assert_eq!(
+        again["job"]["job_instructions"],
+        json!("SECRET-INSTRUCTIONS: say something nice")
+    );
+    let old = first["workflow_access"]["access_token"].as_str().unwrap();
+    let new = again["workflow_access"]["access_token"].as_str().unwrap();
+    assert_ne!(old, new);
+    assert_eq!(
+        again["workflow_access"]["expires_at"],
+        first["workflow_access"]["expires_at"]
+    );
+    let create = format!("/api/external/jobs/{job}/workflow/create");
+    let (status, body) = token_call(
+        &app,
+        Method::POST,
+        &create,
+        &[("X-Job-Workflow-Token", format!("Bearer {old}"))],
+        &workflow_body(),
+    )
+    .await;
+    assert_envelope(status, &body, 401, "JOB_WORKFLOW_TOKEN_INVALID");
+    let (status, body) = token_call(
+        &app,
+        Method::POST,
+        &create,
+        &[("X-Job-Workflow-Token", format!("Bearer {new}"))],
+        &workflow_body(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // Another agent is still refused.
+    let other = Agent::new(&app).await;
+    let (status, body) = other.reserve(&app, &job).await;
+    let details = assert_envelope(status, &body, 409, "JOB_NOT_AVAILABLE");
+    assert_eq!(details["reason"], json!("reserved"));
+
+    // A social share job: the same tracked link again.
+    let share = create_job(&app, json!({})).await;
+    let (_, first) = agent.reserve(&app, &share).await;
+    let (status, again) = agent.reserve(&app, &share).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(
+        again["job"]["reservation_id"],
+        first["job"]["reservation_id"]
+    );
+    assert_eq!(again["job"]["social_share"], first["job"]["social_share"]);
+    assert!(tracked(&again).contains("http"), "{again}");
 }

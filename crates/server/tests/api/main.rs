@@ -8,6 +8,7 @@ mod admin;
 mod attacks;
 mod balance;
 mod connections;
+mod contract;
 mod discovery;
 mod envelope;
 mod identity;

@@ -605,15 +605,12 @@ async fn release_returns_the_occurrence_without_moving_it(backend: Backend) {
         released["data"]["schedule"]["last_note"],
         json!("worker_shutdown")
     );
-    // Releasing again: the token is no longer the claim.
-    let (status, body) = release(
-        &app,
-        &tenant,
-        id,
-        json!({"due_at": item["due_at"], "claim_token": item["claim_token"]}),
-    )
-    .await;
-    assert_conflict(status, &body, "claim_mismatch", "SCHEDULE_CLAIM_MISMATCH");
+    // Releasing again: there is no claim, and release says so as advance does.
+    let again = json!({"due_at": item["due_at"], "claim_token": item["claim_token"]});
+    let (status, body) = release(&app, &tenant, id, again.clone()).await;
+    assert_conflict(status, &body, "claim_required", "SCHEDULE_CLAIM_REQUIRED");
+    let (status, body) = advance(&app, &tenant, id, again).await;
+    assert_conflict(status, &body, "claim_required", "SCHEDULE_CLAIM_REQUIRED");
     // Back in the queue at the same due_at.
     let (_, again) = claim(&app, &tenant, json!({})).await;
     assert_eq!(again["data"]["items"][0]["due_at"], item["due_at"]);
@@ -715,6 +712,32 @@ async fn due_lists_and_bad_input_is_400(backend: Backend) {
             .await,
         0
     );
+    // A leased item is listed as leased, until its lease's end.
+    let (_, claimed) = claim(&app, &tenant, json!({"lease_seconds": 600})).await;
+    let lease = claimed["data"]["items"][0].clone();
+    let (_, leased) = bearer_call(
+        &app,
+        &tenant,
+        Method::GET,
+        "/api/external/workflow-schedules/due",
+        None,
+    )
+    .await;
+    let listed = &leased["data"]["items"][0];
+    assert_eq!(listed["schedule_id"], lease["schedule_id"], "{leased}");
+    assert_eq!(listed["claimed"], json!(true), "{leased}");
+    assert_eq!(
+        listed["claim_expires_at"], lease["claim_expires_at"],
+        "{leased}"
+    );
+    let (_, released) = release(
+        &app,
+        &tenant,
+        lease["schedule_id"].as_str().unwrap(),
+        json!({"due_at": lease["due_at"], "claim_token": lease["claim_token"]}),
+    )
+    .await;
+    assert_eq!(released["data"]["released"], json!(true), "{released}");
     for query in [
         "limit=0",
         "limit=1000000",

@@ -26,7 +26,9 @@ backend_tests!(
     legacy_route_invokes_the_named_action,
     workflow_session_attribution,
     credentials_never_stored_or_echoed,
-    operator_api_and_usage
+    operator_api_and_usage,
+    no_parameters_accept_an_empty_payload_line,
+    signed_number_lexemes_reach_the_tool,
 );
 
 /// Hex secrets key of the test servers.
@@ -53,6 +55,8 @@ pub struct Seen {
     pub hits: AtomicUsize,
     pub bodies: Mutex<Vec<Value>>,
     pub bad_signatures: AtomicUsize,
+    /// The request bodies as sent (number lexemes as they were on the wire).
+    pub raw: Mutex<Vec<String>>,
 }
 
 /// A local HTTP vendor: `/ok` (echo, checks the HMAC), `/fail` (HTTP 500), `/slow` (answers
@@ -78,6 +82,7 @@ pub async fn spawn_vendor() -> (String, Arc<Seen>) {
         }
         let parsed: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
         seen.bodies.lock().unwrap().push(parsed.clone());
+        seen.raw.lock().unwrap().push(body);
         parsed
     };
     let (s1, s2, s3, s4) = (seen.clone(), seen.clone(), seen.clone(), seen.clone());
@@ -1310,6 +1315,13 @@ async fn workflow_session_attribution(backend: Backend) {
     assert_eq!(results[0]["status"], "succeeded");
     assert_eq!(results[0]["charged_credits"], 2);
     assert_eq!(results[0]["response"]["words"], 3);
+    // One id for one call: the session's result carries the invoke's usage_id.
+    assert!(
+        body["usage_id"].as_str().unwrap().starts_with("use_"),
+        "{body}"
+    );
+    assert_eq!(results[0]["usage_id"], body["usage_id"], "{fetched}");
+    assert!(results[0].get("call_id").is_none(), "{fetched}");
 
     // Another wallet cannot attribute to it; unknown ids are refused; nothing is charged.
     let (status, body) = invoke(
@@ -1359,4 +1371,132 @@ async fn workflow_session_attribution(backend: Backend) {
     assert_envelope(status, &body, 409, "WORKFLOW_SESSION_ENDED");
     assert_eq!(balance_of(&app, &owner.address().to_string()).await, 18);
     assert_eq!(app.scalar("SELECT COUNT(*) FROM tool_usage").await, 1);
+}
+
+/// Seed 002: "leave the payload: line empty when the endpoint has no payload body". An
+/// invoke without `parameters` (or with `{}`) is accepted signed over an empty line as well
+/// as over sha256("{}").
+async fn no_parameters_accept_an_empty_payload_line(backend: Backend) {
+    let app = spawn_tools(backend).await;
+    let key = PrivateKey::random();
+    assert_eq!(app.adjust(&key.address(), 20).await.0, 201);
+    let nonce = app.session(&key.address()).await;
+    let path = "/external/tools/clock/actions/now/invoke";
+    let sign = |request_id: &str, payload: Option<&str>| {
+        let message = build_message(
+            &key.address(),
+            &nonce,
+            request_id,
+            &Scope::method_path("POST", path),
+            payload,
+        );
+        key.sign_message(&message).to_hex()
+    };
+    let envelope = |request_id: &str, signature: String| {
+        json!({
+            "wallet_address": key.address().to_string(),
+            "session_nonce": nonce,
+            "request_id": request_id,
+            "signature": signature,
+        })
+    };
+    let url = format!("/api{path}");
+    // No parameters at all, empty payload line.
+    let body = envelope("e1", sign("e1", None));
+    let (status, answer) = app.post(&url, &body).await;
+    assert_eq!(status, 200, "{answer}");
+    // `parameters: {}`, empty payload line.
+    let mut body = envelope("e2", sign("e2", None));
+    body["parameters"] = json!({});
+    let (status, answer) = app.post(&url, &body).await;
+    assert_eq!(status, 200, "{answer}");
+    // No parameters, sha256("{}") (as before).
+    let empty = payload_hash(&JsonValue::empty_object());
+    let body = envelope("e3", sign("e3", Some(&empty)));
+    let (status, answer) = app.post(&url, &body).await;
+    assert_eq!(status, 200, "{answer}");
+    // Parameters that are not empty still need their hash: an empty line is refused.
+    let mut body = envelope("e4", sign("e4", None));
+    body["parameters"] = json!({"x": 1});
+    let (status, answer) = app.post(&url, &body).await;
+    assert_eq!(status, 401, "{answer}");
+}
+
+/// The signed bytes are the bytes the tool gets: numbers that serde_json would round
+/// (`123456789012345678901234567890`, `0.30000000000000000001`) reach the vendor and the
+/// built-in `json.canonicalize` exactly as they were signed.
+async fn signed_number_lexemes_reach_the_tool(backend: Backend) {
+    let app = spawn_tools(backend).await;
+    let (vendor_url, seen) = spawn_vendor().await;
+    register_stub(&app, &vendor_url).await;
+    let number = json!({"type": "number"});
+    let (status, body) = app
+        .admin(
+            Method::PUT,
+            "/api/admin/tools/numbers",
+            Some(&json!({
+                "slug": "numbers", "name": "Numbers", "description": "Number lexemes",
+                "categories": ["testing"], "vendor": "stub-vendor",
+                "actions": [
+                    {"name": "echo", "description": "vendor echo", "price_credits": 1,
+                     "runner": {"kind": "http", "url": format!("{vendor_url}/ok")},
+                     "parameters": {"big": number, "x": number, "tiny": number}},
+                    {"name": "canon", "description": "canonical JSON", "price_credits": 1,
+                     "runner": {"kind": "builtin", "name": "json.canonicalize"},
+                     "parameters": {"value": {"type": "object"}}}
+                ]
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let key = PrivateKey::random();
+    assert_eq!(app.adjust(&key.address(), 20).await.0, 201);
+    let nonce = app.session(&key.address()).await;
+    // The body is written by hand: a serde_json value would round the numbers already.
+    let send = |action: &'static str, request_id: &'static str, parameters: String| {
+        let sent = agentpmt_protocol::canonical::parse(parameters.as_bytes()).unwrap();
+        let message = build_message(
+            &key.address(),
+            &nonce,
+            request_id,
+            &Scope::method_path(
+                "POST",
+                format!("/external/tools/numbers/actions/{action}/invoke"),
+            ),
+            Some(&payload_hash(&sent)),
+        );
+        let body = format!(
+            r#"{{"wallet_address":"{}","session_nonce":"{nonce}","request_id":"{request_id}","signature":"{}","parameters":{parameters}}}"#,
+            key.address(),
+            key.sign_message(&message).to_hex()
+        );
+        let url = format!("/api/external/tools/numbers/actions/{action}/invoke");
+        let app = &app;
+        async move { app.post_to(app.url(&url), body).await }
+    };
+    let numbers =
+        r#"{"big": 123456789012345678901234567890, "x": 0.30000000000000000001, "tiny": 1e-07}"#;
+    let sorted =
+        r#"{"big":123456789012345678901234567890,"tiny":1e-07,"x":0.30000000000000000001}"#;
+
+    let (status, answer) = send("echo", "n1", numbers.to_owned()).await;
+    assert_eq!(status, 200, "{answer}");
+    let raw = seen.raw.lock().unwrap().last().cloned().unwrap();
+    assert!(
+        raw.contains(&format!(r#""parameters":{sorted}"#)),
+        "the vendor got {raw}"
+    );
+    assert_eq!(
+        seen.bad_signatures.load(Ordering::SeqCst),
+        0,
+        "HMAC over the sent bytes"
+    );
+
+    let (status, answer) = send("canon", "n2", format!(r#"{{"value": {numbers}}}"#)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["response"]["canonical"], json!(sorted), "{answer}");
+    assert_eq!(
+        answer["response"]["sha256"],
+        json!(agentpmt_protocol::canonical::sha256_hex(sorted))
+    );
 }

@@ -524,6 +524,7 @@ async fn end_without_id_and_foreign_sessions(backend: Backend) {
 
 fn tool_call(request_id: &str, succeeded: bool, at_ms: i64) -> ToolCallRecord {
     ToolCallRecord {
+        usage_id: format!("use_{request_id}"),
         product_slug: "web-search".into(),
         action_slug: "search".into(),
         request_id: request_id.into(),
