@@ -14,6 +14,7 @@ mod identity;
 mod jobs;
 mod ledger;
 mod logs;
+mod mcp;
 mod migrations;
 mod openapi;
 mod operations;
