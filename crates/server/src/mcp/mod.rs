@@ -322,7 +322,7 @@ async fn answer(
                     out.push(response);
                 }
             }
-            (!out.is_empty()).then(|| (StatusCode::OK, Value::Array(out)))
+            (!out.is_empty()).then_some((StatusCode::OK, Value::Array(out)))
         }
         message => one(state, caller, message, deadline).await,
     }
