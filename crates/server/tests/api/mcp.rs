@@ -527,6 +527,18 @@ async fn mcp_tools_have_names_schemas_and_prices(backend: Backend) {
     assert_eq!(schema["type"], "object");
     assert_eq!(schema["properties"]["q"]["type"], "string", "{schema}");
     assert_eq!(schema["required"], json!(["q"]));
+    // The discovery card describes the endpoint with a client configuration.
+    let (status, card) = app.get("/.well-known/agent.json").await;
+    assert_eq!(status, 200);
+    assert_eq!(card["mcp"]["path"], "/mcp", "{card}");
+    assert_eq!(
+        card["mcp"]["client_config"]["mcpServers"]["agentpmt"]["url"],
+        "<base_url>/mcp"
+    );
+    assert!(card["auth"]["budget_bearer"]["used_by"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("/mcp")));
     // The schema is enforced: a bad argument is a tool error the model can read.
     let t = tenant_with_cap(&app, 100, None).await;
     let result = call_tool(&app, &plain(&t), OK_TOOL, json!({"n": 99})).await;
