@@ -37,6 +37,7 @@ backend_tests!(
     mcp_x402_payment_on_the_dev_network,
     mcp_x402_payment_for_one_tool_is_refused_on_another,
     mcp_x402_official_signer_on_anvil,
+    mcp_x402_official_signer_on_the_dev_network,
     mcp_tools_list_pages_through_ten_thousand_tools,
     mcp_official_typescript_sdk_client,
 );
@@ -856,6 +857,57 @@ fn with_key(config: &mut agentpmt_server::ServerConfig) {
     config.secrets_key = Some(SECRETS_KEY.to_owned().into());
 }
 
+/// Runs `tests/evm/x402-mcp-pay.mjs` (the official x402 client) against `app`'s MCP endpoint.
+async fn official_mcp_payment(
+    app: &TestApp,
+    tool: &str,
+    args: &Value,
+    payer: &PrivateKey,
+) -> Value {
+    let script = repo_root().join("tests/evm/x402-mcp-pay.mjs");
+    let output = tokio::process::Command::new("node")
+        .arg(&script)
+        .arg(app.url("/mcp"))
+        .arg(tool)
+        .arg(args.to_string())
+        .env(
+            "X402_PRIVATE_KEY",
+            format!("0x{}", hex::encode(payer.secret_bytes())),
+        )
+        .output()
+        .await
+        .expect("node runs (./scripts/test installs tests/evm)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "x402-mcp-pay failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap()
+}
+
+async fn mcp_x402_official_signer_on_the_dev_network(backend: Backend) {
+    let (app, seen) = stub_app(backend).await;
+    let payer = PrivateKey::random();
+    let out = official_mcp_payment(&app, OK_TOOL, &json!({"q": "dev"}), &payer).await;
+    assert_eq!(out["challenge"]["isError"], true, "{out}");
+    let result = &out["paid"];
+    assert_eq!(result["isError"], false, "{out}");
+    assert_eq!(result["structuredContent"]["echo"], json!({"q": "dev"}));
+    assert_eq!(
+        result["_meta"]["x402/payment-response"]["success"], true,
+        "{out}"
+    );
+    assert_eq!(
+        result["_meta"]["x402/payment-response"]["payer"]
+            .as_str()
+            .unwrap()
+            .to_lowercase(),
+        payer.address().to_string().to_lowercase()
+    );
+    assert_eq!(seen.hits.load(Ordering::SeqCst), 1);
+}
+
 async fn mcp_x402_official_signer_on_anvil(backend: Backend) {
     let chain = Chain::start().await;
     let app = spawn_app_with(
@@ -872,26 +924,7 @@ async fn mcp_x402_official_signer_on_anvil(backend: Backend) {
     register_stub(&app, &vendor).await;
     let payer = PrivateKey::random();
     chain.mint(payer.address().address(), 1_000_000).await;
-    let script = repo_root().join("tests/evm/x402-mcp-pay.mjs");
-    let output = tokio::process::Command::new("node")
-        .arg(&script)
-        .arg(app.url("/mcp"))
-        .arg(OK_TOOL)
-        .arg(json!({"q": "chain"}).to_string())
-        .env(
-            "X402_PRIVATE_KEY",
-            format!("0x{}", hex::encode(payer.secret_bytes())),
-        )
-        .output()
-        .await
-        .expect("node runs (./scripts/test installs tests/evm)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "x402-mcp-pay failed: {}\n{stdout}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let out: Value = serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
+    let out = official_mcp_payment(&app, OK_TOOL, &json!({"q": "chain"}), &payer).await;
     assert_eq!(out["challenge"]["isError"], true, "{out}");
     let result = &out["paid"];
     assert_eq!(result["isError"], false, "{out}");
