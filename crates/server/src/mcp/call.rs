@@ -78,6 +78,13 @@ pub async fn call(
         Ok(split) => split,
         Err(issues) => return Ok(tool_error(&ApiError::validation(issues))),
     };
+    if let (Caller::Anonymous(ip), true) = (caller, resolved.action.x402_enabled != 0) {
+        // As on the direct x402 route: per-IP limit for calls without an account.
+        if let Err(e) = state.limits.check_ip(*ip) {
+            state.metrics.rate_limited("ip");
+            return Ok(tool_error(&e));
+        }
+    }
     match (payment, caller) {
         (Some(payment), _) => {
             if let Err(e) = check_x402_enabled(&resolved) {
@@ -106,7 +113,7 @@ pub async fn call(
             )
             .await
         }
-        (None, Caller::Anonymous) => {
+        (None, Caller::Anonymous(_)) => {
             if resolved.action.x402_enabled == 0 {
                 return Err(RpcError::from_api(
                     ApiError::new(

@@ -23,6 +23,7 @@ use crate::accounts::BudgetAuth;
 use crate::deadline::Deadline;
 use crate::error::ApiError;
 use crate::extract::read_body;
+use crate::ratelimit::ClientIp;
 use crate::state::AppState;
 use agentpmt_protocol::ErrorCode;
 use axum::extract::{FromRequestParts, Request, State};
@@ -112,11 +113,12 @@ impl RpcError {
     }
 }
 
-/// Who is calling: a live API key + budget key, or nobody (x402 per call only).
+/// Who is calling: a live API key + budget key, or nobody (x402 per call only, under the
+/// per-IP limit of direct x402 invokes).
 #[derive(Debug, Clone)]
 pub enum Caller {
     Budget(BudgetAuth),
-    Anonymous,
+    Anonymous(std::net::IpAddr),
 }
 
 /// MCP over streamable HTTP (stateless; one JSON-RPC response per request).
@@ -146,7 +148,12 @@ pub enum Caller {
     )
 )]
 #[tracing::instrument(skip_all)]
-pub async fn mcp(State(state): State<AppState>, deadline: Deadline, req: Request) -> Response {
+pub async fn mcp(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    deadline: Deadline,
+    req: Request,
+) -> Response {
     let sse = wants_sse(req.headers());
     let (mut parts, body) = req.into_parts();
     if let Some(version) = parts
@@ -169,7 +176,7 @@ pub async fn mcp(State(state): State<AppState>, deadline: Deadline, req: Request
             return reply(error.status, error_message(Value::Null, error.error), sse);
         }
     }
-    let caller = match authenticate(&mut parts, &state).await {
+    let caller = match authenticate(&mut parts, &state, ip).await {
         Ok(caller) => caller,
         Err(e) => {
             let e = RpcError::from_api(e);
@@ -245,12 +252,13 @@ async fn no_stream() -> Response {
 async fn authenticate(
     parts: &mut axum::http::request::Parts,
     state: &AppState,
+    ip: std::net::IpAddr,
 ) -> Result<Caller, ApiError> {
     let presented = ["authorization", "x-api-key", "x-budget-key"]
         .iter()
         .any(|h| parts.headers.contains_key(*h));
     if !presented {
-        return Ok(Caller::Anonymous);
+        return Ok(Caller::Anonymous(ip));
     }
     BudgetAuth::from_request_parts(parts, state)
         .await
