@@ -26,6 +26,7 @@ mod balance;
 mod credits;
 mod jobs;
 mod keys;
+mod mcp;
 mod output;
 mod schedules;
 mod sign;
@@ -117,6 +118,9 @@ enum Command {
     /// The jobs board: list, reserve, complete, status, or run a worker command.
     #[command(subcommand)]
     Jobs(jobs::JobsCommand),
+    /// Relay MCP over stdio to the server's /mcp endpoint (for stdio-only MCP clients), with
+    /// the bearer from AGENTPMT_BEARER_TOKEN (or AGENTPMT_API_KEY and AGENTPMT_BUDGET_KEY).
+    Mcp(mcp::McpArgs),
 }
 
 fn main() -> ExitCode {
@@ -156,5 +160,6 @@ fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
         }
         Command::Schedules(command) => runtime.block_on(schedules::run(command, &cli.server, out)),
         Command::Jobs(command) => runtime.block_on(jobs::run(command, &cli.server, &keystore, out)),
+        Command::Mcp(args) => runtime.block_on(mcp::run(args, &cli.server)),
     }
 }

@@ -167,7 +167,7 @@ pub struct WorkArgs {
     command: Vec<String>,
 }
 
-fn env_secret(name: &str) -> Result<Option<Zeroizing<String>>> {
+pub(crate) fn env_secret(name: &str) -> Result<Option<Zeroizing<String>>> {
     match std::env::var_os(name) {
         None => Ok(None),
         Some(v) => {

@@ -360,6 +360,14 @@ error_codes! {
             "Or send the headers X-API-Key and X-Budget-Key.",
             "The API key and the budget must belong to the same account and must not be revoked.",
         ];
+    /// The budget's cap has no room for this call's price (or the budget was revoked).
+    BUDGET_EXHAUSTED = 402,
+        "The budget's spending cap has no room left for this call.",
+        "Ask the account's operator to raise the budget's cap, or use another budget.",
+        [
+            "details.price_credits is the price of the call; the budget has less than that left under its cap.",
+            "Calls that failed or timed out gave their reservation back; nothing was charged for them.",
+        ];
     /// The schedule request body or parameters are invalid.
     SCHEDULE_REQUEST_INVALID = 400,
         "Invalid schedule id, request body or query parameters.",

@@ -383,7 +383,7 @@ pub struct UsageRecordView {
     pub usage_id: String,
     pub product_slug: String,
     pub action_slug: String,
-    /// `credits` or `x402`.
+    /// `credits` (signed), `budget` (API-key + budget-key bearer, e.g. MCP) or `x402`.
     pub mode: String,
     pub wallet_address: Option<String>,
     pub payer_address: Option<String>,
@@ -394,6 +394,11 @@ pub struct UsageRecordView {
     pub error_code: Option<String>,
     pub workflow_session_id: Option<String>,
     pub transaction_hash: Option<String>,
+    /// Budget calls: the API key and the budget that paid.
+    #[serde(default)]
+    pub api_key_id: Option<String>,
+    #[serde(default)]
+    pub budget_id: Option<String>,
     pub created_at: String,
     pub finished_at: Option<String>,
 }

@@ -55,6 +55,7 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(crate::workflows::router())
         .merge(crate::accounts::router())
         .merge(crate::jobs::router())
+        .merge(crate::mcp::router())
         .split_for_parts()
 }
 

@@ -180,6 +180,18 @@ impl ApiError {
     pub fn message(&self) -> &str {
         &self.message
     }
+
+    /// The `details` fields set on this error (without the checklist the body adds).
+    pub fn details(&self) -> &Map<String, Value> {
+        &self.details
+    }
+
+    /// Logs the cause of a 5xx (whose body stays opaque), as answering it over HTTP would.
+    pub fn log_cause(&self) {
+        if let Some(source) = &self.source {
+            tracing::error!(error_code = self.code.as_str(), error = ?source, "request failed");
+        }
+    }
 }
 
 impl From<sqlx::Error> for ApiError {

@@ -27,6 +27,7 @@ pub mod help;
 pub mod identity;
 pub mod jobs;
 pub mod ledger;
+pub mod mcp;
 pub mod openapi;
 pub mod ops;
 pub mod payments;

@@ -43,6 +43,7 @@ use utoipa::{Modify, OpenApi};
         (name = "workflows", description = "Workflows (skill chains) and wallet-scoped workflow sessions"),
         (name = "workflow-schedules", description = "BYO-agent workflow schedules (API-key + budget-key bearer)"),
         (name = "jobs", description = "Jobs board: list, reserve, complete, status; workflow-creation job endpoints"),
+        (name = "mcp", description = "MCP endpoint (streamable HTTP, JSON-RPC 2.0): the marketplace's tools for MCP clients, paid from a budget (API-key + budget-key bearer) or per call with x402"),
     )
 )]
 struct ApiDoc;

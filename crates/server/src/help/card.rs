@@ -166,7 +166,7 @@ pub fn build(state: &AppState) -> Value {
             },
             "actions": actions(),
             "budget_bearer": {
-                "used_by": ["/api/external/workflow-schedules/*"],
+                "used_by": ["/api/external/workflow-schedules/*", "/mcp"],
                 "forms": [
                     "Authorization: Bearer base64(\"<api_key>:<budget_key>\")",
                     "Authorization: Bearer base64 or base64url of {\"api_key\": ..., \"budget_key\": ...}",
@@ -222,6 +222,26 @@ pub fn build(state: &AppState) -> Value {
                        "x402": "body = the parameters; answer the 402 challenge with PAYMENT-SIGNATURE (actions with x402_enabled); 202 = the tool ran but its payment is not final yet: repeat with the same payment header to get the output",
                        "reserved_parameters": [agentpmt_protocol::tools::CREDENTIALS_PARAM,
                                                agentpmt_protocol::tools::WORKFLOW_SESSION_PARAM]},
+        },
+        "mcp": {
+            "method": "POST",
+            "path": "/mcp",
+            "transport": "streamable-http (stateless: no session, one JSON response per request)",
+            "protocol_versions": crate::mcp::PROTOCOL_VERSIONS,
+            "methods": ["initialize", "ping", "tools/list", "tools/call", "notifications/*"],
+            "tool_names": "<productSlug>__<actionSlug> (^[a-zA-Z0-9_-]{1,64}$; longer ones end in _<12 hex digits>)",
+            "auth": "the budget_bearer: calls are paid from the budget (its wallet, or the account), under its cap",
+            "x402": {
+                "challenge": "tools/call without a bearer on an x402-enabled tool: isError result, structuredContent = PaymentRequired (also in content[0].text)",
+                "payment": "params._meta[\"x402/payment\"] = the PaymentPayload",
+                "receipt": "result._meta[\"x402/payment-response\"] = the SettleResponse",
+            },
+            "stdio_relay": "agentpmt mcp (AGENTPMT_SERVER, AGENTPMT_BEARER_TOKEN)",
+            "client_config": {"mcpServers": {"agentpmt": {
+                "type": "http",
+                "url": "<base_url>/mcp",
+                "headers": {"Authorization": "Bearer <base64 of api_key:budget_key>"},
+            }}},
         },
         "endpoints": endpoints(&state.openapi_json()),
         "contact": {

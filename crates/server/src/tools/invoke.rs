@@ -24,6 +24,7 @@ use super::catalog::{self, Resolved};
 use super::runner::{self, Call, ToolError};
 use super::schema;
 use super::usage::{self, NewUsage};
+use crate::accounts::BudgetAuth;
 use crate::auth::sessions::claim_request;
 use crate::auth::signed::{check_signed_ip, verify, Envelope, Signer};
 use crate::credits::purchase::{payment_header, payment_refused, payment_required, settle_header};
@@ -344,6 +345,8 @@ async fn credit_call(
         authorization_json: None,
         search_from_block: None,
         deadline_ms: now_ms() + deadline_margin_ms(&runner_spec),
+        api_key_id: None,
+        budget_id: None,
     };
     let outcome = charged_call(
         state,
@@ -424,15 +427,75 @@ pub(crate) enum Payer<'a> {
     /// A signed request: the signing wallet pays, and the request's replay record is
     /// claimed with the hold (a replay changes nothing).
     Signed(&'a Signer),
+    /// An API-key + budget-key bearer (MCP): the price is reserved under the budget's cap
+    /// with one conditional update in the hold's transaction (a call that does not fit runs
+    /// nothing: 402 `BUDGET_EXHAUSTED`), and held on what the budget draws from, its wallet
+    /// or (without one) the account. Voiding the hold gives the reservation back.
+    Budget(&'a BudgetAuth),
 }
 
-impl Payer<'_> {
-    /// The wallet (ledger holder) the hold is placed on.
-    fn wallet(&self) -> &WalletAddress {
+/// What a hold transaction placed the hold on.
+#[derive(Debug, Clone)]
+enum Funding {
+    Wallet(WalletAddress),
+    Account(String),
+}
+
+impl Funding {
+    fn holder(&self) -> usage::Holder<'_> {
         match self {
-            Payer::Signed(signer) => &signer.wallet,
+            Funding::Wallet(w) => usage::Holder::Wallet(w),
+            Funding::Account(a) => usage::Holder::Account(a),
         }
     }
+}
+
+/// One transaction: claims what `payer` needs claimed (the replay record, the budget's
+/// cap), holds the price and writes the usage record. Returns what holds the price.
+async fn place_hold(state: &AppState, payer: Payer<'_>, usage: &NewUsage) -> ApiResult<Funding> {
+    let mut tx = state.db.begin().await?;
+    let funding = match payer {
+        Payer::Signed(signer) => {
+            let claimed = claim_request(
+                &mut tx,
+                &signer.session_nonce,
+                &signer.request_id,
+                &signer.wallet,
+                signer.action,
+            )
+            .await?;
+            if !claimed {
+                return Err(ApiError::new(
+                    ErrorCode::EXTERNAL_SIGNATURE_REQUEST_REPLAY,
+                    "This request_id was already used for this session",
+                )
+                .with_detail("request_id", signer.request_id.clone()));
+            }
+            Funding::Wallet(signer.wallet)
+        }
+        Payer::Budget(auth) => {
+            match usage::reserve_budget(&mut tx, &auth.budget_id, usage.price_credits).await? {
+                None => {
+                    return Err(ApiError::new(
+                        ErrorCode::BUDGET_EXHAUSTED,
+                        format!(
+                            "This call costs {} credits and the budget has less than that left under its cap",
+                            usage.price_credits
+                        ),
+                    )
+                    .with_detail("price_credits", usage.price_credits)
+                    .with_detail("budget_id", auth.budget_id.clone()))
+                }
+                Some(Some(wallet)) => {
+                    Funding::Wallet(wallet.parse().map_err(ApiError::internal)?)
+                }
+                Some(None) => Funding::Account(auth.account_id.clone()),
+            }
+        }
+    };
+    usage::hold(&mut tx, funding.holder(), usage).await?;
+    tx.commit().await?;
+    Ok(funding)
 }
 
 /// A resolved, validated tool call, ready to run.
@@ -450,9 +513,10 @@ pub(crate) struct ToolCall {
 /// The hold → run → post/void sequence of a credit-paid tool call, the one place where a
 /// charge is made: signed credit invocations and MCP budget calls both go through it.
 ///
-/// One transaction claims what `payer` needs claimed, holds the price on the payer's
-/// wallet and writes the usage record `usage` (402 `INSUFFICIENT_CREDITS`: nothing runs,
-/// nothing is consumed). The tool then runs in a task of its own (a client hanging up
+/// One transaction claims what `payer` needs claimed (a signed request's replay record; a
+/// budget's cap, reserved atomically: 402 `BUDGET_EXHAUSTED`), holds the price on the
+/// payer's wallet (or, for an account-funded budget, on the account) and writes the usage
+/// record `usage` (402 `INSUFFICIENT_CREDITS`: nothing runs, nothing is consumed). The tool then runs in a task of its own (a client hanging up
 /// cannot leave a hold half done), for at most what `deadline` leaves (less
 /// [`POST_RESERVE`]); on success the hold is posted only if the answer can still be
 /// delivered ([`Deadline::commit`]), on failure, timeout or a missed deadline it is voided
@@ -464,30 +528,7 @@ pub(crate) async fn charged_call(
     usage: &NewUsage,
     deadline: &Deadline,
 ) -> ApiResult<Result<Value, ToolError>> {
-    {
-        let mut tx = state.db.begin().await?;
-        match payer {
-            Payer::Signed(signer) => {
-                let claimed = claim_request(
-                    &mut tx,
-                    &signer.session_nonce,
-                    &signer.request_id,
-                    &signer.wallet,
-                    signer.action,
-                )
-                .await?;
-                if !claimed {
-                    return Err(ApiError::new(
-                        ErrorCode::EXTERNAL_SIGNATURE_REQUEST_REPLAY,
-                        "This request_id was already used for this session",
-                    )
-                    .with_detail("request_id", signer.request_id.clone()));
-                }
-            }
-        }
-        usage::hold(&mut tx, payer.wallet(), usage).await?;
-        tx.commit().await?;
-    }
+    let funding = place_hold(state, payer, usage).await?;
     state
         .metrics
         .ledger_posting(usage::kind::TOOL_HOLD, -usage.price_credits);
@@ -495,7 +536,10 @@ pub(crate) async fn charged_call(
     // The tool runs and the hold is settled in a task of its own, so a client that hangs
     // up (or the request time limit) cannot leave the hold half done.
     let task_state = state.clone();
-    let wallet = *payer.wallet();
+    let wallet = match &funding {
+        Funding::Wallet(w) => Some(w.to_string()),
+        Funding::Account(_) => None,
+    };
     let usage_id = usage.usage_id.clone();
     let deadline = deadline.clone();
     let outcome = tokio::spawn(async move {
@@ -513,7 +557,7 @@ pub(crate) async fn charged_call(
                 product_slug: &resolved.product.slug,
                 action_slug: &resolved.action.slug,
                 usage_id: &usage_id,
-                wallet_address: Some(&wallet.to_string()),
+                wallet_address: wallet.as_deref(),
                 parameters: &tool_params,
                 credentials: credentials.as_ref(),
                 vendor_secret: secret.as_ref(),
@@ -560,7 +604,7 @@ pub(crate) const POST_RESERVE: Duration = Duration::from_secs(2);
 /// What a direct x402 call keeps of the request's time for settling and answering.
 pub(crate) const SETTLE_RESERVE: Duration = Duration::from_secs(8);
 
-fn tool_error_parts(error: &ToolError) -> (ErrorCode, String) {
+pub(crate) fn tool_error_parts(error: &ToolError) -> (ErrorCode, String) {
     match error {
         ToolError::Failed(reason) => (ErrorCode::TOOL_FAILED, format!("The tool failed: {reason}")),
         ToolError::Timeout => (
@@ -571,7 +615,7 @@ fn tool_error_parts(error: &ToolError) -> (ErrorCode, String) {
 }
 
 /// How long after its start a call is certainly over (the sweeper's deadline).
-fn deadline_margin_ms(runner: &agentpmt_protocol::tools::RunnerSpec) -> i64 {
+pub(crate) fn deadline_margin_ms(runner: &agentpmt_protocol::tools::RunnerSpec) -> i64 {
     let tool_ms = match runner {
         agentpmt_protocol::tools::RunnerSpec::Http { timeout_ms, .. } => timeout_ms
             .unwrap_or(runner::DEFAULT_TIMEOUT_MS)
@@ -582,7 +626,7 @@ fn deadline_margin_ms(runner: &agentpmt_protocol::tools::RunnerSpec) -> i64 {
 }
 
 /// The vendor's HMAC secret, opened for this call (never logged).
-fn vendor_secret(state: &AppState, r: &Resolved) -> ApiResult<Option<SecretString>> {
+pub(crate) fn vendor_secret(state: &AppState, r: &Resolved) -> ApiResult<Option<SecretString>> {
     let Some(vendor) = &r.vendor else {
         return Ok(None);
     };
@@ -998,6 +1042,8 @@ pub(crate) async fn x402_paid_call(
         deadline_ms: now_ms()
             + deadline_margin_ms(&runner_spec)
             + state.payments.lease.as_millis() as i64,
+        api_key_id: None,
+        budget_id: None,
     };
     {
         let mut tx = state.db.begin().await?;

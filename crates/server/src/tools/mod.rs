@@ -361,7 +361,7 @@ pub async fn admin_put_vendor(
     Ok((written(created), Json(view)))
 }
 
-/// Usage totals (operator): `group_by` = `product` (default), `action` or `wallet`;
+/// Usage totals (operator): `group_by` = `product` (default), `action`, `wallet`, `api_key` or `budget`;
 /// `since` = Unix milliseconds (default 0).
 #[utoipa::path(
     get,
@@ -369,7 +369,7 @@ pub async fn admin_put_vendor(
     tag = "admin",
     security(("admin_token" = [])),
     params(
-        ("group_by" = Option<String>, Query, description = "product | action | wallet"),
+        ("group_by" = Option<String>, Query, description = "product | action | wallet | api_key | budget"),
         ("since" = Option<i64>, Query, description = "Unix milliseconds"),
     ),
     responses(
@@ -409,6 +409,8 @@ pub async fn admin_usage(
     params(
         ("product" = Option<String>, Query, description = "Product slug"),
         ("wallet" = Option<String>, Query, description = "Wallet or payer address"),
+        ("api_key" = Option<String>, Query, description = "API key id (budget calls)"),
+        ("budget" = Option<String>, Query, description = "Budget id (budget calls)"),
         ("limit" = Option<i64>, Query, description = "1-1000, default 100"),
     ),
     responses(
@@ -429,8 +431,12 @@ pub async fn admin_usage_records(
     let wallet = query.get("wallet").map(|w| w.to_ascii_lowercase());
     let records = usage::records(
         &mut state.db.read().await?,
-        query.get("product").map(String::as_str),
-        wallet.as_deref(),
+        usage::RecordFilter {
+            product: query.get("product").map(String::as_str),
+            wallet: wallet.as_deref(),
+            api_key_id: query.get("api_key").map(String::as_str),
+            budget_id: query.get("budget").map(String::as_str),
+        },
         limit,
     )
     .await?;

@@ -8,6 +8,10 @@
 //! (`release:<usage id>`, kind `tool_release`). Both transitions are conditional on the hold
 //! still being pending, so each happens at most once even when the sweeper (which finishes
 //! calls of a crashed process after their deadline) races the request.
+//!
+//! A budget-paid call (mode `budget`) also reserves its price under the budget's cap in the
+//! hold's transaction ([`reserve_budget`]); releasing the hold gives it back. An
+//! account-funded budget's hold has no ledger entry: the reservation is the hold.
 
 use crate::db::macros::{sql_execute, sql_fetch_all, sql_fetch_optional, sql_scalar_optional};
 use crate::db::{AsConn, Db};
@@ -54,7 +58,26 @@ pub struct NewUsage {
     /// x402: the block the authorization was seen unused at.
     pub search_from_block: Option<i64>,
     pub deadline_ms: i64,
+    /// Budget calls: the API key and the budget of the bearer.
+    pub api_key_id: Option<String>,
+    pub budget_id: Option<String>,
 }
+
+/// Mode of a call paid from a budget (API-key + budget-key bearer, e.g. over MCP).
+pub const MODE_BUDGET: &str = "budget";
+
+/// What a hold is placed on.
+#[derive(Debug, Clone, Copy)]
+pub enum Holder<'a> {
+    /// A wallet: the hold is a ledger debit.
+    Wallet(&'a WalletAddress),
+    /// An account-funded budget (the account is billed for what the budget spent): the
+    /// hold is the budget's reserved cap alone, with no ledger entry.
+    Account(&'a str),
+}
+
+/// Prefix of `credit_holds.wallet_address` for holds on an account.
+const ACCOUNT_HOLDER_PREFIX: &str = "account:";
 
 /// A new usage id.
 pub fn new_usage_id() -> String {
@@ -67,8 +90,8 @@ pub async fn insert(conn: &mut impl AsConn, u: &NewUsage) -> Result<(), sqlx::Er
         conn.conn(),
         "INSERT INTO tool_usage (usage_id, product_id, product_slug, action_slug, mode, wallet_address, payer_address, \
          session_nonce, request_id, price_credits, charged_credits, status, workflow_session_id, network, token, authorization_json, \
-         deadline_ms, created_at_ms, search_from_block) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, 'running', $11, $12, $13, $14, $15, $16, $17)",
+         deadline_ms, created_at_ms, search_from_block, api_key_id, budget_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, 'running', $11, $12, $13, $14, $15, $16, $17, $18, $19)",
         &u.usage_id,
         &u.product_id,
         &u.product_slug,
@@ -85,15 +108,46 @@ pub async fn insert(conn: &mut impl AsConn, u: &NewUsage) -> Result<(), sqlx::Er
         &u.authorization_json,
         u.deadline_ms,
         now_ms(),
-        u.search_from_block
+        u.search_from_block,
+        &u.api_key_id,
+        &u.budget_id
     )?;
     Ok(())
 }
 
-/// Holds `u.price_credits` of `wallet` and writes the usage record, in `tx` (the caller
-/// claimed the replay record in the same transaction). Returns the balance after the hold;
-/// not enough credits → 402 `INSUFFICIENT_CREDITS` with the price and the balance.
-pub async fn hold(tx: &mut impl AsConn, wallet: &WalletAddress, u: &NewUsage) -> ApiResult<i64> {
+/// Holds `u.price_credits` on `holder` and writes the usage record, in `tx` (the caller
+/// claimed what its payer needs claimed, e.g. the replay record or the budget's cap, in the
+/// same transaction). A wallet without enough credits → 402 `INSUFFICIENT_CREDITS` with the
+/// price and the balance.
+pub async fn hold(tx: &mut impl AsConn, holder: Holder<'_>, u: &NewUsage) -> ApiResult<()> {
+    let holder_key = match holder {
+        Holder::Wallet(wallet) => {
+            hold_on_wallet(tx, wallet, u).await?;
+            wallet.to_string()
+        }
+        Holder::Account(account_id) => format!("{ACCOUNT_HOLDER_PREFIX}{account_id}"),
+    };
+    let now = now_ms();
+    sql_execute!(
+        tx.conn(),
+        "INSERT INTO credit_holds (usage_id, wallet_address, amount_credits, status, created_at_ms, updated_at_ms, budget_id) \
+         VALUES ($1, $2, $3, 'pending', $4, $4, $5)",
+        &u.usage_id,
+        &holder_key,
+        u.price_credits,
+        now,
+        &u.budget_id
+    )?;
+    insert(tx, u).await?;
+    Ok(())
+}
+
+/// The ledger debit of a hold on a wallet.
+async fn hold_on_wallet(
+    tx: &mut impl AsConn,
+    wallet: &WalletAddress,
+    u: &NewUsage,
+) -> ApiResult<()> {
     let entry_id = format!("hold:{}", u.usage_id);
     let posted = ledger::post(
         tx,
@@ -108,35 +162,45 @@ pub async fn hold(tx: &mut impl AsConn, wallet: &WalletAddress, u: &NewUsage) ->
         },
     )
     .await;
-    let entry = match posted {
-        Ok(entry) => entry,
-        Err(LedgerError::Insufficient { balance, .. }) => {
-            return Err(ApiError::new(
-                ErrorCode::INSUFFICIENT_CREDITS,
-                format!(
-                    "This call costs {} credits and the wallet has {balance}",
-                    u.price_credits
-                ),
-            )
-            .with_detail("price_credits", u.price_credits)
-            .with_detail("balance_credits", balance)
-            .with_detail("required_credits", u.price_credits - balance))
-        }
-        Err(LedgerError::Db(e)) => return Err(e.into()),
-        Err(e) => return Err(ApiError::internal(e)),
-    };
-    let now = now_ms();
-    sql_execute!(
+    match posted {
+        Ok(_) => Ok(()),
+        Err(LedgerError::Insufficient { balance, .. }) => Err(ApiError::new(
+            ErrorCode::INSUFFICIENT_CREDITS,
+            format!(
+                "This call costs {} credits and the wallet has {balance}",
+                u.price_credits
+            ),
+        )
+        .with_detail("price_credits", u.price_credits)
+        .with_detail("balance_credits", balance)
+        .with_detail("required_credits", u.price_credits - balance)),
+        Err(LedgerError::Db(e)) => Err(e.into()),
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+/// Reserves `price` of a budget's cap, atomically (one conditional update, in the caller's
+/// transaction): `None` when the budget is revoked or its cap has no room left; else the
+/// wallet the budget draws from (`Some(None)`: the account).
+pub async fn reserve_budget(
+    tx: &mut impl AsConn,
+    budget_id: &str,
+    price: i64,
+) -> Result<Option<Option<String>>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Reserved {
+        wallet_address: Option<String>,
+    }
+    let reserved = sql_fetch_optional!(
         tx.conn(),
-        "INSERT INTO credit_holds (usage_id, wallet_address, amount_credits, status, created_at_ms, updated_at_ms) \
-         VALUES ($1, $2, $3, 'pending', $4, $4)",
-        &u.usage_id,
-        wallet.to_string(),
-        u.price_credits,
-        now
+        Reserved,
+        "UPDATE budgets SET spent_credits = spent_credits + $2 \
+         WHERE budget_id = $1 AND revoked_at_ms IS NULL AND spent_credits + $2 <= cap_credits \
+         RETURNING wallet_address",
+        budget_id,
+        price
     )?;
-    insert(tx, u).await?;
-    Ok(entry.balance_after)
+    Ok(reserved.map(|r| r.wallet_address))
 }
 
 /// Posts the hold of a successful call. `false` when the hold was no longer pending (the
@@ -185,17 +249,27 @@ async fn release_in(
     struct Hold {
         wallet_address: String,
         amount_credits: i64,
+        budget_id: Option<String>,
     }
     let now = now_ms();
     let hold = sql_fetch_optional!(
         tx.conn(),
         Hold,
         "UPDATE credit_holds SET status = 'released', updated_at_ms = $2 WHERE usage_id = $1 AND status = 'pending' \
-         RETURNING wallet_address, amount_credits",
+         RETURNING wallet_address, amount_credits, budget_id",
         usage_id,
         now
     )?;
-    if let Some(hold) = hold {
+    if let Some(budget_id) = hold.as_ref().and_then(|h| h.budget_id.as_deref()) {
+        // The budget's reserved cap comes back with the hold.
+        sql_execute!(
+            tx.conn(),
+            "UPDATE budgets SET spent_credits = spent_credits - $2 WHERE budget_id = $1",
+            budget_id,
+            hold.as_ref().map_or(0, |h| h.amount_credits)
+        )?;
+    }
+    if let Some(hold) = hold.filter(|h| !h.wallet_address.starts_with(ACCOUNT_HOLDER_PREFIX)) {
         let wallet: WalletAddress = hold.wallet_address.parse().map_err(ApiError::internal)?;
         let entry_id = format!("release:{usage_id}");
         ledger::post(
@@ -439,7 +513,7 @@ pub async fn sweep_stale(db: &Db) -> ApiResult<usize> {
     )?;
     for s in &stale {
         let mut tx = db.begin().await?;
-        if s.mode == "credits" {
+        if s.mode != "x402" {
             release_in(
                 &mut tx,
                 &s.usage_id,
@@ -473,11 +547,13 @@ pub async fn report(
         "product" => "product_slug",
         "action" => "product_slug || '/' || action_slug",
         "wallet" => "COALESCE(wallet_address, payer_address)",
+        "api_key" => "api_key_id",
+        "budget" => "budget_id",
         _ => {
             return Err(ApiError::invalid_field(
                 &["query", "group_by"],
                 "value_error",
-                "group_by is product, action or wallet",
+                "group_by is product, action, wallet, api_key or budget",
             ))
         }
     };
@@ -526,27 +602,40 @@ struct RecordRow {
     error_code: Option<String>,
     workflow_session_id: Option<String>,
     transaction_hash: Option<String>,
+    api_key_id: Option<String>,
+    budget_id: Option<String>,
     created_at_ms: i64,
     finished_at_ms: Option<i64>,
 }
 
-/// The newest usage records, optionally of one product slug and/or one wallet.
+/// Filters of [`records`] (each `None`: any).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RecordFilter<'a> {
+    pub product: Option<&'a str>,
+    pub wallet: Option<&'a str>,
+    pub api_key_id: Option<&'a str>,
+    pub budget_id: Option<&'a str>,
+}
+
+/// The newest usage records, optionally of one product slug, wallet, API key and/or budget.
 pub async fn records(
     conn: &mut impl AsConn,
-    product: Option<&str>,
-    wallet: Option<&str>,
+    filter: RecordFilter<'_>,
     limit: i64,
 ) -> Result<Vec<UsageRecordView>, sqlx::Error> {
     let rows = sql_fetch_all!(
         conn.conn(),
         RecordRow,
         "SELECT usage_id, product_slug, action_slug, mode, wallet_address, payer_address, price_credits, charged_credits, \
-         status, error_code, workflow_session_id, transaction_hash, created_at_ms, finished_at_ms FROM tool_usage \
+         status, error_code, workflow_session_id, transaction_hash, api_key_id, budget_id, created_at_ms, finished_at_ms FROM tool_usage \
          WHERE ($1 = '' OR product_slug = $1) AND ($2 = '' OR wallet_address = $2 OR payer_address = $2) \
+         AND ($4 = '' OR api_key_id = $4) AND ($5 = '' OR budget_id = $5) \
          ORDER BY created_at_ms DESC, usage_id DESC LIMIT $3",
-        product.unwrap_or(""),
-        wallet.unwrap_or(""),
-        limit
+        filter.product.unwrap_or(""),
+        filter.wallet.unwrap_or(""),
+        limit,
+        filter.api_key_id.unwrap_or(""),
+        filter.budget_id.unwrap_or("")
     )?;
     Ok(rows
         .into_iter()
@@ -563,6 +652,8 @@ pub async fn records(
             error_code: r.error_code,
             workflow_session_id: r.workflow_session_id,
             transaction_hash: r.transaction_hash,
+            api_key_id: r.api_key_id,
+            budget_id: r.budget_id,
             created_at: rfc3339_ms(r.created_at_ms),
             finished_at: r.finished_at_ms.map(rfc3339_ms),
         })

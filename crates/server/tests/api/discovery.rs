@@ -150,7 +150,10 @@ async fn agent_card_is_json_and_every_url_in_it_answers(backend: Backend) {
 
     let mut all = Vec::new();
     strings(&card, &mut all);
-    let urls: Vec<&str> = all.into_iter().filter(|s| s.starts_with("http")).collect();
+    let urls: Vec<&str> = all
+        .into_iter()
+        .filter(|s| s.starts_with("http://") || s.starts_with("https://"))
+        .collect();
     assert!(urls.len() >= 5, "{urls:?}");
     for url in urls {
         assert!(url.starts_with(&app.base_url), "{url} is on this server");

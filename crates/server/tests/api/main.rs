@@ -15,6 +15,7 @@ mod identity;
 mod jobs;
 mod ledger;
 mod logs;
+mod mcp;
 mod migrations;
 mod openapi;
 mod operations;
