@@ -26,7 +26,7 @@ use crate::tools::invoke::{
     charged_call, check_x402_enabled, deadline_margin_ms, tool_error_parts, vendor_secret,
     x402_paid_call, Payer, ToolCall, X402Call, X402Error, X402Ran,
 };
-use crate::tools::runner::ToolError;
+use crate::tools::runner::{Params, ToolError};
 use crate::tools::schema;
 use crate::tools::usage::{self, NewUsage};
 use agentpmt_protocol::tools::WORKFLOW_SESSION_PARAM;
@@ -190,7 +190,8 @@ async fn budget_call(
         resolved,
         runner,
         secret,
-        parameters: tool_params,
+        // The JSON-RPC body is parsed as plain JSON: arguments reach the tool as parsed.
+        parameters: Params::from_value(tool_params),
         credentials,
     };
     let outcome = match charged_call(state, Payer::Budget(auth), call, &usage, deadline).await {
@@ -229,6 +230,7 @@ async fn x402_call(
     payment: Option<Result<x402::DecodedPayment, x402::PaymentDecodeError>>,
     deadline: &Deadline,
 ) -> Result<Value, RpcError> {
+    let tool_params = Params::from_value(tool_params);
     match x402_paid_call(state, resolved, tool_params, credentials, payment, deadline).await {
         Ok(X402Call::Challenge(required)) => {
             let required = serde_json::to_value(&required)

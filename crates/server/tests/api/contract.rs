@@ -34,6 +34,7 @@ fn schemathesis() -> Option<PathBuf> {
 fn unlimited(config: &mut ServerConfig) {
     config.ip_rate_per_sec = 0;
     config.wallet_rate_per_sec = 0;
+    config.signed_ip_rate_per_sec = 0;
     config.agentaddress_limit = 1_000_000;
 }
 
