@@ -334,6 +334,7 @@ pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(axum::Extension(crate::extract::BodyLimit(
             state.config.max_body_bytes,
+            Some(state.clone()),
         )))
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -12,9 +12,10 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 /// The largest body the API reads, set on every request by the router (the server's
-/// `--max-body-bytes`).
-#[derive(Debug, Clone, Copy)]
-pub struct BodyLimit(pub usize);
+/// `--max-body-bytes`), and the state whose per-IP limit pays for draining oversized
+/// bodies.
+#[derive(Debug, Clone)]
+pub struct BodyLimit(pub usize, pub Option<crate::state::AppState>);
 
 /// Body limit when the router set none.
 const FALLBACK_BODY_LIMIT: usize = 64 * 1024;
@@ -26,13 +27,26 @@ const DRAIN_BYTES: usize = 8 * 1024 * 1024;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Reads the body, answering 413 in the envelope when it is over the limit (after reading
-/// and dropping the rest, within bounds, so the client sees the answer).
+/// and dropping the rest, within bounds, so the client sees the answer). Draining costs the
+/// client's address one token of its per-IP limit per body-limit's worth of bytes dropped;
+/// when its bucket is empty the rest is not read (the 413 is sent and the connection
+/// closed), so one address cannot make the server read more than its rate × the limit per
+/// second.
 pub async fn read_body<S: Send + Sync>(req: Request, _state: &S) -> Result<Bytes, ApiError> {
     use http_body_util::BodyExt;
-    let limit = req
-        .extensions()
-        .get::<BodyLimit>()
-        .map_or(FALLBACK_BODY_LIMIT, |l| l.0);
+    let (limit, payer) = match req.extensions().get::<BodyLimit>() {
+        Some(BodyLimit(limit, state)) => (*limit, state.clone()),
+        None => (FALLBACK_BODY_LIMIT, None),
+    };
+    let payer = payer.map(|state| {
+        let peer = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| crate::config::canonical_ip(c.0.ip()))
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let ip = crate::ratelimit::client_ip(peer, req.headers(), &state.config.trusted_proxies);
+        (state, ip)
+    });
     let read_error = |e: axum::Error| {
         ApiError::invalid_field(
             &["body"],
@@ -48,8 +62,18 @@ pub async fn read_body<S: Send + Sync>(req: Request, _state: &S) -> Result<Bytes
         };
         if buf.len() + data.len() > limit {
             let mut dropped = buf.len() + data.len();
+            let mut paid = 0usize;
             let _ = tokio::time::timeout(DRAIN_TIME, async {
                 while dropped <= DRAIN_BYTES {
+                    // One token per `limit` bytes dropped, paid before reading them.
+                    if let Some((state, ip)) = &payer {
+                        while paid < dropped / limit.max(1) {
+                            if !state.limits.take_ip(*ip) {
+                                return;
+                            }
+                            paid += 1;
+                        }
+                    }
                     match body.frame().await {
                         Some(Ok(frame)) => {
                             dropped += frame.data_ref().map_or(0, Bytes::len);

@@ -247,6 +247,14 @@ impl Limits {
         }
     }
 
+    /// Takes one token from `ip`'s per-IP bucket (unauthenticated endpoints): `false` when
+    /// it is empty. Draining an oversized body pays with it.
+    pub fn take_ip(&self, ip: IpAddr) -> bool {
+        self.ip
+            .as_ref()
+            .is_none_or(|keyed| keyed.check(&ip_bucket(ip)).is_ok())
+    }
+
     /// Charges `ip` for `recoveries` signature recoveries beyond the first, spent on a
     /// signature that matched no accepted message.
     pub fn charge_signed_ip(&self, ip: IpAddr, recoveries: u32) {

@@ -118,14 +118,26 @@ pub const PATTERN_BACKTRACK_LIMIT: usize = 100_000;
 /// Size of one compiled `pattern` of `json.validate`.
 pub const PATTERN_SIZE_LIMIT: usize = 1024 * 1024;
 
-/// Built-ins are CPU work: they run on the blocking pool, at most this many at once, so the
-/// async runtime (every other request, `/healthz`) keeps a core.
-fn builtin_slots() -> &'static tokio::sync::Semaphore {
+/// Built-ins whose cost the caller controls (a schema, a backtracking `pattern`): they
+/// queue for [`heavy_slots`]. The others do work linear in an input bounded by the body
+/// limit and take a slot of their own lane, so a cheap call never waits behind heavy ones.
+const HEAVY_BUILTINS: &[&str] = &["json.validate"];
+
+/// Built-ins are CPU work: they run on the blocking pool, at most cores − 1 heavy ones at
+/// once, so the async runtime (every other request, `/healthz`) keeps a core.
+fn heavy_slots() -> &'static tokio::sync::Semaphore {
     static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    SLOTS.get_or_init(|| {
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1))
-    })
+    SLOTS.get_or_init(|| tokio::sync::Semaphore::new(cores().saturating_sub(1).max(1)))
+}
+
+/// The lane of cheap built-ins: as many at once as there are cores.
+fn light_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| tokio::sync::Semaphore::new(cores()))
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 /// Runs a built-in off the async runtime, waiting at most `limit` for a slot and its result
@@ -135,7 +147,12 @@ async fn run_builtin(name: &str, parameters: &Params, limit: Duration) -> Result
     let name = name.to_owned();
     let parameters = parameters.clone();
     let work = async move {
-        let permit = builtin_slots()
+        let slots = if HEAVY_BUILTINS.contains(&name.as_str()) {
+            heavy_slots()
+        } else {
+            light_slots()
+        };
+        let permit = slots
             .acquire()
             .await
             .map_err(|_| ToolError::Failed("built-in tools are shutting down".into()))?;
@@ -477,6 +494,31 @@ mod tests {
                 other_ran.load(std::sync::atomic::Ordering::SeqCst),
                 "the built-in ran on the runtime thread"
             );
+        });
+    }
+
+    /// A cheap built-in does not queue behind heavy ones: with every heavy slot taken (calls
+    /// of `json.validate` backtracking to their budget), `text.sha256` still runs at once.
+    #[test]
+    fn cheap_builtins_do_not_wait_for_heavy_ones() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let heavy = heavy_slots()
+                .acquire_many(u32::try_from(cores().saturating_sub(1).max(1)).unwrap())
+                .await
+                .unwrap();
+            let params = Params::from_value(json!({"text": "x"}));
+            let out = run_builtin("text.sha256", &params, Duration::from_secs(2)).await;
+            assert!(out.is_ok(), "{out:?}");
+            let validate =
+                Params::from_value(json!({"schema": {"type": "string"}, "document": "x"}));
+            let waited = run_builtin("json.validate", &validate, Duration::from_millis(200)).await;
+            assert!(matches!(waited, Err(ToolError::Timeout)), "{waited:?}");
+            drop(heavy);
         });
     }
 

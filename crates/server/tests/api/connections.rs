@@ -168,3 +168,47 @@ async fn an_oversized_body_gets_its_413() {
         assert!(text.contains("PAYLOAD_TOO_LARGE"), "{path}: {text}");
     }
 }
+
+/// Draining an oversized body is paid for by the client's address: one token of its
+/// per-IP limit per body-limit's worth of bytes dropped. Afterwards its bucket is that much
+/// emptier (without the charge, an address could make the server read 8 MiB per request
+/// for one token).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_an_oversized_body_costs_the_address_its_limit() {
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        AppOptions::configured(|c| {
+            c.ip_rate_per_sec = 1;
+            c.ip_rate_burst = 6;
+        }),
+    )
+    .await;
+    let limit = app.state.config.max_body_bytes;
+    let body = vec![b' '; limit * 4];
+    let response = app
+        .http
+        .post(app.url("/api/external/agent-help"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    // One token for the request, four for the 4 × limit bytes drained: one is left.
+    let wallet = agentpmt_protocol::PrivateKey::random()
+        .address()
+        .to_string();
+    let mut created = 0;
+    for _ in 0..6 {
+        let (status, _) = app
+            .post(
+                "/api/external/auth/session",
+                &serde_json::json!({"wallet_address": wallet}),
+            )
+            .await;
+        if status == 200 {
+            created += 1;
+        }
+    }
+    assert_eq!(created, 1, "the drain was not charged to the address");
+}
