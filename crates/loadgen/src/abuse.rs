@@ -63,7 +63,19 @@ pub struct Options {
     pub server_pid: Option<u32>,
     pub db_file: Option<PathBuf>,
     pub admin_token: String,
+    /// The hostile kinds to run (empty: all of them).
+    pub kinds: Vec<String>,
 }
+
+/// Every hostile kind, in the order they start.
+pub const KINDS: &[&str] = &[
+    "slowloris",
+    "half_open",
+    "signature_flood",
+    "oversized",
+    "cpu_heavy",
+    "help_spam",
+];
 
 /// One phase's figures.
 #[derive(Debug, Clone, Serialize)]
@@ -176,6 +188,12 @@ pub async fn run(target: Arc<Target>, options: Options) -> Result<Report> {
     if !(options.agent_rate.is_finite() && options.agent_rate > 0.0) {
         bail!("--agent-rate must be positive");
     }
+    if let Some(unknown) = options.kinds.iter().find(|k| !KINDS.contains(&k.as_str())) {
+        bail!(
+            "unknown hostile kind {unknown}: one of {}",
+            KINDS.join(", ")
+        );
+    }
     // The agent's wallet and the CPU-heavy and forging clients' wallets, funded and with
     // sessions (opened from 127.0.0.1, before anything hostile runs).
     let keys: Vec<PrivateKey> = (0..3).map(|_| PrivateKey::random()).collect();
@@ -249,6 +267,9 @@ async fn phase(
     let mut tasks = Vec::new();
     if let Some(h) = &hostile {
         let mut spawn_kind = |kind: &'static str, n: u8, count: usize, job: HostileJob| {
+            if !options.kinds.is_empty() && !options.kinds.iter().any(|k| k == kind) {
+                return;
+            }
             let tally = Arc::new(Tally::default());
             tallies.push((kind, tally.clone()));
             for i in 0..count {

@@ -113,6 +113,11 @@ struct Cli {
     #[arg(long, default_value_t = 50.0)]
     agent_rate: f64,
 
+    /// Only these hostile kinds (comma-separated: slowloris, half_open, signature_flood,
+    /// oversized, cpu_heavy, help_spam); default all.
+    #[arg(long, value_delimiter = ',')]
+    hostile: Vec<String>,
+
     /// The server's process id: its resident memory is read from /proc after each phase.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -240,6 +245,7 @@ fn run_abuse(cli: &Cli) -> Result<ExitCode> {
         server_pid: cli.server_pid,
         db_file: cli.db_file.clone(),
         admin_token,
+        kinds: cli.hostile.clone(),
     };
     let report = runtime.block_on(abuse::run(target, options))?;
     if cli.json {
