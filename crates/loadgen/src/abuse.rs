@@ -362,7 +362,7 @@ async fn run_agent(
         }
         tokio::time::sleep_until(due.into()).await;
         let request_id = format!("{tag}-{}-{sent}", unix_nanos());
-        let (path, body) = if sent % 2 == 0 {
+        let (path, body) = if sent.is_multiple_of(2) {
             (
                 BALANCE_PATH.to_owned(),
                 presign::sign_balance(wallet, &request_id),
@@ -559,7 +559,7 @@ async fn flood(ctx: &Ctx, index: usize, bodies: &[Bytes], forger: &Wallet) {
     let stranger = PrivateKey::random();
     let forged_path = format!("/api/external/tools/{AGENT_PRODUCT}/actions/extract_urls/invoke");
     while ctx.running() {
-        if index % 2 == 0 {
+        if index.is_multiple_of(2) {
             let body = bodies[i % bodies.len()].clone();
             ctx.send(&mut sender, BALANCE_PATH, body).await;
         } else {

@@ -41,7 +41,7 @@ pub fn recoveries_per_sec(duration: Duration) -> f64 {
         for (message, signature) in &pairs {
             let _ = black_box(black_box(signature).recover_message(black_box(message)));
             done += 1;
-            if done % 128 == 0 && start.elapsed() >= duration {
+            if done.is_multiple_of(128) && start.elapsed() >= duration {
                 return done as f64 / start.elapsed().as_secs_f64();
             }
         }
