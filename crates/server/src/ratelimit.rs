@@ -42,6 +42,8 @@ use std::time::{Duration, Instant};
 
 /// Keys a limiter holds before it prunes on the spot instead of waiting for the sweeper.
 pub const MAX_TRACKED_KEYS: usize = 100_000;
+/// How often (in checks) a limiter looks at its size.
+const SIZE_CHECK_EVERY: u64 = 256;
 /// Shortest time between two on-the-spot prunes of one limiter.
 pub const PRUNE_ON_SIZE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -111,6 +113,8 @@ struct Keyed<K: Hash + Eq + Clone> {
     burst: u32,
     /// Milliseconds after [`EPOCH`] of the last on-the-spot prune.
     pruned_at_ms: AtomicU64,
+    /// Checks so far (the size is looked at every [`SIZE_CHECK_EVERY`]).
+    checks: AtomicU64,
 }
 
 impl<K: Hash + Eq + Clone> Keyed<K> {
@@ -122,6 +126,7 @@ impl<K: Hash + Eq + Clone> Keyed<K> {
             per_sec,
             burst: burst.get(),
             pruned_at_ms: AtomicU64::new(0),
+            checks: AtomicU64::new(0),
         })
     }
 
@@ -152,9 +157,16 @@ impl<K: Hash + Eq + Clone> Keyed<K> {
         }
     }
 
-    /// Prunes at once when the limiter holds more than [`MAX_TRACKED_KEYS`] keys.
+    /// Prunes at once when the limiter holds more than [`MAX_TRACKED_KEYS`] keys. The size
+    /// (a read of every shard) is looked at once per [`SIZE_CHECK_EVERY`] checks, not on
+    /// each request.
     fn bound_memory(&self) {
-        if self.limiter.len() <= MAX_TRACKED_KEYS {
+        if !self
+            .checks
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(SIZE_CHECK_EVERY)
+            || self.limiter.len() <= MAX_TRACKED_KEYS
+        {
             return;
         }
         let now = u64::try_from(EPOCH.elapsed().as_millis()).unwrap_or(u64::MAX);

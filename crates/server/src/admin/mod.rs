@@ -74,6 +74,18 @@ pub async fn audit_payments(
     Ok(Json(report))
 }
 
+/// The token of an `Authorization: Bearer <token>` header, if there is one.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+}
+
 /// Proof that the request carried the admin token.
 #[derive(Debug)]
 pub struct Admin;
@@ -91,16 +103,7 @@ impl FromRequestParts<AppState> for Admin {
                 "The operator API is disabled on this server",
             ));
         };
-        let presented = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim);
-        let Some(presented) = presented else {
+        let Some(presented) = bearer(&parts.headers) else {
             return Err(ApiError::new(
                 ErrorCode::ADMIN_UNAUTHORIZED,
                 "Missing admin bearer token",

@@ -63,15 +63,7 @@ fn ops_allowed(state: &AppState, headers: &HeaderMap) -> bool {
     let Some(expected) = state.ops_token_digest else {
         return true;
     };
-    let Some(presented) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-    else {
+    let Some(presented) = crate::admin::bearer(headers) else {
         return false;
     };
     let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();

@@ -403,6 +403,18 @@ impl TestApp {
         .unwrap();
     }
 
+    /// The text of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Rows written by signed requests so far.
     pub async fn replay_count(&self) -> i64 {
         self.scalar("SELECT COUNT(*) FROM request_replays").await

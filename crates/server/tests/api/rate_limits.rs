@@ -26,17 +26,6 @@ fn limiter_keys(metrics: &str, limiter: &str) -> u64 {
         .unwrap()
 }
 
-async fn metrics_text(app: &TestApp) -> String {
-    app.http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// A random wallet, a random nonce and a signature of its own: what a flood of fresh
 /// wallets sends.
 fn random_wallet_body(i: usize) -> serde_json::Value {
@@ -100,7 +89,8 @@ async fn signed_routes_have_a_per_ip_limit_fresh_wallets_do_not_escape(backend: 
     let details = assert_envelope(status, &body, 429, "RATE_LIMITED");
     assert_eq!(details["scope"], json!("ip"));
     assert_eq!(app.replay_count().await, 0, "nothing was written");
-    assert!(metrics_text(&app)
+    assert!(app
+        .metrics()
         .await
         .contains("agentpmt_rate_limited_total{scope=\"signed_ip\"} 3"));
 }
@@ -120,7 +110,7 @@ async fn wallets_without_a_session_get_no_bucket(backend: Backend) {
             "EXTERNAL_SIGNATURE_SESSION_NONCE_INVALID",
         );
     }
-    let metrics = metrics_text(&app).await;
+    let metrics = app.metrics().await;
     assert_eq!(limiter_keys(&metrics, "wallet"), 0, "{metrics}");
     assert_eq!(limiter_keys(&metrics, "signed_ip"), 1, "{metrics}");
     let key = PrivateKey::random();
@@ -132,7 +122,7 @@ async fn wallets_without_a_session_get_no_bucket(backend: Backend) {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(limiter_keys(&metrics_text(&app).await, "wallet"), 1);
+    assert_eq!(limiter_keys(&app.metrics().await, "wallet"), 1);
 }
 
 /// A tool invoke is accepted over many message variants (path prefix, trailing slash,
