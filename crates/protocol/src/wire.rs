@@ -446,9 +446,8 @@ pub struct AgentHelpRequest {
     #[serde(default)]
     pub error_code: Option<String>,
     /// Anything else that helps (the request sent, the response received), at most 16 KiB
-    /// of JSON. Never put private keys or mnemonics here.
+    /// of JSON (any JSON value; usually an object). Never put private keys or mnemonics here.
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub context: Option<serde_json::Value>,
 }
 
@@ -508,7 +507,7 @@ pub struct HelpTicketView {
     pub message: String,
     pub request_id: Option<String>,
     pub error_code: Option<String>,
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    /// The request's `context` as sent (any JSON value), known secret shapes redacted.
     pub context: Option<serde_json::Value>,
     /// Client IP address the ticket came from.
     pub source: String,

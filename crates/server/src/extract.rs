@@ -132,7 +132,77 @@ pub fn deserialize<T: DeserializeOwned>(bytes: &[u8], root: &str) -> Result<T, V
         bytes
     };
     let mut de = serde_json::Deserializer::from_slice(input);
-    serde_path_to_error::deserialize(&mut de).map_err(|err| serde_issue(root, err))
+    let err = match serde_path_to_error::deserialize(&mut de) {
+        Ok(value) => return Ok(value),
+        Err(err) => err,
+    };
+    integral_floats_as_integers(input, err).map_err(|err| serde_issue(root, err))
+}
+
+/// Most integral floats a field can be given for an integer: beyond 2^53 an `f64` is no
+/// longer exact.
+const MAX_EXACT_FLOAT: f64 = 9_007_199_254_740_992.0;
+
+/// JSON Schema (and so the OpenAPI document) counts `607.0` or `6.07e2` as an integer;
+/// serde does not. When a body fails only because an integer field holds such a number,
+/// that one number is read as the integer it is and the body is tried again, until it
+/// succeeds or fails for another reason (a fraction, a number beyond 2^53, any other
+/// error: reported as before). Only the failing integer fields change: every other
+/// value, including free-form objects such as tool parameters, keeps the number as sent.
+fn integral_floats_as_integers<T: DeserializeOwned>(
+    input: &[u8],
+    first: serde_path_to_error::Error<serde_json::Error>,
+) -> Result<T, serde_path_to_error::Error<serde_json::Error>> {
+    /// Bounds the retries (each fixes one field).
+    const MAX_FIXES: usize = 64;
+    let mut err = first;
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(input) else {
+        return Err(err);
+    };
+    for _ in 0..MAX_FIXES {
+        if !err
+            .inner()
+            .to_string()
+            .starts_with("invalid type: floating point")
+        {
+            return Err(err);
+        }
+        let Some(slot) = value_at(&mut value, err.path()) else {
+            return Err(err);
+        };
+        let integral = slot
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() <= MAX_EXACT_FLOAT);
+        let Some(float) = integral else {
+            return Err(err);
+        };
+        *slot = if float < 0.0 {
+            serde_json::Value::from(float as i64)
+        } else {
+            serde_json::Value::from(float as u64)
+        };
+        match serde_path_to_error::deserialize(&value) {
+            Ok(typed) => return Ok(typed),
+            Err(next) => err = next,
+        }
+    }
+    Err(err)
+}
+
+/// The value at a serde error's path.
+fn value_at<'v>(
+    value: &'v mut serde_json::Value,
+    path: &serde_path_to_error::Path,
+) -> Option<&'v mut serde_json::Value> {
+    let mut slot = value;
+    for segment in path.iter() {
+        slot = match segment {
+            serde_path_to_error::Segment::Seq { index } => slot.get_mut(*index)?,
+            serde_path_to_error::Segment::Map { key } => slot.get_mut(key.as_str())?,
+            _ => return None,
+        };
+    }
+    Some(slot)
 }
 
 /// Turns a serde error with its path into a 422 issue in the FastAPI style.
@@ -231,5 +301,53 @@ where
             .map_err(|rejection| {
                 ApiError::invalid_field(&["path"], "value_error", rejection.body_text())
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Body {
+        credits: i64,
+        limit: Option<u32>,
+        items: Vec<Item>,
+        #[serde(default)]
+        extra: Option<serde_json::Value>,
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Item {
+        price: u64,
+    }
+
+    #[test]
+    fn integral_floats_are_read_as_the_integers_they_are() {
+        let body: Body = deserialize(
+            br#"{"credits": -607.0, "limit": 5e1, "items": [{"price": 3}, {"price": 4.0}],
+                 "extra": {"x": 1.0}}"#,
+            "body",
+        )
+        .unwrap();
+        assert_eq!(body.credits, -607);
+        assert_eq!(body.limit, Some(50));
+        assert_eq!(body.items, vec![Item { price: 3 }, Item { price: 4 }]);
+        // A free-form value keeps the number as sent.
+        assert_eq!(body.extra.unwrap()["x"].as_f64(), Some(1.0));
+    }
+
+    #[test]
+    fn fractions_and_inexact_floats_are_still_refused() {
+        for (text, at) in [
+            (r#"{"credits": 1.5, "items": []}"#, "credits"),
+            (r#"{"credits": 1e300, "items": []}"#, "credits"),
+            (r#"{"credits": 1, "items": [{"price": -2.0}]}"#, "price"),
+            (r#"{"credits": 1, "items": [], "limit": "5"}"#, "limit"),
+        ] {
+            let issue = deserialize::<Body>(text.as_bytes(), "body").unwrap_err();
+            assert_eq!(issue.loc.last(), Some(&LocItem::Key(at.into())), "{text}");
+        }
     }
 }

@@ -53,7 +53,9 @@ impl Inner {
         self.openapi
             .get_or_init(|| {
                 let document = (self.openapi_builder)();
-                Arc::new(serde_json::to_value(&document).unwrap_or_default())
+                let mut json = serde_json::to_value(&document).unwrap_or_default();
+                crate::openapi::document_constraints(&mut json);
+                Arc::new(json)
             })
             .clone()
     }

@@ -183,7 +183,7 @@ fn validate(request: &PurchaseRequest) -> ApiResult<()> {
         invalid_method()?;
     }
     if let Some(id) = &request.request_id {
-        if id.is_empty() || id.len() > 128 || id.chars().any(char::is_control) {
+        if id.is_empty() || id.chars().count() > 128 || id.chars().any(char::is_control) {
             return Err(ApiError::invalid_field(
                 &["body", "request_id"],
                 "string_pattern_mismatch",

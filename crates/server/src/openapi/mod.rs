@@ -1,6 +1,9 @@
 //! The OpenAPI document, generated from the route annotations and served at
 //! `/openapi.json`.
 
+mod constraints;
+
+pub use constraints::document_constraints;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
