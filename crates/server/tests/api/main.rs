@@ -27,6 +27,7 @@ mod rate_limits;
 mod schedules;
 mod sessions;
 mod signatures;
+mod startup;
 mod tools;
 mod tools_x402;
 mod workflows;
