@@ -24,6 +24,7 @@ mod production;
 mod purchase;
 mod purchase_chain;
 mod rate_limits;
+mod replays;
 mod schedules;
 mod sessions;
 mod signatures;
