@@ -95,6 +95,44 @@ impl From<&str> for LocItem {
     }
 }
 
+/// What became of an accepted signed request: `details.original` of a 409
+/// `EXTERNAL_SIGNATURE_REQUEST_REPLAY` answered to a copy with the identical body (a copy
+/// with another body under a used `request_id` gets the plain 409). A client that lost the
+/// answer of a call learns from it whether the call ran and what it was charged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReplayOriginal {
+    /// The HTTP status the original was (or would have been) answered with; null while it
+    /// is in progress.
+    pub status: Option<u16>,
+    /// `in_progress` (the call still runs: ask again shortly), `succeeded`, `failed` (it ran
+    /// and failed; nothing charged) or `released` (its hold was given back without a
+    /// result: timed out, or the instance running it stopped).
+    pub state: ReplayState,
+    /// Credits charged for it (0 unless `succeeded`).
+    pub charged_credits: i64,
+    /// The error code of a failed or released original.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    /// The tool call's usage record (tool invocations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_id: Option<String>,
+    /// The job reservation it made (job reservations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation_id: Option<String>,
+}
+
+/// The state of the original of a replayed request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayState {
+    InProgress,
+    Succeeded,
+    Failed,
+    Released,
+}
+
 /// The error envelope every error response uses. Clients should read `error_code` (the
 /// same value is in `code`), `message`, and `details.checklist`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

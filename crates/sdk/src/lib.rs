@@ -13,7 +13,10 @@
 //! The client creates a session nonce on first use and caches it; when the server answers
 //! `EXTERNAL_SIGNATURE_SESSION_NONCE_INVALID` or `…_EXPIRED` it renews the session once and
 //! retries with a fresh request id. Every signed call gets a new UUID request id. Server
-//! errors surface as [`Error::Api`] with the `error_code`, message and checklist.
+//! errors surface as [`Error::Api`] with the `error_code`, message and checklist. A call
+//! whose answer is lost is sent again with the identical body; when the server had
+//! accepted the first copy, the answer is [`Error::Replay`] with what became of it
+//! (succeeded and what it cost, failed, released), never a guess.
 //!
 //! Sessions are renewed ahead of expiry by a margin relative to the lifetime the server
 //! announces (`min(30 s, lifetime / 4)`), so short session windows still reuse a nonce.
@@ -30,9 +33,10 @@ pub mod tools;
 pub mod workflows;
 
 use agentpmt_protocol::signing::{sign_body, BuildError};
+pub use agentpmt_protocol::wire::ReplayOriginal;
 use agentpmt_protocol::wire::{
-    AgentAddressResponse, BalanceResponse, ErrorBody, PurchaseResponse, SessionRequest,
-    SessionResponse,
+    AgentAddressResponse, BalanceResponse, ErrorBody, PurchaseResponse, ReplayState,
+    SessionRequest, SessionResponse,
 };
 use agentpmt_protocol::x402::{self, PaymentRequired, PaymentRequirements};
 pub use agentpmt_protocol::{ErrorCode, PrivateKey, SignedAction, WalletAddress};
@@ -41,6 +45,14 @@ use serde_json::{Map, Value};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 use zeroize::Zeroizing;
+
+/// How many times a signed body whose answer was lost is sent again.
+const LOST_CALL_RESENDS: u32 = 3;
+/// Pause before sending a lost call again (times the attempt), and between asks while its
+/// first copy is still in progress.
+const LOST_CALL_PAUSE: Duration = Duration::from_millis(250);
+/// How many times a call in progress on the server is asked about again (about 15 s).
+const IN_PROGRESS_POLLS: u32 = 60;
 
 /// Renew a session at most this long before the server says it expires.
 const SESSION_RENEW_MARGIN: Duration = Duration::from_secs(30);
@@ -100,6 +112,13 @@ pub enum Error {
     Key(#[from] agentpmt_protocol::signature::InvalidPrivateKey),
     #[error(transparent)]
     Keystore(#[from] keystore::KeystoreError),
+    /// The server had already accepted this very request (same body, same `request_id`):
+    /// what became of it. Returned when the answer to a call was lost and the client asked
+    /// again with the same body: `original.state` says whether it ran (`succeeded`, with
+    /// `charged_credits`) or not (`failed`, `released`: nothing charged). Never sign the
+    /// call again after `succeeded`.
+    #[error("the server already accepted this request ({:?}, {} credits charged)", original.state, original.charged_credits)]
+    Replay { original: ReplayOriginal },
 }
 
 impl Error {
@@ -107,6 +126,7 @@ impl Error {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             Error::Api(f) => f.code,
+            Error::Replay { .. } => Some(ErrorCode::EXTERNAL_SIGNATURE_REQUEST_REPLAY),
             _ => None,
         }
     }
@@ -285,13 +305,8 @@ impl Client {
             let (body, _) = sign_body(&self.key, spec, param, &nonce, &request_id, fields.clone())?;
             let method = reqwest::Method::from_bytes(spec.method.as_bytes())
                 .unwrap_or(reqwest::Method::POST);
-            let response = self
-                .http
-                .request(method, format!("{}{url}", self.base_url))
-                .json(&body)
-                .send()
-                .await?;
-            match decode::<T>(response).await {
+            let url = format!("{}{url}", self.base_url);
+            match self.send_resolving(method, &url, &body).await {
                 Err(Error::Api(failure))
                     if !renewed
                         && matches!(
@@ -304,6 +319,46 @@ impl Client {
                     renewed = true;
                 }
                 other => return other,
+            }
+        }
+    }
+
+    /// Sends one signed `body`; when its answer is lost (the connection broke or timed out
+    /// after the request may have reached the server), sends the identical body again: the
+    /// server either runs it (the first copy never arrived) or answers what became of the
+    /// first copy ([`Error::Replay`]), waiting while that one is still in progress. So a
+    /// lost call is resolved from the server's record, never by guessing or signing again.
+    async fn send_resolving<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: &Map<String, Value>,
+    ) -> Result<T> {
+        let mut lost = 0;
+        let mut waited = 0;
+        loop {
+            let sent = self
+                .http
+                .request(method.clone(), url)
+                .json(body)
+                .send()
+                .await;
+            let answer = match sent {
+                Ok(response) => decode::<T>(response).await,
+                Err(e) => Err(Error::Http(e)),
+            };
+            match answer {
+                Err(Error::Http(e)) if lost < LOST_CALL_RESENDS && !e.is_builder() => {
+                    lost += 1;
+                    tokio::time::sleep(LOST_CALL_PAUSE * lost).await;
+                }
+                Err(Error::Replay { original })
+                    if original.state == ReplayState::InProgress && waited < IN_PROGRESS_POLLS =>
+                {
+                    waited += 1;
+                    tokio::time::sleep(LOST_CALL_PAUSE).await;
+                }
+                answer => return answer,
             }
         }
     }
@@ -521,6 +576,15 @@ pub(crate) async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> 
         status,
         message: String::from_utf8_lossy(&bytes[..bytes.len().min(500)]).into_owned(),
     })?;
+    if body.error_code == ErrorCode::EXTERNAL_SIGNATURE_REQUEST_REPLAY.as_str() {
+        if let Some(original) = body
+            .details
+            .get("original")
+            .and_then(|o| serde_json::from_value::<ReplayOriginal>(o.clone()).ok())
+        {
+            return Err(Error::Replay { original });
+        }
+    }
     let checklist = body.checklist();
     Err(Error::Api(Box::new(ApiFailure {
         status,

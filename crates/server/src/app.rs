@@ -202,6 +202,9 @@ impl Server {
             },
         )
         .await?;
+        // Instances started together on one database take turns: the first migrates and
+        // loads the catalog, the others find both done (each step is idempotent).
+        let startup = db.startup_lock().await?;
         db.migrate().await?;
         crate::jobs::PostHosts::parse(&config.job_post_hosts).map_err(ConfigError::JobPostHosts)?;
         let secrets = config.secrets_key()?;
@@ -210,9 +213,14 @@ impl Server {
             let (vendors, products) =
                 tools::catalog::load(&db, &file, secrets.as_ref(), config.request_timeout_secs)
                     .await
-                    .map_err(|e| ConfigError::Catalog(e.message().to_owned()))?;
+                    .map_err(|e| {
+                        // The cause of an internal failure goes to the log, not the message.
+                        e.log_cause();
+                        ConfigError::Catalog(e.message().to_owned())
+                    })?;
             tracing::info!(catalog = %config.catalog, vendors, products, "catalog loaded");
         }
+        startup.release().await?;
         let listener = TcpListener::bind(config.bind).await?;
         let local = listener.local_addr()?;
         let public_url: Arc<str> = config

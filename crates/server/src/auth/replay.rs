@@ -11,14 +11,25 @@
 //!
 //! The same statement reports each claiming wallet's credit balance at that instant, so
 //! read-only endpoints that show it (balance, later job status) need no second query.
+//!
+//! Every replay record keeps the canonical hash of the accepted body and, for requests with
+//! an effect, a pointer to it (a tool call's usage record, a job reservation), written in
+//! the effect's own transaction. A replay whose body is identical to the accepted one is
+//! answered 409 `EXTERNAL_SIGNATURE_REQUEST_REPLAY` with `details.original` (what became of
+//! the original: [`ReplayOriginal`]), so a client that lost an answer learns whether it was
+//! charged; another body under a used request_id gets the plain 409.
 
-use crate::db::{ConnRef, Db};
+use super::signed::Signer;
+use crate::db::macros::{sql_execute, sql_fetch_optional};
+use crate::db::{AsConn, ConnRef, Db};
+use crate::error::{ApiError, ApiResult};
 use crate::time::now_ms;
-use agentpmt_protocol::{SignedAction, WalletAddress};
+use agentpmt_protocol::wire::{ReplayOriginal, ReplayState};
+use agentpmt_protocol::ErrorCode;
 use std::collections::{HashMap, HashSet};
 use tokio::sync::{mpsc, oneshot};
 
-/// Largest batch (5 bound values per row; well under SQLite's and PostgreSQL's limits).
+/// Largest batch (6 bound values per row; well under SQLite's and PostgreSQL's limits).
 const MAX_BATCH: usize = 256;
 
 struct Pending {
@@ -26,6 +37,7 @@ struct Pending {
     request_id: String,
     wallet: String,
     action: &'static str,
+    body_sha256: String,
     reply: oneshot::Sender<Result<Option<i64>, String>>,
 }
 
@@ -50,19 +62,14 @@ impl ReplayClaims {
 
     /// Claims (session, request_id) in its own committed statement. `Ok(None)`: a replay;
     /// `Ok(Some(balance))`: claimed, with the wallet's credit balance at that moment.
-    pub async fn claim(
-        &self,
-        session_nonce: &str,
-        request_id: &str,
-        wallet: &WalletAddress,
-        action: SignedAction,
-    ) -> Result<Option<i64>, ClaimError> {
+    pub async fn claim(&self, signer: &Signer) -> Result<Option<i64>, ClaimError> {
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
-            session_nonce: session_nonce.to_owned(),
-            request_id: request_id.to_owned(),
-            wallet: wallet.to_string(),
-            action: action.spec().name,
+            session_nonce: signer.session_nonce.clone(),
+            request_id: signer.request_id.clone(),
+            wallet: signer.wallet.to_string(),
+            action: signer.action.spec().name,
+            body_sha256: signer.body_sha256.clone(),
             reply,
         };
         self.queue
@@ -116,20 +123,21 @@ async fn insert(
 ) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
     let mut sql = String::with_capacity(120 + rows.len() * 32);
     sql.push_str(
-        "INSERT INTO request_replays (session_nonce, request_id, wallet_address, action, created_at_ms) VALUES ",
+        "INSERT INTO request_replays (session_nonce, request_id, wallet_address, action, created_at_ms, body_sha256) VALUES ",
     );
     for n in 0..rows.len() {
-        let b = n * 5;
+        let b = n * 6;
         if n > 0 {
             sql.push(',');
         }
         sql.push_str(&format!(
-            "(${},${},${},${},${})",
+            "(${},${},${},${},${},${})",
             b + 1,
             b + 2,
             b + 3,
             b + 4,
-            b + 5
+            b + 5,
+            b + 6
         ));
     }
     sql.push_str(
@@ -148,7 +156,8 @@ async fn insert(
                     .bind(&p.request_id)
                     .bind(&p.wallet)
                     .bind(p.action)
-                    .bind(now);
+                    .bind(now)
+                    .bind(&p.body_sha256);
             }
             query.fetch_all(&mut *$c).await
         }};
@@ -156,5 +165,224 @@ async fn insert(
     match conn.conn() {
         ConnRef::Sqlite(c) => run_on!(c),
         ConnRef::Postgres(c) => run_on!(c),
+    }
+}
+
+/// What an accepted signed request made, named on its replay record.
+#[derive(Debug, Clone, Copy)]
+pub enum Effect<'a> {
+    /// A tool call: its usage record.
+    Usage(&'a str),
+    /// A job reservation: its reservation id.
+    Reservation(&'a str),
+}
+
+impl Effect<'_> {
+    fn parts(&self) -> (&'static str, &str) {
+        match self {
+            Effect::Usage(id) => (outcome::USAGE, id),
+            Effect::Reservation(id) => (outcome::RESERVATION, id),
+        }
+    }
+}
+
+/// `request_replays.outcome_kind` values.
+mod outcome {
+    pub const USAGE: &str = "usage";
+    pub const RESERVATION: &str = "reservation";
+}
+
+/// Records `signer`'s (session, request_id) as used, with the body's hash and, when it is
+/// known already, what the request makes, inside the caller's transaction. Returns false
+/// when it was already used (a replay: answer it with [`replay_error`]).
+pub async fn claim_request(
+    conn: &mut impl AsConn,
+    signer: &Signer,
+    effect: Option<Effect<'_>>,
+) -> Result<bool, sqlx::Error> {
+    let (kind, id) = match &effect {
+        Some(o) => {
+            let (kind, id) = o.parts();
+            (Some(kind), Some(id))
+        }
+        None => (None, None),
+    };
+    let inserted = sql_execute!(
+        conn.conn(),
+        "INSERT INTO request_replays (session_nonce, request_id, wallet_address, action, created_at_ms, body_sha256, outcome_kind, outcome_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+        &signer.session_nonce,
+        &signer.request_id,
+        signer.wallet.to_string(),
+        signer.action.spec().name,
+        now_ms(),
+        &signer.body_sha256,
+        kind,
+        id
+    )?;
+    Ok(inserted == 1)
+}
+
+/// Names what `signer`'s request made on its replay record, in the transaction of that
+/// effect (so a replay never points at something that did not commit).
+pub async fn record_outcome(
+    conn: &mut impl AsConn,
+    signer: &Signer,
+    effect: Effect<'_>,
+) -> Result<(), sqlx::Error> {
+    let (kind, id) = effect.parts();
+    sql_execute!(
+        conn.conn(),
+        "UPDATE request_replays SET outcome_kind = $3, outcome_id = $4 WHERE session_nonce = $1 AND request_id = $2",
+        &signer.session_nonce,
+        &signer.request_id,
+        kind,
+        id
+    )?;
+    Ok(())
+}
+
+/// The 409 `EXTERNAL_SIGNATURE_REQUEST_REPLAY` answer to a replay of `signer`'s request:
+/// with `details.original` when its body is identical to the accepted one's.
+pub async fn replay_error(conn: &mut impl AsConn, signer: &Signer) -> ApiResult<ApiError> {
+    #[derive(sqlx::FromRow)]
+    struct Record {
+        body_sha256: Option<String>,
+        outcome_kind: Option<String>,
+        outcome_id: Option<String>,
+    }
+    let plain = ApiError::new(
+        ErrorCode::EXTERNAL_SIGNATURE_REQUEST_REPLAY,
+        "This request_id was already used for this session",
+    )
+    .with_detail("request_id", signer.request_id.clone());
+    let record = sql_fetch_optional!(
+        conn.conn(),
+        Record,
+        "SELECT body_sha256, outcome_kind, outcome_id FROM request_replays WHERE session_nonce = $1 AND request_id = $2",
+        &signer.session_nonce,
+        &signer.request_id
+    )?;
+    let Some(record) = record.filter(|r| r.body_sha256.as_deref() == Some(&*signer.body_sha256))
+    else {
+        return Ok(plain);
+    };
+    let original = match (record.outcome_kind.as_deref(), record.outcome_id) {
+        (Some(outcome::USAGE), Some(usage_id)) => {
+            #[derive(sqlx::FromRow)]
+            struct Usage {
+                status: String,
+                charged_credits: i64,
+                error_code: Option<String>,
+            }
+            let usage = sql_fetch_optional!(
+                conn.conn(),
+                Usage,
+                "SELECT status, charged_credits, error_code FROM tool_usage WHERE usage_id = $1",
+                &usage_id
+            )?;
+            match usage {
+                Some(u) => of_tool_call(usage_id, &u.status, u.charged_credits, u.error_code),
+                // Pruned, or never written: say nothing rather than guess.
+                None => return Ok(plain),
+            }
+        }
+        (Some(outcome::RESERVATION), Some(reservation_id)) => ReplayOriginal {
+            reservation_id: Some(reservation_id),
+            ..committed()
+        },
+        // Requests whose claim commits with their effect: the record exists, so it happened.
+        (None, _) => committed(),
+        _ => return Ok(plain),
+    };
+    let message = match original.state {
+        ReplayState::InProgress => "This request_id was already used for this session: the original is still in progress (details.original); ask again shortly",
+        ReplayState::Succeeded => "This request_id was already used for this session: the original succeeded (details.original says what it was charged)",
+        ReplayState::Failed | ReplayState::Released => "This request_id was already used for this session: the original did not succeed and nothing was charged (details.original)",
+    };
+    Ok(
+        ApiError::new(ErrorCode::EXTERNAL_SIGNATURE_REQUEST_REPLAY, message)
+            .with_detail("request_id", signer.request_id.clone())
+            .with_detail(
+                "original",
+                serde_json::to_value(original).map_err(ApiError::internal)?,
+            ),
+    )
+}
+
+/// The original of a request whose effect committed with its replay record.
+fn committed() -> ReplayOriginal {
+    ReplayOriginal {
+        status: Some(200),
+        state: ReplayState::Succeeded,
+        charged_credits: 0,
+        error_code: None,
+        usage_id: None,
+        reservation_id: None,
+    }
+}
+
+/// The original of a tool call from its usage record: running → in progress; succeeded;
+/// the tool failed → failed; given back without a result (timeout, a stopped instance's
+/// call swept) → released.
+fn of_tool_call(
+    usage_id: String,
+    status: &str,
+    charged_credits: i64,
+    error_code: Option<String>,
+) -> ReplayOriginal {
+    use crate::tools::usage::status as usage;
+    let code = error_code
+        .as_deref()
+        .and_then(|c| c.parse::<ErrorCode>().ok());
+    let (state, http) = match status {
+        usage::RUNNING | usage::SETTLING | usage::SETTLEMENT_PENDING => {
+            (ReplayState::InProgress, None)
+        }
+        usage::SUCCEEDED => (ReplayState::Succeeded, Some(200)),
+        usage::FAILED if code == Some(ErrorCode::TOOL_FAILED) => {
+            (ReplayState::Failed, code.map(ErrorCode::status))
+        }
+        usage::SETTLEMENT_FAILED => (ReplayState::Failed, code.map(ErrorCode::status)),
+        _ => (ReplayState::Released, code.map(ErrorCode::status)),
+    };
+    ReplayOriginal {
+        status: http,
+        state,
+        charged_credits,
+        error_code,
+        usage_id: Some(usage_id),
+        reservation_id: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_call_states() {
+        let running = of_tool_call("u".into(), "running", 0, None);
+        assert_eq!(
+            (running.state, running.status),
+            (ReplayState::InProgress, None)
+        );
+        let done = of_tool_call("u".into(), "succeeded", 7, None);
+        assert_eq!(
+            (done.state, done.status, done.charged_credits),
+            (ReplayState::Succeeded, Some(200), 7)
+        );
+        let failed = of_tool_call("u".into(), "failed", 0, Some("TOOL_FAILED".into()));
+        assert_eq!(
+            (failed.state, failed.status),
+            (ReplayState::Failed, Some(502))
+        );
+        let timed_out = of_tool_call("u".into(), "failed", 0, Some("TOOL_TIMEOUT".into()));
+        assert_eq!(
+            (timed_out.state, timed_out.status),
+            (ReplayState::Released, Some(504))
+        );
+        let swept = of_tool_call("u".into(), "failed", 0, Some("interrupted".into()));
+        assert_eq!((swept.state, swept.status), (ReplayState::Released, None));
     }
 }

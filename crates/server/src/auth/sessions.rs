@@ -7,9 +7,9 @@
 //! request_id) — are pruned only together with their session, a day after it expired.
 
 use crate::db::macros::{sql_execute, sql_fetch_optional};
-use crate::db::{AsConn, Db};
+use crate::db::Db;
 use crate::time::now_ms;
-use agentpmt_protocol::{SignedAction, WalletAddress};
+use agentpmt_protocol::WalletAddress;
 use moka::sync::Cache;
 use std::time::Duration;
 
@@ -124,25 +124,4 @@ impl SessionStore {
         tx.commit().await?;
         Ok(removed)
     }
-}
-
-/// Records (session, request_id) as used, inside the caller's transaction. Returns false
-/// when it was already used (a replay).
-pub async fn claim_request(
-    conn: &mut impl AsConn,
-    session_nonce: &str,
-    request_id: &str,
-    wallet: &WalletAddress,
-    action: SignedAction,
-) -> Result<bool, sqlx::Error> {
-    let inserted = sql_execute!(
-        conn.conn(),
-        "INSERT INTO request_replays (session_nonce, request_id, wallet_address, action, created_at_ms) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-        session_nonce,
-        request_id,
-        wallet.to_string(),
-        action.spec().name,
-        now_ms()
-    )?;
-    Ok(inserted == 1)
 }

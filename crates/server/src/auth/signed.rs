@@ -21,7 +21,7 @@
 //! message, and the client's address pays one rate-limit token for each recovery past the
 //! first ([`crate::ratelimit::Limits::charge_signed_ip`]).
 
-use super::sessions::claim_request;
+use super::replay::{claim_request, replay_error};
 use crate::db::{AsConn, Tx};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{deserialize, parse_object, read_body};
@@ -65,6 +65,9 @@ pub struct Signer {
     pub action: SignedAction,
     /// Which canonical payload form matched (`utf8`, `ascii_escaped`, ...).
     pub payload_form: &'static str,
+    /// SHA-256 of the whole body in canonical form: tells an identical replay (answered
+    /// with the original's outcome) from another body under the same request_id.
+    pub body_sha256: String,
 }
 
 /// A request whose signature has been verified; its body is released by [`Signed::claim`].
@@ -86,32 +89,20 @@ impl<E: SignedEndpoint> Signed<E> {
     /// of its own, batched with other requests' claims (see [`super::replay`]), so reading
     /// needs no write transaction. Also returns the wallet's credit balance at the claim.
     pub async fn claim_read_only(self, state: &AppState) -> ApiResult<(Signer, E::Body, i64)> {
-        let s = &self.signer;
         let claimed = state
             .replay_claims
-            .claim(&s.session_nonce, &s.request_id, &s.wallet, s.action)
+            .claim(&self.signer)
             .await
             .map_err(ApiError::internal)?;
-        let balance = claimed.unwrap_or_default();
-        let (signer, body) = self.answer(claimed.is_some())?;
-        Ok((signer, body, balance))
+        match claimed {
+            Some(balance) => Ok((self.signer, self.body, balance)),
+            None => Err(replay_error(&mut state.db.read().await?, &self.signer).await?),
+        }
     }
 
     async fn claim_on(self, conn: &mut impl AsConn) -> ApiResult<(Signer, E::Body)> {
-        let s = &self.signer;
-        let claimed =
-            claim_request(conn, &s.session_nonce, &s.request_id, &s.wallet, s.action).await?;
-        self.answer(claimed)
-    }
-
-    fn answer(self, claimed: bool) -> ApiResult<(Signer, E::Body)> {
-        let s = &self.signer;
-        if !claimed {
-            return Err(ApiError::new(
-                ErrorCode::EXTERNAL_SIGNATURE_REQUEST_REPLAY,
-                "This request_id was already used for this session",
-            )
-            .with_detail("request_id", s.request_id.clone()));
+        if !claim_request(conn, &self.signer, None).await? {
+            return Err(replay_error(conn, &self.signer).await?);
         }
         Ok((self.signer, self.body))
     }
@@ -391,6 +382,7 @@ pub async fn verify(
                     request_id: envelope.request_id,
                     action: spec.action,
                     payload_form: line.form,
+                    body_sha256: canonical::payload_hash(body),
                 });
             }
         }

@@ -87,25 +87,10 @@ pub async fn purchase(
             ApiError::new(ErrorCode::UNSUPPORTED_PAYMENT_NETWORK, message)
                 .with_detail("offered", payments.networks.offered())
         })?;
-    let wallet = request.wallet_address.to_string();
 
     // Idempotency: the same key and body give the first result again.
-    if let Some(request_id) = &request.request_id {
-        let existing =
-            store::find_by_request(&mut state.db.read().await?, &wallet, request_id).await?;
-        if let Some(row) = existing {
-            if row.fingerprint != fingerprint {
-                return Err(ApiError::new(
-                    ErrorCode::IDEMPOTENCY_KEY_REUSED,
-                    "This request_id was already used for a different purchase body",
-                )
-                .with_detail("purchase_id", row.purchase_id));
-            }
-            let settlement = payments
-                .resume(&state.db, row, chain_budget(&deadline))
-                .await?;
-            return Ok(respond(&offer, settlement));
-        }
+    if let Some(answer) = first_result(&state, &request, &offer, &fingerprint, &deadline).await? {
+        return Ok(answer);
     }
 
     let resource = ResourceInfo {
@@ -122,7 +107,7 @@ pub async fn purchase(
         )),
         mime_type: Some("application/json".into()),
     };
-    match request.payment_method.trim().to_ascii_lowercase().as_str() {
+    let answer = match request.payment_method.trim().to_ascii_lowercase().as_str() {
         "x402" => {
             x402_purchase(
                 &state,
@@ -130,16 +115,145 @@ pub async fn purchase(
                 &request,
                 &offer,
                 resource,
-                fingerprint,
+                fingerprint.clone(),
                 &deadline,
             )
             .await
         }
         "transfer" => {
-            transfer_purchase(&state, &request, &offer, resource, fingerprint, &deadline).await
+            transfer_purchase(
+                &state,
+                &request,
+                &offer,
+                resource,
+                fingerprint.clone(),
+                &deadline,
+            )
+            .await
         }
         _ => invalid_method(),
+    };
+    match answer {
+        // A copy of this request (same request_id) raced us to the claim and won: its
+        // result is ours, not a conflict with ourselves.
+        Err(e)
+            if request.request_id.is_some()
+                && matches!(
+                    e.code(),
+                    ErrorCode::PAYMENT_IN_PROGRESS | ErrorCode::PAYMENT_ALREADY_USED
+                ) =>
+        {
+            match first_result(&state, &request, &offer, &fingerprint, &deadline).await? {
+                Some(answer) => Ok(answer),
+                None => Err(e),
+            }
+        }
+        answer => answer,
     }
+}
+
+/// How often a copy of a purchase in progress looks at its outcome.
+const FIRST_RESULT_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The answer to a purchase whose `request_id` this wallet already used, `None` when it did
+/// not: another body gets 409 `IDEMPOTENCY_KEY_REUSED` naming what differs; the same body
+/// gets the first result, waited for while another request (on any instance) settles it,
+/// for what is left of this request's time, then 202 `pending`.
+async fn first_result(
+    state: &AppState,
+    request: &PurchaseRequest,
+    offer: &Offer,
+    fingerprint: &str,
+    deadline: &Deadline,
+) -> ApiResult<Option<Response>> {
+    let Some(request_id) = &request.request_id else {
+        return Ok(None);
+    };
+    let wallet = request.wallet_address.to_string();
+    let Some(mut row) =
+        store::find_by_request(&mut state.db.read().await?, &wallet, request_id).await?
+    else {
+        return Ok(None);
+    };
+    if row.fingerprint != fingerprint {
+        return Err(key_reused(&row, request, offer));
+    }
+    let wait_until = std::time::Instant::now() + chain_budget(deadline);
+    loop {
+        let open = row.status == store::status::PENDING || row.status == store::status::BROADCAST;
+        // A lease held by a live request: wait for its outcome instead of competing for it.
+        if !open || row.lease_until_ms < now_ms() {
+            let settlement = state
+                .payments
+                .resume(&state.db, row, chain_budget(deadline))
+                .await?;
+            match settlement {
+                Settlement::InProgress { row: current } => row = current,
+                settlement => return Ok(Some(respond(offer, settlement))),
+            }
+        }
+        if std::time::Instant::now() + FIRST_RESULT_POLL >= wait_until {
+            let message = "another copy of this request is settling it".to_owned();
+            return Ok(Some(respond(offer, Settlement::Pending { row, message })));
+        }
+        tokio::time::sleep(FIRST_RESULT_POLL).await;
+        let id = row.purchase_id.clone();
+        row = store::find(&mut state.db.read().await?, &id)
+            .await?
+            .unwrap_or(row);
+    }
+}
+
+/// 409 `IDEMPOTENCY_KEY_REUSED` for `request`, whose `request_id` bought `row` with another
+/// body; `details.differs` names the fields that differ (`body` when only fields the
+/// purchase does not keep differ, such as `sponsor_signature`).
+fn key_reused(row: &PurchaseRow, request: &PurchaseRequest, offer: &Offer) -> ApiError {
+    let method = request.payment_method.trim().to_ascii_lowercase();
+    let mut differs: Vec<&str> = Vec::new();
+    if row.credits != request.credits {
+        differs.push("credits");
+    }
+    if row.method != method {
+        differs.push("payment_method");
+    }
+    if row.chain_id != offer.network.chain_id as i64 {
+        differs.push("chain_id");
+    }
+    if row.token != offer.token.symbol {
+        differs.push("token");
+    }
+    if row.email != request.email {
+        differs.push("email");
+    }
+    if row.method == "transfer"
+        && row.transaction_hash.as_deref()
+            != request
+                .transaction_hash
+                .as_deref()
+                .map(str::to_ascii_lowercase)
+                .as_deref()
+    {
+        differs.push("transaction_hash");
+    }
+    if request
+        .payer_wallet_address
+        .as_ref()
+        .is_some_and(|p| p.to_string() != row.payer_address)
+    {
+        differs.push("payer_wallet_address");
+    }
+    if differs.is_empty() {
+        differs.push("body");
+    }
+    ApiError::new(
+        ErrorCode::IDEMPOTENCY_KEY_REUSED,
+        format!(
+            "This request_id was already used for a different purchase body (differs: {})",
+            differs.join(", ")
+        ),
+    )
+    .with_detail("purchase_id", row.purchase_id.clone())
+    .with_detail("differs", differs)
 }
 
 /// How long a purchase may wait for the chain: what is left of the request's time, less a

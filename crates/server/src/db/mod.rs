@@ -128,6 +128,24 @@ impl Db {
         }
     }
 
+    /// Serializes start-up work (migrations, the catalog load) between server instances
+    /// sharing this database: on PostgreSQL a session advisory lock, keyed by database and
+    /// schema, held on a connection of its own until [`StartupLock::release`] (or until
+    /// that connection closes, when start-up fails). SQLite needs none within one process
+    /// (one writer connection); see the README for several processes on one file.
+    pub async fn startup_lock(&self) -> Result<StartupLock, sqlx::Error> {
+        match self {
+            Db::Sqlite { .. } => Ok(StartupLock(None)),
+            Db::Postgres(pool) => {
+                // Detached: dropped on an error path, the connection closes and the
+                // server releases the lock, instead of it going back to the pool held.
+                let mut conn = pool.acquire().await?.detach();
+                sqlx::query(STARTUP_LOCK_SQL).execute(&mut conn).await?;
+                Ok(StartupLock(Some(conn)))
+            }
+        }
+    }
+
     /// One trivial query: is the database answering?
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         match self {
@@ -196,6 +214,27 @@ impl Db {
             }
             Db::Postgres(pool) => pool.close().await,
         }
+    }
+}
+
+/// The advisory lock of start-up: one key per database and schema (instances on other
+/// schemas of the same database do not wait for each other).
+const STARTUP_LOCK_SQL: &str =
+    "SELECT pg_advisory_lock(hashtext('agentpmt-startup/' || current_database() || '/' || current_schema())::bigint)";
+
+/// Held while an instance migrates and loads its catalog; see [`Db::startup_lock`].
+#[derive(Debug)]
+#[must_use = "the lock is held until released"]
+pub struct StartupLock(Option<PgConnection>);
+
+impl StartupLock {
+    /// Releases the lock (closing its connection releases it too).
+    pub async fn release(self) -> Result<(), sqlx::Error> {
+        use sqlx::Connection;
+        if let Some(conn) = self.0 {
+            conn.close().await?;
+        }
+        Ok(())
     }
 }
 

@@ -165,6 +165,14 @@ pub fn build(state: &AppState) -> Value {
                 "canonical_json": "sorted keys at every depth, ',' and ':' separators, no whitespace, UTF-8 (the ASCII-escaped form is accepted too)",
             },
             "actions": actions(),
+            "replays": {
+                "rule": "request_id is unique per session: a reused one is 409 EXTERNAL_SIGNATURE_REQUEST_REPLAY and changes nothing",
+                "identical_body": "a copy of an accepted request with the identical body (a lost answer sent again) carries details.original: what became of the first copy",
+                "original_fields": ["status", "state", "charged_credits", "error_code", "usage_id", "reservation_id"],
+                "states": ["in_progress", "succeeded", "failed", "released"],
+                "other_body": "another body under a used request_id: the plain 409, without details.original",
+                "lost_answer": "send the identical body again (same request_id and signature), never a new request_id: it either runs (the first never arrived) or answers details.original; ask again while state is in_progress",
+            },
             "budget_bearer": {
                 "used_by": ["/api/external/workflow-schedules/*", "/mcp"],
                 "forms": [

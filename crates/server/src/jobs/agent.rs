@@ -10,6 +10,7 @@ use super::{
     JOB_COLUMNS, SUBMISSION_COLUMNS,
 };
 use crate::accounts::{key_digest, random_hex};
+use crate::auth::replay::{record_outcome, Effect};
 use crate::auth::{Signed, SignedEndpoint};
 use crate::db::macros::{sql_execute, sql_fetch_all, sql_fetch_optional, sql_scalar_optional};
 use crate::db::AsConn;
@@ -225,6 +226,8 @@ pub async fn reserve_job(
             // The holder asks again (its first answer may have been lost): the same
             // reservation, with a fresh workflow token replacing the old one.
             let answer = reserved_again(&mut tx, &job).await?;
+            let id = reservation_id(&job.job_id, job.reservation_epoch);
+            record_outcome(&mut tx, &signer, Effect::Reservation(&id)).await?;
             tx.commit().await?;
             state.metrics.reservation("job_repeated");
             tracing::info!(job_id = %job.job_id, "job reservation repeated to its holder");
@@ -282,6 +285,7 @@ pub async fn reserve_job(
         now,
         until
     )?;
+    record_outcome(&mut tx, &signer, Effect::Reservation(&id)).await?;
     tx.commit().await?;
     state.metrics.reservation("job_granted");
     tracing::info!(job_id = %job.job_id, epoch, "job reserved");

@@ -29,12 +29,23 @@ use utoipa::{Modify, OpenApi};
             `path:/external/tools/{productSlug}/actions/{actionSlug}/invoke` instead of the \
             `action` and `product` lines.\n\n\
             Every error uses one envelope: `success=false`, `error`, `message`, `error_code`, \
-            `code`, `detail`, `request_id`, `help_url`, `help_doc`, `details.checklist`.",
+            `code`, `detail`, `request_id`, `help_url`, `help_doc`, `details.checklist`.\n\n\
+            A `request_id` is used once per session: a reuse is 409 \
+            `EXTERNAL_SIGNATURE_REQUEST_REPLAY`. When the body is identical to the accepted \
+            request's (a lost answer sent again), `details.original` (schema `ReplayOriginal`) \
+            says what became of it: `status`, `state` (`in_progress`, `succeeded`, `failed`, \
+            `released`), `charged_credits`, and `usage_id` or `reservation_id`. Another body \
+            under a used `request_id` gets the plain 409.",
         license(name = "Apache-2.0")
     ),
     modifiers(&AdminSecurity),
-    // Referenced by `ErrorBody.detail`'s hand-written schema, so not collected by itself.
-    components(schemas(agentpmt_protocol::wire::ValidationIssue)),
+    // Referenced by `ErrorBody.detail`'s hand-written schema and by the replay answer's
+    // `details.original` (described in text), so not collected by themselves.
+    components(schemas(
+        agentpmt_protocol::wire::ValidationIssue,
+        agentpmt_protocol::wire::ReplayOriginal,
+        agentpmt_protocol::wire::ReplayState
+    )),
     tags(
         (name = "auth", description = "Wallet sessions"),
         (name = "credits", description = "Credit balance and purchases (x402)"),

@@ -25,7 +25,7 @@ use super::runner::{self, Call, ToolError};
 use super::schema;
 use super::usage::{self, NewUsage};
 use crate::accounts::BudgetAuth;
-use crate::auth::sessions::claim_request;
+use crate::auth::replay::{claim_request, replay_error, Effect};
 use crate::auth::signed::{check_signed_ip, verify, Envelope, Signer};
 use crate::credits::purchase::{payment_header, payment_refused, payment_required, settle_header};
 use crate::deadline::Deadline;
@@ -456,20 +456,9 @@ async fn place_hold(state: &AppState, payer: Payer<'_>, usage: &NewUsage) -> Api
     let mut tx = state.db.begin().await?;
     let funding = match payer {
         Payer::Signed(signer) => {
-            let claimed = claim_request(
-                &mut tx,
-                &signer.session_nonce,
-                &signer.request_id,
-                &signer.wallet,
-                signer.action,
-            )
-            .await?;
-            if !claimed {
-                return Err(ApiError::new(
-                    ErrorCode::EXTERNAL_SIGNATURE_REQUEST_REPLAY,
-                    "This request_id was already used for this session",
-                )
-                .with_detail("request_id", signer.request_id.clone()));
+            let outcome = Some(Effect::Usage(&usage.usage_id));
+            if !claim_request(&mut tx, signer, outcome).await? {
+                return Err(replay_error(&mut tx, signer).await?);
             }
             Funding::Wallet(signer.wallet)
         }

@@ -180,6 +180,26 @@ pub async fn spawn_app_with(backend: Backend, options: AppOptions) -> TestApp {
 
 /// A second server on an existing database (several instances behind a load balancer).
 pub async fn spawn_on(database_url: &str, options: AppOptions) -> TestApp {
+    let server = Server::build(test_config(database_url, &options))
+        .await
+        .expect("server starts");
+    let addr = server.local_addr();
+    let state = server.state().clone();
+    tokio::spawn(server.run_until(std::future::pending()));
+    TestApp {
+        base_url: format!("http://{addr}"),
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()
+            .unwrap(),
+        state,
+        database_url: database_url.to_owned(),
+        _dir: None,
+    }
+}
+
+/// The configuration [`spawn_on`] starts a server with.
+pub fn test_config(database_url: &str, options: &AppOptions) -> ServerConfig {
     let mut config = ServerConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
         database_url: database_url.to_owned(),
@@ -199,20 +219,7 @@ pub async fn spawn_on(database_url: &str, options: AppOptions) -> TestApp {
     if let Some(configure) = options.configure {
         configure(&mut config);
     }
-    let server = Server::build(config).await.expect("server starts");
-    let addr = server.local_addr();
-    let state = server.state().clone();
-    tokio::spawn(server.run_until(std::future::pending()));
-    TestApp {
-        base_url: format!("http://{addr}"),
-        http: reqwest::Client::builder()
-            .pool_max_idle_per_host(64)
-            .build()
-            .unwrap(),
-        state,
-        database_url: database_url.to_owned(),
-        _dir: None,
-    }
+    config
 }
 
 impl TestApp {

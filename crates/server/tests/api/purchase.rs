@@ -2,7 +2,7 @@
 //! sponsored purchases, pack sizes.
 
 use crate::backend_tests;
-use crate::helpers::{spawn_app, Backend, TestApp};
+use crate::helpers::{spawn_app, spawn_on, AppOptions, Backend, TestApp};
 use agentpmt_protocol::wire::sponsor_message;
 use agentpmt_protocol::x402::{
     decode_header, encode_header, sign_authorization, PaymentRequired, PaymentRequirements,
@@ -17,6 +17,7 @@ backend_tests!(
     challenge_then_payment_grants_credits,
     invalid_packs_get_the_next_pack,
     request_id_is_an_idempotency_key,
+    concurrent_copies_of_a_purchase_get_the_first_result,
     malformed_and_invalid_payments_change_nothing,
     sponsored_purchase_needs_the_payers_signature
 );
@@ -189,7 +190,72 @@ async fn request_id_is_an_idempotency_key(backend: Backend) {
         purchase(&app, &other, Some(("PAYMENT-SIGNATURE", &pay(&key, &req)))).await;
     assert_eq!(status, StatusCode::CONFLICT, "{err}");
     assert_eq!(err["error_code"], "IDEMPOTENCY_KEY_REUSED");
+    assert_eq!(err["details"]["differs"], json!(["credits"]), "{err}");
+    assert_eq!(err["details"]["purchase_id"], first["purchase_id"]);
+    // Only a field the purchase does not keep differs: the body as a whole is named.
+    let other = json!({"wallet_address": wallet, "credits": 1000, "payment_method": "x402", "request_id": "buy-1", "sponsor_signature": "0x00"});
+    let (status, err, _) = purchase(&app, &other, None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{err}");
+    assert_eq!(err["details"]["differs"], json!(["body"]), "{err}");
     assert_eq!(balance(&app, &wallet).await, 1000);
+}
+
+/// Twenty copies of one purchase (same body and `request_id`) at once, spread over two
+/// instances on one database: one grant, and every copy answers the first result (no
+/// `PAYMENT_ALREADY_USED` naming its own purchase, no `PAYMENT_IN_PROGRESS`). Once with
+/// the same payment header in every copy, once with a fresh authorization in each.
+async fn concurrent_copies_of_a_purchase_get_the_first_result(backend: Backend) {
+    const COPIES: usize = 20;
+    let app = spawn_app(backend).await;
+    let other = spawn_on(&app.database_url, AppOptions::default()).await;
+    let key = PrivateKey::random();
+    let wallet = key.address().to_string();
+    let probe = json!({"wallet_address": wallet, "credits": 500, "payment_method": "x402"});
+    let (status, challenge, headers) = purchase(&app, &probe, None).await;
+    let req = requirement_of(status, &challenge, &headers);
+    for (round, fresh_authorizations) in [false, true].into_iter().enumerate() {
+        let body = json!({"wallet_address": wallet, "credits": 500, "payment_method": "x402",
+            "request_id": format!("copies-{round}")});
+        let shared = pay(&key, &req);
+        let copies = (0..COPIES).map(|i| {
+            let instance = if i % 2 == 0 { &app } else { &other };
+            let payment = if fresh_authorizations {
+                pay(&key, &req)
+            } else {
+                shared.clone()
+            };
+            let body = body.clone();
+            async move {
+                let (status, answer, _) =
+                    purchase(instance, &body, Some(("PAYMENT-SIGNATURE", &payment))).await;
+                (status, answer)
+            }
+        });
+        let answers = futures::future::join_all(copies).await;
+        let (status, first) = &answers[0];
+        assert_eq!(*status, StatusCode::OK, "round {round}: {first}");
+        assert_eq!(first["status"], "settled");
+        for (i, (status, answer)) in answers.iter().enumerate() {
+            assert_eq!(
+                (*status, answer),
+                (StatusCode::OK, first),
+                "round {round}, copy {i}"
+            );
+        }
+        assert_eq!(
+            app.scalar(&format!(
+                "SELECT COUNT(*) FROM credit_purchases WHERE request_id = 'copies-{round}'"
+            ))
+            .await,
+            1
+        );
+    }
+    assert_eq!(balance(&app, &wallet).await, 1000);
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM ledger_entries WHERE kind = 'credit_purchase'")
+            .await,
+        2
+    );
 }
 
 async fn malformed_and_invalid_payments_change_nothing(backend: Backend) {
