@@ -244,6 +244,7 @@ impl Server {
             payments,
             limits,
             metrics: Metrics::new(),
+            console: Default::default(),
             tools: tools::Tools::new(secrets),
             openapi_builder: openapi_document,
             openapi: OnceLock::new(),
@@ -299,12 +300,14 @@ impl Server {
 /// Every route plus fallbacks and middleware, around `state`.
 pub fn build_router(state: AppState) -> Router {
     let (api, _) = api_router();
-    let api = api.route(
-        "/openapi.json",
-        axum::routing::get(|State(state): State<AppState>| async move {
-            axum::Json(state.openapi_json().as_ref().clone())
-        }),
-    );
+    let api = api
+        .route(
+            "/openapi.json",
+            axum::routing::get(|State(state): State<AppState>| async move {
+                axum::Json(state.openapi_json().as_ref().clone())
+            }),
+        )
+        .merge(crate::console::router(&state));
     with_middleware(api, state)
 }
 

@@ -49,6 +49,8 @@ pub const DEFAULT_CATALOG: &str = "demo";
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/agentpmt.db";
 pub const DEFAULT_SESSION_TTL_SECS: u64 = 900;
+/// Where the operator console is served by default.
+pub const DEFAULT_CONSOLE_PATH: &str = "/console";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
 /// Default time a client has to send a request's headers (also: how long an idle
@@ -114,6 +116,12 @@ pub struct ServerConfig {
         conflicts_with = "admin_token"
     )]
     pub admin_token_sha256: Option<String>,
+
+    /// Where the operator console is served (a path starting with `/`; it is off when no
+    /// admin token is configured).
+    #[arg(long, env = "AGENTPMT_CONSOLE_PATH", default_value = DEFAULT_CONSOLE_PATH,
+          value_parser = parse_console_path)]
+    pub console_path: String,
 
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "AGENTPMT_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
@@ -343,6 +351,25 @@ impl FromStr for IpNet {
     }
 }
 
+fn parse_console_path(s: &str) -> Result<String, String> {
+    let path = s.trim_end_matches('/');
+    let ok = path.starts_with('/')
+        && path.len() > 1
+        && path.len() <= 100
+        && !path.starts_with("/api")
+        && path[1..].split('/').all(|seg| {
+            !seg.is_empty()
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if ok {
+        Ok(path.to_owned())
+    } else {
+        Err("the console path is like /console: segments of letters, digits, - and _, not under /api".into())
+    }
+}
+
 fn parse_secret(s: &str) -> Result<SecretString, String> {
     if s.len() < 16 {
         return Err("the admin token must be at least 16 characters".into());
@@ -360,6 +387,7 @@ impl Default for ServerConfig {
             admin_token: None,
             admin_token_sha256: None,
             ops_token: None,
+            console_path: DEFAULT_CONSOLE_PATH.to_owned(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             request_timeout_secs: DEFAULT_REQUEST_TIMEOUT_SECS,
             header_read_timeout_secs: DEFAULT_HEADER_READ_TIMEOUT_SECS,

@@ -172,11 +172,21 @@ pub async fn recent_entries(
     wallet: &WalletAddress,
     limit: i64,
 ) -> Result<Vec<Entry>, sqlx::Error> {
+    entries_page(conn, wallet, limit, 0).await
+}
+
+/// A page of a wallet's entries, newest first: `limit` entries after skipping `offset`.
+pub async fn entries_page(
+    conn: &mut impl AsConn,
+    wallet: &WalletAddress,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<Entry>, sqlx::Error> {
     let sql = format!(
         "SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE wallet_address = $1 \
-         ORDER BY created_at_ms DESC, entry_id DESC LIMIT $2"
+         ORDER BY created_at_ms DESC, entry_id DESC LIMIT $2 OFFSET $3"
     );
-    sql_fetch_all!(conn.conn(), Entry, &sql, wallet.to_string(), limit)
+    sql_fetch_all!(conn.conn(), Entry, &sql, wallet.to_string(), limit, offset)
 }
 
 /// Sum and count of a wallet's entries.

@@ -12,12 +12,14 @@
 //! [`workflows`] (workflows, workflow sessions, BYO-agent workflow schedules) and
 //! [`accounts`] (accounts, API keys, budgets, the API-key + budget-key bearer).
 //! [`jobs`] (the jobs board: reservations, proof, verification worker, payout).
+//! [`console`] (the operator console: HTML pages over the operator API's functions).
 
 pub mod accounts;
 pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod credits;
 pub mod db;
 pub mod deadline;

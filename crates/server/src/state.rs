@@ -38,6 +38,8 @@ pub struct Inner {
     pub limits: Limits,
     /// This instance's Prometheus metrics.
     pub metrics: Metrics,
+    /// The operator console's sessions and sign-in limit.
+    pub console: crate::console::session::ConsoleSessions,
     /// The tool marketplace's vendor client and secrets key.
     pub tools: tools::Tools,
     /// Builds the OpenAPI document (see [`Inner::openapi_json`]).

@@ -149,6 +149,21 @@ pub async fn create_account(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<AccountCreateRequest>,
 ) -> ApiResult<(StatusCode, Json<AccountResponse>)> {
+    let account = new_account(&state, &request).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(AccountResponse {
+            success: true,
+            account,
+        }),
+    ))
+}
+
+/// Creates an account (the operator API and the console both call this).
+pub async fn new_account(
+    state: &AppState,
+    request: &AccountCreateRequest,
+) -> ApiResult<AccountView> {
     let name = check_text(&["body", "name"], &request.name, 1, 200)?;
     let account_id = format!("acc_{}", random_hex(12));
     let now = now_ms();
@@ -160,17 +175,11 @@ pub async fn create_account(
         &name,
         now
     )?;
-    Ok((
-        StatusCode::CREATED,
-        Json(AccountResponse {
-            success: true,
-            account: AccountView {
-                account_id,
-                name,
-                created_at: rfc3339_ms(now),
-            },
-        }),
-    ))
+    Ok(AccountView {
+        account_id,
+        name,
+        created_at: rfc3339_ms(now),
+    })
 }
 
 /// Create an API key for an account (operator). The key is in this response only.
@@ -196,8 +205,23 @@ pub async fn create_api_key(
     ApiPath(path): ApiPath<AccountPath>,
     ApiJson(request): ApiJson<ApiKeyCreateRequest>,
 ) -> ApiResult<SecretResponse<ApiKeyCreated>> {
+    let created = new_api_key(&state, &path.account_id, &request).await?;
+    Ok((
+        StatusCode::CREATED,
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        Json(created),
+    ))
+}
+
+/// Creates an API key of `account_id`; the key is in the result only (the operator API and
+/// the console both call this).
+pub async fn new_api_key(
+    state: &AppState,
+    account_id: &str,
+    request: &ApiKeyCreateRequest,
+) -> ApiResult<ApiKeyCreated> {
     let label = check_text(&["body", "label"], &request.label, 0, 200)?;
-    account_exists(&state, &path.account_id).await?;
+    account_exists(state, account_id).await?;
     let key = new_secret(API_KEY_PREFIX);
     let key_id = format!("key_{}", random_hex(12));
     let prefix = key_prefix(&key);
@@ -208,28 +232,24 @@ pub async fn create_api_key(
         "INSERT INTO api_keys (key_id, account_id, key_hash, key_prefix, label, created_at_ms) \
          VALUES ($1, $2, $3, $4, $5, $6)",
         &key_id,
-        &path.account_id,
+        account_id,
         key_digest(&key),
         &prefix,
         &label,
         now
     )?;
-    Ok((
-        StatusCode::CREATED,
-        [(axum::http::header::CACHE_CONTROL, "no-store")],
-        Json(ApiKeyCreated {
-            success: true,
-            key: ApiKeyView {
-                key_id,
-                account_id: path.account_id,
-                label,
-                key_prefix: prefix,
-                created_at: rfc3339_ms(now),
-                revoked_at: None,
-            },
-            api_key: key,
-        }),
-    ))
+    Ok(ApiKeyCreated {
+        success: true,
+        key: ApiKeyView {
+            key_id,
+            account_id: account_id.to_owned(),
+            label,
+            key_prefix: prefix,
+            created_at: rfc3339_ms(now),
+            revoked_at: None,
+        },
+        api_key: key,
+    })
 }
 
 /// Revoke an API key (operator). Idempotent: a revoked key keeps its first revocation time.
@@ -377,7 +397,9 @@ struct Revoked {
 }
 
 /// Sets `revoked_at_ms` once on the row of `table` whose `id_column` is `id`.
-async fn revoke(
+/// Revokes an API key (`api_keys`, `key_id`) or a budget (`budgets`, `budget_id`) (the
+/// operator API and the console both call this).
+pub async fn revoke(
     state: &AppState,
     table: &'static str,
     id_column: &'static str,

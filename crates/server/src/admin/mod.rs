@@ -86,6 +86,13 @@ pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
+/// Whether `presented` is the token whose SHA-256 is `expected` (constant time): the check
+/// of the operator API and of the console's sign-in.
+pub fn token_matches(expected: &[u8; 32], presented: &str) -> bool {
+    let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+    bool::from(digest.ct_eq(expected))
+}
+
 /// Proof that the request carried the admin token.
 #[derive(Debug)]
 pub struct Admin;
@@ -109,8 +116,7 @@ impl FromRequestParts<AppState> for Admin {
                 "Missing admin bearer token",
             ));
         };
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        if bool::from(digest.ct_eq(&expected)) {
+        if token_matches(&expected, presented) {
             Ok(Admin)
         } else {
             Err(ApiError::new(
@@ -202,6 +208,18 @@ pub async fn adjust_credits(
     ApiJson(request): ApiJson<CreditAdjustmentRequest>,
 ) -> ApiResult<(StatusCode, Json<CreditAdjustmentResponse>)> {
     let wallet = parse_wallet(path)?;
+    let (status, response) = adjust(&state, &wallet, &request).await?;
+    Ok((status, Json(response)))
+}
+
+/// Posts one operator credit adjustment of `wallet` (the operator API and the console both
+/// call this): 201 when posted, 200 for a repeat of an earlier idempotency key.
+pub async fn adjust(
+    state: &AppState,
+    wallet: &WalletAddress,
+    request: &CreditAdjustmentRequest,
+) -> ApiResult<(StatusCode, CreditAdjustmentResponse)> {
+    let wallet = *wallet;
     if request.amount_credits == 0
         || request.amount_credits.unsigned_abs() > MAX_ADJUSTMENT_CREDITS.unsigned_abs()
     {
@@ -248,12 +266,12 @@ pub async fn adjust_credits(
             let balance = ledger::balance(&mut tx, &wallet).await?;
             return Ok((
                 StatusCode::OK,
-                Json(CreditAdjustmentResponse {
+                CreditAdjustmentResponse {
                     success: true,
                     entry: existing.view(),
                     balance_credits: balance,
                     idempotent_replay: true,
-                }),
+                },
             ));
         }
         let posted = ledger::post(
@@ -279,12 +297,12 @@ pub async fn adjust_credits(
                 let balance = entry.balance_after;
                 return Ok((
                     StatusCode::CREATED,
-                    Json(CreditAdjustmentResponse {
+                    CreditAdjustmentResponse {
                         success: true,
                         entry: entry.view(),
                         balance_credits: balance,
                         idempotent_replay: false,
-                    }),
+                    },
                 ));
             }
             Err(LedgerError::DuplicateEntry) => continue,
@@ -367,28 +385,34 @@ pub async fn help_tickets(
             format!("limit must be 1 to {MAX_TICKET_PAGE}"),
         ));
     }
+    Ok(Json(HelpTicketList {
+        success: true,
+        limit,
+        tickets: tickets(&state, limit, 0).await?,
+    }))
+}
+
+/// A page of help tickets, newest first (the operator API and the console both call this).
+pub async fn tickets(state: &AppState, limit: i64, offset: i64) -> ApiResult<Vec<HelpTicketView>> {
     let mut conn = state.db.read().await?;
     let rows = crate::db::macros::sql_fetch_all!(
         conn.conn(),
         TicketRow,
         "SELECT ticket_id, message, request_id, error_code, context, source, created_at_ms \
-         FROM agent_help_tickets ORDER BY created_at_ms DESC, ticket_id DESC LIMIT $1",
-        limit
-    )?;
-    Ok(Json(HelpTicketList {
-        success: true,
+         FROM agent_help_tickets ORDER BY created_at_ms DESC, ticket_id DESC LIMIT $1 OFFSET $2",
         limit,
-        tickets: rows
-            .into_iter()
-            .map(|r| HelpTicketView {
-                ticket_id: r.ticket_id,
-                message: r.message,
-                request_id: r.request_id,
-                error_code: r.error_code,
-                context: r.context.and_then(|c| serde_json::from_str(&c).ok()),
-                source: r.source,
-                created_at: crate::time::rfc3339_ms(r.created_at_ms),
-            })
-            .collect(),
-    }))
+        offset
+    )?;
+    Ok(rows
+        .into_iter()
+        .map(|r| HelpTicketView {
+            ticket_id: r.ticket_id,
+            message: r.message,
+            request_id: r.request_id,
+            error_code: r.error_code,
+            context: r.context.and_then(|c| serde_json::from_str(&c).ok()),
+            source: r.source,
+            created_at: crate::time::rfc3339_ms(r.created_at_ms),
+        })
+        .collect())
 }

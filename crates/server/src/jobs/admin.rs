@@ -71,6 +71,18 @@ pub async fn create_job(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<JobCreateRequest>,
 ) -> ApiResult<(StatusCode, Json<JobAdminResponse>)> {
+    let job = create(&state, &request).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(JobAdminResponse { success: true, job }),
+    ))
+}
+
+/// Creates a job (open) from `request` (the operator API and the console both call this).
+pub async fn create(
+    state: &AppState,
+    request: &JobCreateRequest,
+) -> ApiResult<agentpmt_protocol::jobs::JobAdminView> {
     let job_type = match request.job_type.trim() {
         t @ ("social_share" | "workflow_creation" | "general") => t.to_owned(),
         _ => {
@@ -166,13 +178,7 @@ pub async fn create_job(
     let job = job_or_404(&mut tx, &id).await?;
     tx.commit().await?;
     tracing::info!(job_id = %id, job_type = %job_type, "job created");
-    Ok((
-        StatusCode::CREATED,
-        Json(JobAdminResponse {
-            success: true,
-            job: job.admin_view(now),
-        }),
-    ))
+    Ok(job.admin_view(now))
 }
 
 /// `{jobId}`.
@@ -277,10 +283,27 @@ pub async fn list_submissions(
             "limit must be 1 to 200",
         ));
     }
+    let submissions = submissions(&state, status, verification, limit, 0).await?;
+    Ok(Json(SubmissionListResponse {
+        success: true,
+        count: submissions.len(),
+        submissions,
+    }))
+}
+
+/// Submissions, oldest first, filtered by decision and verification status (the operator
+/// API and the console both call this).
+pub async fn submissions(
+    state: &AppState,
+    status: Option<String>,
+    verification: Option<String>,
+    limit: i64,
+    offset: i64,
+) -> ApiResult<Vec<agentpmt_protocol::jobs::SubmissionView>> {
     let sql = format!(
         "SELECT {SUBMISSION_COLUMNS} FROM job_submissions \
          WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR verification_status = $2) \
-         ORDER BY created_at_ms, submission_id LIMIT $3"
+         ORDER BY created_at_ms, submission_id LIMIT $3 OFFSET $4"
     );
     let mut conn = state.db.read().await?;
     let rows = sql_fetch_all!(
@@ -289,14 +312,10 @@ pub async fn list_submissions(
         &sql,
         status,
         verification,
-        limit
+        limit,
+        offset
     )?;
-    let submissions: Vec<_> = rows.iter().map(SubmissionRow::view).collect();
-    Ok(Json(SubmissionListResponse {
-        success: true,
-        count: submissions.len(),
-        submissions,
-    }))
+    Ok(rows.iter().map(SubmissionRow::view).collect())
 }
 
 /// `{submissionId}`.
@@ -386,11 +405,32 @@ pub async fn approve_submission(
     ApiPath(path): ApiPath<SubmissionPath>,
     ApiJson(body): ApiJson<ReviewRequest>,
 ) -> ApiResult<Json<ReviewResponse>> {
-    let reason = match body.reason {
-        Some(r) => Some(check_text(&["body", "reason"], &r, 1, 1000)?),
+    approve(&state, &path.submission_id, body.reason.as_deref()).await
+}
+
+/// Approves a submission and pays its reward once, with an optional reason (the operator
+/// API and the console both call this).
+pub async fn approve(
+    state: &AppState,
+    submission_id: &str,
+    reason: Option<&str>,
+) -> ApiResult<Json<ReviewResponse>> {
+    let reason = match reason {
+        Some(r) => Some(check_text(&["body", "reason"], r, 1, 1000)?),
         None => None,
     };
-    review(&state, &path.submission_id, Decision::Approve, reason).await
+    review(state, submission_id, Decision::Approve, reason).await
+}
+
+/// Rejects a submission; the reason is required (the operator API and the console both
+/// call this).
+pub async fn reject(
+    state: &AppState,
+    submission_id: &str,
+    reason: Option<&str>,
+) -> ApiResult<Json<ReviewResponse>> {
+    let reason = check_text(&["body", "reason"], reason.unwrap_or(""), 1, 1000)?;
+    review(state, submission_id, Decision::Reject, Some(reason)).await
 }
 
 /// Reject a submission with a reason (operator); the job reopens or closes per its
@@ -417,11 +457,5 @@ pub async fn reject_submission(
     ApiPath(path): ApiPath<SubmissionPath>,
     ApiJson(body): ApiJson<ReviewRequest>,
 ) -> ApiResult<Json<ReviewResponse>> {
-    let reason = check_text(
-        &["body", "reason"],
-        body.reason.as_deref().unwrap_or(""),
-        1,
-        1000,
-    )?;
-    review(&state, &path.submission_id, Decision::Reject, Some(reason)).await
+    reject(&state, &path.submission_id, body.reason.as_deref()).await
 }

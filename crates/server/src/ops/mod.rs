@@ -75,7 +75,7 @@ fn ops_allowed(state: &AppState, headers: &HeaderMap) -> bool {
 }
 
 /// The payment networks' checks, probed at most every [`READINESS_PROBE_TTL`].
-async fn payment_checks(state: &AppState) -> Vec<ReadinessCheck> {
+pub(crate) async fn payment_checks(state: &AppState) -> Vec<ReadinessCheck> {
     let mut cached = state.readiness.0.lock().await;
     if let Some((at, checks)) = cached.as_ref() {
         if at.elapsed() < READINESS_PROBE_TTL {

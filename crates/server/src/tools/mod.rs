@@ -265,17 +265,27 @@ pub async fn admin_put_tool(
     ApiJson(doc): ApiJson<ProductSpecDoc>,
 ) -> ApiResult<(StatusCode, Json<ProductAdminView>)> {
     same_slug(&slug, &doc.slug)?;
-    catalog::check_fits_deadline(&doc, state.config.request_timeout_secs)?;
+    let (created, view) = put_product(&state, &doc).await?;
+    Ok((written(created), Json(view)))
+}
+
+/// Creates or replaces a product and its actions from `doc` (the operator API and the
+/// console both call this); `true` when it was created.
+pub async fn put_product(
+    state: &AppState,
+    doc: &ProductSpecDoc,
+) -> ApiResult<(bool, ProductAdminView)> {
+    catalog::check_fits_deadline(doc, state.config.request_timeout_secs)?;
     let mut tx = state.db.begin().await?;
-    let created = catalog::upsert_product(&mut tx, &doc).await?;
+    let created = catalog::upsert_product(&mut tx, doc).await?;
     tx.commit().await?;
-    tracing::info!(product = %slug, created, "catalog product written by operator");
-    let view = catalog::admin_views(&mut state.db.read().await?, Some(&slug))
+    tracing::info!(product = %doc.slug, created, "catalog product written by operator");
+    let view = catalog::admin_views(&mut state.db.read().await?, Some(&doc.slug))
         .await?
         .into_iter()
         .next()
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("product vanished")))?;
-    Ok((written(created), Json(view)))
+    Ok((created, view))
 }
 
 /// Deactivate a product (operator): it leaves the listing and cannot be invoked; usage

@@ -8,6 +8,7 @@ mod admin;
 mod attacks;
 mod balance;
 mod connections;
+mod console;
 mod contract;
 mod discovery;
 mod envelope;

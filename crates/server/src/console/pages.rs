@@ -1,0 +1,1185 @@
+//! The console's pages. Reads query the tables directly (read-only); every action calls
+//! the operator API's own function for it.
+
+use super::views::{self, credits, external_link, outcome, pager, time, trim_page, ListQuery};
+use super::{page, CsrfForm, Operator};
+use crate::db::macros::{sql_fetch_all, sql_scalar_optional};
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use agentpmt_protocol::wire::CreditAdjustmentRequest;
+use agentpmt_protocol::WalletAddress;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use maud::{html, Markup};
+use serde::Deserialize;
+
+/// Days shown in the overview's chart.
+const CHART_DAYS: i64 = 14;
+const DAY_MS: i64 = 86_400_000;
+
+fn error_page(state: &AppState, operator: &Operator, title: &str, e: ApiError) -> Response {
+    let status = StatusCode::from_u16(e.code().status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let body = html! { main { h1 { (title) } (outcome(&Err(e))) } };
+    (status, page(state, operator, title, body)).into_response()
+}
+
+async fn count(state: &AppState, sql: &str) -> ApiResult<i64> {
+    let mut conn = state.db.read().await?;
+    Ok(sql_scalar_optional!(conn.conn(), i64, sql)?.unwrap_or(0))
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct DaySum {
+    day: i64,
+    total: i64,
+}
+
+async fn by_day(state: &AppState, sql: &str, since: i64) -> ApiResult<Vec<DaySum>> {
+    let mut conn = state.db.read().await?;
+    Ok(sql_fetch_all!(conn.conn(), DaySum, sql, since)?)
+}
+
+fn day_label(day: i64) -> String {
+    chrono::DateTime::from_timestamp(day * 86_400, 0)
+        .map(|t| t.date_naive().to_string())
+        .unwrap_or_default()
+}
+
+/// The overview: money, work waiting, and the payment networks.
+#[tracing::instrument(skip_all)]
+pub async fn overview(operator: Operator, State(state): State<AppState>) -> Response {
+    match overview_body(&state).await {
+        Ok(body) => page(&state, &operator, "Overview", body),
+        Err(e) => error_page(&state, &operator, "Overview", e),
+    }
+}
+
+async fn overview_body(state: &AppState) -> ApiResult<Markup> {
+    let outstanding = count(
+        state,
+        "SELECT CAST(COALESCE(SUM(balance_credits), 0) AS BIGINT) FROM wallets",
+    )
+    .await?;
+    let wallets = count(state, "SELECT COUNT(*) FROM wallets").await?;
+    let pending_purchases = count(
+        state,
+        "SELECT COUNT(*) FROM credit_purchases WHERE status IN ('pending', 'broadcast')",
+    )
+    .await?;
+    let pending_tool_payments = count(
+        state,
+        "SELECT COUNT(*) FROM tool_usage WHERE status = 'settlement_pending'",
+    )
+    .await?;
+    let awaiting_review = count(
+        state,
+        "SELECT COUNT(*) FROM job_submissions WHERE status = 'submitted'",
+    )
+    .await?;
+    let tickets = count(state, "SELECT COUNT(*) FROM agent_help_tickets").await?;
+    let today = crate::time::now_ms().div_euclid(DAY_MS);
+    let first = today - CHART_DAYS + 1;
+    let purchases = by_day(
+        state,
+        "SELECT created_at_ms / 86400000 AS day, CAST(SUM(credits) AS BIGINT) AS total \
+         FROM credit_purchases WHERE status = 'settled' AND created_at_ms >= $1 \
+         GROUP BY created_at_ms / 86400000",
+        first * DAY_MS,
+    )
+    .await?;
+    let revenue = by_day(
+        state,
+        "SELECT created_at_ms / 86400000 AS day, CAST(SUM(charged_credits) AS BIGINT) AS total \
+         FROM tool_usage WHERE status = 'succeeded' AND created_at_ms >= $1 \
+         GROUP BY created_at_ms / 86400000",
+        first * DAY_MS,
+    )
+    .await?;
+    let sum_of = |rows: &[DaySum], day: i64| {
+        rows.iter()
+            .filter(|r| r.day == day)
+            .map(|r| r.total)
+            .sum::<i64>()
+    };
+    let days: Vec<views::Day> = (first..=today)
+        .map(|day| views::Day {
+            label: day_label(day),
+            purchases: sum_of(&purchases, day),
+            tool_revenue: sum_of(&revenue, day),
+        })
+        .collect();
+    let networks = crate::ops::payment_checks(state).await;
+    let base = &state.config.console_path;
+    Ok(html! {
+        main {
+            h1 { "Overview" }
+            section.cards {
+                div.card id="credits-outstanding" { h2 { "Credits outstanding" } p.big { (credits(outstanding)) } p { (wallets) " wallets" } }
+                div.card id="settlements-pending" { h2 { "Settlements pending" } p.big { (pending_purchases + pending_tool_payments) } p { (pending_purchases) " purchases, " (pending_tool_payments) " tool payments" } }
+                div.card id="awaiting-review" { h2 { "Awaiting review" } p.big { a href={(base) "/jobs"} { (awaiting_review) } } p { "job submissions" } }
+                div.card id="help-tickets" { h2 { "Help tickets" } p.big { a href={(base) "/help-tickets"} { (tickets) } } p { "last 30 days" } }
+            }
+            section {
+                h2 { "Purchases and tool revenue, last " (CHART_DAYS) " days" }
+                (views::day_chart(&days))
+            }
+            section {
+                h2 { "Payment networks" }
+                table id="networks" {
+                    thead { tr { th { "Network" } th { "Status" } th { "Detail" } } }
+                    tbody {
+                        @for n in &networks {
+                            tr { td { (n.name) } td class={"status-" (n.status)} { (n.status) } td { (n.detail) } }
+                        }
+                        @if networks.is_empty() { tr { td colspan="3" { "No payment network is configured." } } }
+                    }
+                }
+            }
+        }
+    })
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct WalletRow {
+    address: String,
+    balance_credits: i64,
+    updated_at_ms: i64,
+}
+
+/// Wallets, searched by (part of) their address.
+#[tracing::instrument(skip_all)]
+pub async fn wallets(
+    operator: Operator,
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let search = q.q.as_deref().unwrap_or("").trim().to_ascii_lowercase();
+    if !search.bytes().all(|b| b.is_ascii_hexdigit() || b == b'x') || search.len() > 42 {
+        let e = ApiError::invalid_field(
+            &["query", "q"],
+            "value_error",
+            "search by address: hex digits (and 0x) only",
+        );
+        return error_page(&state, &operator, "Wallets", e);
+    }
+    let (limit, offset) = q.limit_offset();
+    let rows = async {
+        let mut conn = state.db.read().await?;
+        ApiResult::Ok(sql_fetch_all!(
+            conn.conn(),
+            WalletRow,
+            "SELECT address, balance_credits, updated_at_ms FROM wallets \
+             WHERE LOWER(address) LIKE $1 ORDER BY updated_at_ms DESC, address LIMIT $2 OFFSET $3",
+            format!("%{search}%"),
+            limit,
+            offset
+        )?)
+    }
+    .await;
+    let mut rows = match rows {
+        Ok(r) => r,
+        Err(e) => return error_page(&state, &operator, "Wallets", e),
+    };
+    let more = trim_page(&mut rows);
+    let base = &state.config.console_path;
+    let body = html! {
+        main {
+            h1 { "Wallets" }
+            form.search method="get" action={(base) "/wallets"} {
+                label for="q" { "Address" }
+                input type="search" id="q" name="q" value=(search) placeholder="0x…";
+                button type="submit" { "Search" }
+            }
+            table id="wallets" {
+                thead { tr { th { "Address" } th { "Balance" } th { "Last change" } } }
+                tbody {
+                    @for w in &rows {
+                        tr { td { a href={(base) "/wallets/" (w.address)} { code { (w.address) } } } td { (credits(w.balance_credits)) } td { (time(w.updated_at_ms)) } }
+                    }
+                    @if rows.is_empty() { tr { td colspan="3" { "No wallet matches." } } }
+                }
+            }
+            (pager(&format!("{base}/wallets?q={search}"), q.page(), more))
+        }
+    };
+    page(&state, &operator, "Wallets", body)
+}
+
+fn parse_wallet(address: &str) -> ApiResult<WalletAddress> {
+    address
+        .parse()
+        .map_err(|e: agentpmt_protocol::InvalidAddress| {
+            ApiError::invalid_field(&["path", "address"], "value_error", e.to_string())
+        })
+}
+
+async fn wallet_page(
+    state: &AppState,
+    operator: &Operator,
+    wallet: &WalletAddress,
+    page_no: i64,
+    notice: Option<Markup>,
+) -> Response {
+    let title = "Wallet";
+    let data = async {
+        let mut conn = state.db.read().await?;
+        let balance = crate::ledger::balance(&mut conn, wallet).await?;
+        let offset = (page_no - 1) * super::PAGE_SIZE;
+        let entries =
+            crate::ledger::entries_page(&mut conn, wallet, super::PAGE_SIZE + 1, offset).await?;
+        ApiResult::Ok((balance, entries))
+    }
+    .await;
+    let (balance, mut entries) = match data {
+        Ok(d) => d,
+        Err(e) => return error_page(state, operator, title, e),
+    };
+    let more = trim_page(&mut entries);
+    let base = &state.config.console_path;
+    let here = format!("{base}/wallets/{wallet}");
+    let body = html! {
+        main {
+            h1 { "Wallet " code { (wallet) } }
+            @if let Some(n) = notice { (n) }
+            p { "Balance: " strong id="balance" { (credits(balance)) } }
+            section {
+                h2 { "Grant or remove credits" }
+                form.stack method="post" action={(here) "/credits"} id="adjust" {
+                    input type="hidden" name="csrf" value=(operator.session.csrf);
+                    // One key per rendering of the form: sending it twice posts once.
+                    input type="hidden" name="idempotency_key" value=(super::session::random_token());
+                    label for="amount_credits" { "Credits (negative to remove)" }
+                    input type="number" id="amount_credits" name="amount_credits" required
+                        min=(-crate::admin::MAX_ADJUSTMENT_CREDITS) max=(crate::admin::MAX_ADJUSTMENT_CREDITS);
+                    label for="reason" { "Reason" }
+                    input type="text" id="reason" name="reason" required maxlength="500";
+                    button type="submit" { "Post entry" }
+                }
+            }
+            section {
+                h2 { "Ledger" }
+                table id="ledger" {
+                    thead { tr { th { "When" } th { "Amount" } th { "Kind" } th { "Reason" } th { "Reference" } th { "Balance after" } } }
+                    tbody {
+                        @for e in &entries {
+                            tr {
+                                td { (time(e.created_at_ms)) }
+                                td.amount { (e.amount_credits) }
+                                td { (e.kind) }
+                                td { (e.reason.as_deref().unwrap_or("")) }
+                                td { code { (e.reference.as_deref().unwrap_or("")) } }
+                                td { (e.balance_after) }
+                            }
+                        }
+                        @if entries.is_empty() { tr { td colspan="6" { "No entries." } } }
+                    }
+                }
+                (pager(&here, page_no, more))
+            }
+        }
+    };
+    page(state, operator, title, body)
+}
+
+/// `?page=` of a wallet's ledger.
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    page: Option<i64>,
+}
+
+/// One wallet: balance, ledger, and the credit adjustment form.
+#[tracing::instrument(skip_all)]
+pub async fn wallet(
+    operator: Operator,
+    State(state): State<AppState>,
+    Path(address): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Response {
+    match parse_wallet(&address) {
+        Ok(w) => {
+            let page_no = q.page.unwrap_or(1).clamp(1, 1_000_000);
+            wallet_page(&state, &operator, &w, page_no, None).await
+        }
+        Err(e) => error_page(&state, &operator, "Wallet", e),
+    }
+}
+
+/// The credit adjustment form.
+#[derive(Debug, Deserialize)]
+pub struct AdjustForm {
+    amount_credits: String,
+    reason: String,
+    idempotency_key: Option<String>,
+}
+
+/// Grants or removes credits through [`crate::admin::adjust`].
+#[tracing::instrument(skip_all)]
+pub async fn adjust(
+    State(state): State<AppState>,
+    Path(address): Path<String>,
+    CsrfForm(operator, form): CsrfForm<AdjustForm>,
+) -> Response {
+    let wallet = match parse_wallet(&address) {
+        Ok(w) => w,
+        Err(e) => return error_page(&state, &operator, "Wallet", e),
+    };
+    let result = async {
+        let amount: i64 = form.amount_credits.trim().parse().map_err(|_| {
+            ApiError::invalid_field(
+                &["body", "amount_credits"],
+                "value_error",
+                "amount_credits must be a whole number",
+            )
+        })?;
+        let request = CreditAdjustmentRequest {
+            amount_credits: amount,
+            reason: form.reason.clone(),
+            idempotency_key: form.idempotency_key.clone().filter(|k| !k.is_empty()),
+        };
+        let (_, response) = crate::admin::adjust(&state, &wallet, &request).await?;
+        Ok(if response.idempotent_replay {
+            format!(
+                "Already posted (the same form was sent before): balance {} credits.",
+                response.balance_credits
+            )
+        } else {
+            format!(
+                "Posted {} credits: balance {} credits.",
+                response.entry.amount_credits, response.balance_credits
+            )
+        })
+    }
+    .await;
+    let failed = result.is_err();
+    let mut response = wallet_page(&state, &operator, &wallet, 1, Some(outcome(&result))).await;
+    if failed && response.status() == StatusCode::OK {
+        *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    }
+    response
+}
+
+/// The review queue: submissions with their proof and verifier outcome.
+#[tracing::instrument(skip_all)]
+pub async fn jobs(
+    operator: Operator,
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    jobs_page(&state, &operator, &q, None).await
+}
+
+async fn jobs_page(
+    state: &AppState,
+    operator: &Operator,
+    q: &ListQuery,
+    notice: Option<Markup>,
+) -> Response {
+    let title = "Review queue";
+    let status = match q.status.as_deref().unwrap_or("submitted") {
+        "all" => None,
+        s @ ("submitted" | "approved" | "rejected") => Some(s.to_owned()),
+        _ => {
+            let e = ApiError::invalid_field(
+                &["query", "status"],
+                "value_error",
+                "status is submitted, approved, rejected or all",
+            );
+            return error_page(state, operator, title, e);
+        }
+    };
+    let shown = status.clone().unwrap_or_else(|| "all".to_owned());
+    let (limit, offset) = q.limit_offset();
+    let mut rows = match crate::jobs::admin::submissions(state, status, None, limit, offset).await {
+        Ok(r) => r,
+        Err(e) => return error_page(state, operator, title, e),
+    };
+    let more = trim_page(&mut rows);
+    let base = &state.config.console_path;
+    let body = html! {
+        main {
+            h1 { (title) }
+            @if let Some(n) = notice { (n) }
+            nav.filters {
+                @for s in ["submitted", "approved", "rejected", "all"] {
+                    a.current[s == shown] href={(base) "/jobs?status=" (s)} { (s) }
+                }
+            }
+            @for s in &rows {
+                article.submission id={"submission-" (s.submission_id)} {
+                    h2 { "Submission " code { (s.submission_id) } " · " span.status { (s.status) } }
+                    dl {
+                        dt { "Job" } dd { code { (s.job_id) } }
+                        dt { "Wallet" } dd { a href={(base) "/wallets/" (s.wallet_address)} { code { (s.wallet_address) } } }
+                        dt { "Submitted" } dd { (s.created_at) }
+                        dt { "Proof" } dd { pre.proof { (s.proof_text) } }
+                        @for p in &s.social_posts {
+                            dt { "Post (" (p.platform) ")" } dd.post-url { (external_link(&p.post_url)) }
+                            dt { "Tracked link used" } dd.tracked-link { (external_link(&p.target_url_used)) }
+                            dt { "Message" } dd { (p.message_text) }
+                        }
+                        @if let Some(w) = &s.workflow_id { dt { "Workflow" } dd { code { (w) } } }
+                        dt { "Verifier" }
+                        dd.verification {
+                            (s.verification.status)
+                            @if let Some(m) = &s.verification.method { " · " (m) }
+                            " · " (s.verification.attempts) " attempts"
+                            @if let Some(r) = &s.verification.reason { br; span.evidence { (r) } }
+                        }
+                    }
+                    @if s.status == "submitted" {
+                        div.actions {
+                            form.inline method="post" action={(base) "/jobs/submissions/" (s.submission_id) "/approve"} {
+                                input type="hidden" name="csrf" value=(operator.session.csrf);
+                                input type="text" name="reason" placeholder="Note (optional)" maxlength="1000";
+                                button type="submit" class="approve" { "Approve and pay" }
+                            }
+                            form.inline method="post" action={(base) "/jobs/submissions/" (s.submission_id) "/reject"} {
+                                input type="hidden" name="csrf" value=(operator.session.csrf);
+                                input type="text" name="reason" placeholder="Reason (required)" required maxlength="1000";
+                                button type="submit" class="reject" { "Reject" }
+                            }
+                        }
+                    }
+                }
+            }
+            @if rows.is_empty() { p.empty { "No submission here." } }
+            (pager(&format!("{base}/jobs?status={shown}"), q.page(), more))
+            section {
+                h2 { "Create a job" }
+                form.stack method="post" action={(base) "/jobs"} id="job-form" {
+                    input type="hidden" name="csrf" value=(operator.session.csrf);
+                    label for="job_type" { "Kind" }
+                    select id="job_type" name="job_type" {
+                        option value="social_share" { "social_share (post a tracked link; verified automatically)" }
+                        option value="workflow_creation" { "workflow_creation (build a workflow)" }
+                        option value="general" { "general (reviewed by an operator)" }
+                    }
+                    label for="title" { "Title" } input type="text" id="title" name="title" required maxlength="200";
+                    label for="public_description" { "Public description" } input type="text" id="public_description" name="public_description" required maxlength="5000";
+                    label for="private_instructions" { "Private instructions (shown to the holder of a reservation)" }
+                    textarea id="private_instructions" name="private_instructions" rows="3" required {}
+                    label for="reward_credits" { "Reward (credits)" } input type="number" id="reward_credits" name="reward_credits" required min="1";
+                    label for="max_completions" { "Completions" } input type="number" id="max_completions" name="max_completions" value="1" min="1";
+                    label for="target_url" { "Target URL (social_share)" } input type="url" id="target_url" name="target_url";
+                    label for="platform" { "Platform (social_share)" } input type="text" id="platform" name="platform";
+                    label for="on_reject" { "On rejection" }
+                    select id="on_reject" name="on_reject" { option value="reopen" { "reopen" } option value="close" { "close" } }
+                    button type="submit" { "Create job" }
+                }
+            }
+        }
+    };
+    page(state, operator, title, body)
+}
+
+/// The job form.
+#[derive(Debug, Deserialize)]
+pub struct JobForm {
+    job_type: String,
+    title: String,
+    public_description: String,
+    private_instructions: String,
+    reward_credits: String,
+    #[serde(default)]
+    max_completions: String,
+    #[serde(default)]
+    target_url: String,
+    #[serde(default)]
+    platform: String,
+    #[serde(default)]
+    on_reject: String,
+}
+
+fn whole(field: &str, text: &str) -> ApiResult<i64> {
+    text.trim().parse().map_err(|_| {
+        ApiError::invalid_field(
+            &["body", field],
+            "value_error",
+            format!("{field} must be a whole number"),
+        )
+    })
+}
+
+fn optional(text: &str) -> Option<String> {
+    Some(text.trim().to_owned()).filter(|t| !t.is_empty())
+}
+
+/// Creates a job through [`crate::jobs::admin::create`].
+#[tracing::instrument(skip_all)]
+pub async fn create_job(
+    State(state): State<AppState>,
+    CsrfForm(operator, form): CsrfForm<JobForm>,
+) -> Response {
+    let result = async {
+        let request = agentpmt_protocol::jobs::JobCreateRequest {
+            job_type: form.job_type.clone(),
+            title: form.title.clone(),
+            public_description: form.public_description.clone(),
+            private_instructions: form.private_instructions.clone(),
+            reward_credits: whole("reward_credits", &form.reward_credits)?,
+            target_url: optional(&form.target_url),
+            platform: optional(&form.platform),
+            max_completions: match optional(&form.max_completions) {
+                Some(n) => Some(whole("max_completions", &n)?),
+                None => None,
+            },
+            on_reject: optional(&form.on_reject),
+        };
+        let job = crate::jobs::admin::create(&state, &request).await?;
+        Ok(format!(
+            "Job {} created ({}).",
+            job.summary.job_id, job.summary.status
+        ))
+    }
+    .await;
+    let failed = result.is_err();
+    let mut response = jobs_page(
+        &state,
+        &operator,
+        &ListQuery::default(),
+        Some(outcome(&result)),
+    )
+    .await;
+    if failed && response.status() == StatusCode::OK {
+        *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    }
+    response
+}
+
+/// An approve or reject form.
+#[derive(Debug, Deserialize)]
+pub struct ReviewForm {
+    reason: Option<String>,
+}
+
+async fn reviewed(
+    state: &AppState,
+    operator: &Operator,
+    result: ApiResult<axum::Json<agentpmt_protocol::jobs::ReviewResponse>>,
+) -> Response {
+    let failed = result.is_err();
+    let result = result.map(|r| {
+        let s = &r.0.submission;
+        if r.0.changed {
+            format!("Submission {} is {}.", s.submission_id, s.status)
+        } else {
+            format!(
+                "Submission {} was already {}: nothing changed.",
+                s.submission_id, s.status
+            )
+        }
+    });
+    let mut response = jobs_page(
+        state,
+        operator,
+        &ListQuery::default(),
+        Some(outcome(&result)),
+    )
+    .await;
+    if failed && response.status() == StatusCode::OK {
+        *response.status_mut() = StatusCode::CONFLICT;
+    }
+    response
+}
+
+fn reason_of(form: &ReviewForm) -> Option<&str> {
+    form.reason.as_deref().filter(|r| !r.trim().is_empty())
+}
+
+/// Approves through [`crate::jobs::admin::approve`] (pays once).
+#[tracing::instrument(skip_all)]
+pub async fn approve(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    CsrfForm(operator, form): CsrfForm<ReviewForm>,
+) -> Response {
+    let result = crate::jobs::admin::approve(&state, &id, reason_of(&form)).await;
+    reviewed(&state, &operator, result).await
+}
+
+/// Rejects through [`crate::jobs::admin::reject`].
+#[tracing::instrument(skip_all)]
+pub async fn reject(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    CsrfForm(operator, form): CsrfForm<ReviewForm>,
+) -> Response {
+    let result = crate::jobs::admin::reject(&state, &id, reason_of(&form)).await;
+    reviewed(&state, &operator, result).await
+}
+
+/// Products with their actions, vendors, and the product form.
+#[tracing::instrument(skip_all)]
+pub async fn tools(operator: Operator, State(state): State<AppState>) -> Response {
+    tools_page(&state, &operator, None).await
+}
+
+const ACTIONS_EXAMPLE: &str = r#"[{"name": "run", "price_credits": 1, "x402_enabled": false,
+  "runner": {"kind": "builtin", "name": "time.now"}}]"#;
+
+async fn tools_page(state: &AppState, operator: &Operator, notice: Option<Markup>) -> Response {
+    let title = "Tools and vendors";
+    let data = async {
+        let mut conn = state.db.read().await?;
+        let products = crate::tools::catalog::admin_views(&mut conn, None).await?;
+        let vendors = crate::tools::catalog::vendor_views(&mut conn).await?;
+        ApiResult::Ok((products, vendors))
+    }
+    .await;
+    let (products, vendors) = match data {
+        Ok(d) => d,
+        Err(e) => return error_page(state, operator, title, e),
+    };
+    let base = &state.config.console_path;
+    let body = html! {
+        main {
+            h1 { (title) }
+            @if let Some(n) = notice { (n) }
+            table id="products" {
+                thead { tr { th { "Product" } th { "Status" } th { "Vendor" } th { "Actions (price, x402, status)" } } }
+                tbody {
+                    @for p in &products {
+                        tr {
+                            td { strong.product-name { (p.name) } br; code { (p.slug) } @if p.private { " · private" } }
+                            td { (p.status) }
+                            td { (p.vendor) }
+                            td { ul { @for a in &p.actions {
+                                li { code { (a.slug) } " — " (a.price_credits) " cr"
+                                    @if a.x402_enabled { " · x402" } " · " (a.status) }
+                            } } }
+                        }
+                    }
+                    @if products.is_empty() { tr { td colspan="4" { "No product yet." } } }
+                }
+            }
+            h2 { "Vendors" }
+            table id="vendors" {
+                thead { tr { th { "Vendor" } th { "Status" } th { "Secret" } th { "Updated" } } }
+                tbody {
+                    @for v in &vendors {
+                        tr { td { (v.name) " " code { (v.slug) } } td { (v.status) }
+                             td { @if v.has_secret { "set (never shown)" } @else { "none" } } td { (v.updated_at) } }
+                    }
+                    @if vendors.is_empty() { tr { td colspan="4" { "No vendor." } } }
+                }
+            }
+            section {
+                h2 { "Create or replace a product" }
+                p { "The same document as " code { "PUT /api/admin/tools/{slug}" } "; a product with an existing slug is replaced, and actions left out become inactive." }
+                form.stack method="post" action={(base) "/tools"} id="product-form" {
+                    input type="hidden" name="csrf" value=(operator.session.csrf);
+                    label for="slug" { "Slug" } input type="text" id="slug" name="slug" required maxlength="64";
+                    label for="name" { "Name" } input type="text" id="name" name="name" required maxlength="200";
+                    label for="description" { "Description" } input type="text" id="description" name="description" maxlength="2000";
+                    label for="categories" { "Categories (comma-separated)" } input type="text" id="categories" name="categories";
+                    label for="vendor" { "Vendor slug (empty for built-in tools)" } input type="text" id="vendor" name="vendor";
+                    label for="status" { "Status" }
+                    select id="status" name="status" { option value="active" { "active" } option value="inactive" { "inactive" } }
+                    label for="actions" { "Actions (JSON: name, price_credits, x402_enabled, parameters, runner)" }
+                    textarea id="actions" name="actions" rows="6" { (ACTIONS_EXAMPLE) }
+                    button type="submit" { "Save product" }
+                }
+            }
+        }
+    };
+    page(state, operator, title, body)
+}
+
+/// The product form.
+#[derive(Debug, Deserialize)]
+pub struct ProductForm {
+    slug: String,
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    categories: String,
+    #[serde(default)]
+    vendor: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    actions: String,
+}
+
+/// Creates or replaces a product through [`crate::tools::put_product`].
+#[tracing::instrument(skip_all)]
+pub async fn put_tool(
+    State(state): State<AppState>,
+    CsrfForm(operator, form): CsrfForm<ProductForm>,
+) -> Response {
+    let result = async {
+        let actions: serde_json::Value = serde_json::from_str(&form.actions).map_err(|e| {
+            ApiError::invalid_field(&["body", "actions"], "json_invalid", e.to_string())
+        })?;
+        let categories: Vec<&str> = form
+            .categories
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
+        let mut doc = serde_json::json!({
+            "slug": form.slug.trim(), "name": form.name.trim(), "description": form.description.trim(),
+            "categories": categories, "actions": actions,
+        });
+        if !form.status.trim().is_empty() {
+            doc["status"] = serde_json::json!(form.status.trim());
+        }
+        if !form.vendor.trim().is_empty() {
+            doc["vendor"] = serde_json::json!(form.vendor.trim());
+        }
+        let doc: agentpmt_protocol::tools::ProductSpecDoc =
+            serde_json::from_value(doc).map_err(|e| {
+                ApiError::invalid_field(&["body"], "value_error", e.to_string())
+            })?;
+        let (created, view) = crate::tools::put_product(&state, &doc).await?;
+        Ok(format!(
+            "Product {} {}.",
+            view.slug,
+            if created { "created" } else { "replaced" }
+        ))
+    }
+    .await;
+    let failed = result.is_err();
+    let mut response = tools_page(&state, &operator, Some(outcome(&result))).await;
+    if failed && response.status() == StatusCode::OK {
+        *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    }
+    response
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct KeyRow {
+    key_id: String,
+    account_id: String,
+    key_prefix: String,
+    label: String,
+    created_at_ms: i64,
+    revoked_at_ms: Option<i64>,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct BudgetRow {
+    budget_id: String,
+    account_id: String,
+    name: String,
+    cap_credits: i64,
+    spent_credits: i64,
+    wallet_address: Option<String>,
+    key_prefix: String,
+    revoked_at_ms: Option<i64>,
+}
+
+/// API keys and budgets, newest first, with revoke buttons.
+#[tracing::instrument(skip_all)]
+pub async fn keys(
+    operator: Operator,
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    keys_page(&state, &operator, &q, None).await
+}
+
+async fn keys_page(
+    state: &AppState,
+    operator: &Operator,
+    q: &ListQuery,
+    notice: Option<Markup>,
+) -> Response {
+    let title = "Keys and budgets";
+    let (limit, offset) = q.limit_offset();
+    let data = async {
+        let mut conn = state.db.read().await?;
+        let keys = sql_fetch_all!(
+            conn.conn(),
+            KeyRow,
+            "SELECT key_id, account_id, key_prefix, label, created_at_ms, revoked_at_ms \
+             FROM api_keys ORDER BY created_at_ms DESC, key_id LIMIT $1 OFFSET $2",
+            limit,
+            offset
+        )?;
+        let budgets = sql_fetch_all!(
+            conn.conn(),
+            BudgetRow,
+            "SELECT budget_id, account_id, name, cap_credits, spent_credits, wallet_address, \
+             key_prefix, revoked_at_ms FROM budgets \
+             ORDER BY created_at_ms DESC, budget_id LIMIT $1 OFFSET $2",
+            limit,
+            offset
+        )?;
+        let accounts = sql_fetch_all!(
+            conn.conn(),
+            AccountRow,
+            "SELECT account_id, name, created_at_ms FROM accounts \
+             ORDER BY created_at_ms DESC, account_id LIMIT $1 OFFSET $2",
+            limit,
+            offset
+        )?;
+        ApiResult::Ok((keys, budgets, accounts))
+    }
+    .await;
+    let (mut keys, mut budgets, mut accounts) = match data {
+        Ok(d) => d,
+        Err(e) => return error_page(state, operator, title, e),
+    };
+    let more = trim_page(&mut keys) | trim_page(&mut budgets) | trim_page(&mut accounts);
+    let base = &state.config.console_path;
+    let revoke = |path: String, id: &str| {
+        html! {
+            form.inline method="post" action=(path) {
+                input type="hidden" name="csrf" value=(operator.session.csrf);
+                button type="submit" class="revoke" data-id=(id) { "Revoke" }
+            }
+        }
+    };
+    let body = html! {
+        main {
+            h1 { (title) }
+            @if let Some(n) = notice { (n) }
+            h2 { "API keys" }
+            table id="api-keys" {
+                thead { tr { th { "Key" } th { "Account" } th { "Label" } th { "Created" } th { "State" } } }
+                tbody {
+                    @for k in &keys {
+                        tr id={"key-" (k.key_id)} {
+                            td { code { (k.key_prefix) "…" } br; small { (k.key_id) } }
+                            td { code { (k.account_id) } } td { (k.label) } td { (time(k.created_at_ms)) }
+                            td { @match k.revoked_at_ms {
+                                Some(at) => { "revoked " (time(at)) },
+                                None => { (revoke(format!("{base}/api-keys/{}/revoke", k.key_id), &k.key_id)) },
+                            } }
+                        }
+                    }
+                    @if keys.is_empty() { tr { td colspan="5" { "No API key." } } }
+                }
+            }
+            h2 { "Budgets" }
+            table id="budgets" {
+                thead { tr { th { "Budget" } th { "Account" } th { "Spent / cap" } th { "Wallet" } th { "State" } } }
+                tbody {
+                    @for b in &budgets {
+                        tr id={"budget-" (b.budget_id)} {
+                            td { (b.name) br; code { (b.key_prefix) "…" } br; small { (b.budget_id) } }
+                            td { code { (b.account_id) } }
+                            td { (b.spent_credits) " / " (b.cap_credits) " cr" }
+                            td { code { (b.wallet_address.as_deref().unwrap_or("account")) } }
+                            td { @match b.revoked_at_ms {
+                                Some(at) => { "revoked " (time(at)) },
+                                None => { (revoke(format!("{base}/budgets/{}/revoke", b.budget_id), &b.budget_id)) },
+                            } }
+                        }
+                    }
+                    @if budgets.is_empty() { tr { td colspan="5" { "No budget." } } }
+                }
+            }
+            (pager(&format!("{base}/keys"), q.page(), more))
+            h2 { "Accounts" }
+            table id="accounts" {
+                thead { tr { th { "Account" } th { "Name" } th { "Created" } } }
+                tbody {
+                    @for a in &accounts {
+                        tr { td { code { (a.account_id) } } td { (a.name) } td { (time(a.created_at_ms)) } }
+                    }
+                    @if accounts.is_empty() { tr { td colspan="3" { "No account." } } }
+                }
+            }
+            section.cards {
+                form.stack method="post" action={(base) "/accounts"} id="account-form" {
+                    h2 { "Create an account" }
+                    input type="hidden" name="csrf" value=(operator.session.csrf);
+                    label for="account_name" { "Name" } input type="text" id="account_name" name="name" required maxlength="200";
+                    button type="submit" { "Create account" }
+                }
+                form.stack method="post" action={(base) "/api-keys"} id="api-key-form" {
+                    h2 { "Create an API key" }
+                    input type="hidden" name="csrf" value=(operator.session.csrf);
+                    label for="key_account" { "Account id" } input type="text" id="key_account" name="account_id" required;
+                    label for="key_label" { "Label" } input type="text" id="key_label" name="label" maxlength="200";
+                    button type="submit" { "Create key" }
+                }
+            }
+        }
+    };
+    page(state, operator, title, body)
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct AccountRow {
+    account_id: String,
+    name: String,
+    created_at_ms: i64,
+}
+
+/// The account form.
+#[derive(Debug, Deserialize)]
+pub struct AccountForm {
+    name: String,
+}
+
+/// Creates an account through [`crate::accounts::new_account`].
+#[tracing::instrument(skip_all)]
+pub async fn create_account(
+    State(state): State<AppState>,
+    CsrfForm(operator, form): CsrfForm<AccountForm>,
+) -> Response {
+    let request = agentpmt_protocol::workflows::AccountCreateRequest { name: form.name };
+    let result = crate::accounts::new_account(&state, &request)
+        .await
+        .map(|a| format!("Account {} created.", a.account_id));
+    let notice = outcome(&result);
+    keys_page(&state, &operator, &ListQuery::default(), Some(notice)).await
+}
+
+/// The API key form.
+#[derive(Debug, Deserialize)]
+pub struct ApiKeyForm {
+    account_id: String,
+    #[serde(default)]
+    label: String,
+}
+
+/// Creates an API key through [`crate::accounts::new_api_key`]; the key is on this page
+/// only (the page is `no-store`, and the server keeps only the key's digest).
+#[tracing::instrument(skip_all)]
+pub async fn create_api_key(
+    State(state): State<AppState>,
+    CsrfForm(operator, form): CsrfForm<ApiKeyForm>,
+) -> Response {
+    let request = agentpmt_protocol::workflows::ApiKeyCreateRequest { label: form.label };
+    let notice = match crate::accounts::new_api_key(&state, form.account_id.trim(), &request).await
+    {
+        Ok(created) => html! {
+            div.notice.ok role="status" id="new-key" {
+                "API key " code { (created.key.key_id) } " created. Copy it now: it is not shown again."
+                br; code.secret { (created.api_key) }
+            }
+        },
+        Err(e) => outcome(&Err(e)),
+    };
+    keys_page(&state, &operator, &ListQuery::default(), Some(notice)).await
+}
+
+async fn revoked(
+    state: &AppState,
+    operator: &Operator,
+    what: &str,
+    id: &str,
+    table: &'static str,
+    column: &'static str,
+) -> Response {
+    let result = crate::accounts::revoke(state, table, column, id)
+        .await
+        .map(|r| format!("{what} {id} revoked at {}.", r.0.revoked_at));
+    let failed = result.is_err();
+    let mut response = keys_page(
+        state,
+        operator,
+        &ListQuery::default(),
+        Some(outcome(&result)),
+    )
+    .await;
+    if failed && response.status() == StatusCode::OK {
+        *response.status_mut() = StatusCode::NOT_FOUND;
+    }
+    response
+}
+
+/// Revokes an API key through [`crate::accounts::revoke`].
+#[tracing::instrument(skip_all)]
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    CsrfForm(operator, _): CsrfForm<super::Empty>,
+) -> Response {
+    revoked(&state, &operator, "API key", &id, "api_keys", "key_id").await
+}
+
+/// Revokes a budget (its bearer is refused from then on) through [`crate::accounts::revoke`].
+#[tracing::instrument(skip_all)]
+pub async fn revoke_budget(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    CsrfForm(operator, _): CsrfForm<super::Empty>,
+) -> Response {
+    revoked(&state, &operator, "Budget", &id, "budgets", "budget_id").await
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct PurchaseRow {
+    purchase_id: String,
+    wallet_address: String,
+    method: String,
+    settlement: String,
+    chain_id: i64,
+    credits: i64,
+    transaction_hash: Option<String>,
+    status: String,
+    created_at_ms: i64,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct ToolPaymentRow {
+    usage_id: String,
+    product_slug: String,
+    action_slug: String,
+    payer_address: Option<String>,
+    price_credits: i64,
+    network: Option<String>,
+    transaction_hash: Option<String>,
+    status: String,
+    created_at_ms: i64,
+}
+
+/// The block explorer page of a transaction on the well-known chains.
+fn explorer(chain_id: i64, tx: &str) -> Option<String> {
+    let host = match chain_id {
+        1 => "https://etherscan.io",
+        11155111 => "https://sepolia.etherscan.io",
+        8453 => "https://basescan.org",
+        84532 => "https://sepolia.basescan.org",
+        10 => "https://optimistic.etherscan.io",
+        42161 => "https://arbiscan.io",
+        137 => "https://polygonscan.com",
+        _ => return None,
+    };
+    let hex = tx.strip_prefix("0x")?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| format!("{host}/tx/{tx}"))
+}
+
+fn tx_cell(chain_id: Option<i64>, tx: Option<&str>) -> Markup {
+    html! {
+        @match (tx, chain_id.and_then(|c| tx.and_then(|t| explorer(c, t)))) {
+            (Some(_), Some(url)) => { (external_link(&url)) },
+            (Some(t), None) => { code { (t) } },
+            (None, _) => { "—" },
+        }
+    }
+}
+
+fn chain_of(network: Option<&str>) -> Option<i64> {
+    network?.strip_prefix("eip155:")?.parse().ok()
+}
+
+/// Purchases and x402 tool payments, newest first.
+#[tracing::instrument(skip_all)]
+pub async fn payments(
+    operator: Operator,
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let title = "Payments";
+    let (limit, offset) = q.limit_offset();
+    let data = async {
+        let mut conn = state.db.read().await?;
+        let purchases = sql_fetch_all!(
+            conn.conn(),
+            PurchaseRow,
+            "SELECT purchase_id, wallet_address, method, settlement, chain_id, credits, \
+             transaction_hash, status, created_at_ms FROM credit_purchases \
+             ORDER BY created_at_ms DESC, purchase_id LIMIT $1 OFFSET $2",
+            limit,
+            offset
+        )?;
+        let tool_payments = sql_fetch_all!(
+            conn.conn(),
+            ToolPaymentRow,
+            "SELECT usage_id, product_slug, action_slug, payer_address, price_credits, network, \
+             transaction_hash, status, created_at_ms FROM tool_usage WHERE mode = 'x402' \
+             ORDER BY created_at_ms DESC, usage_id LIMIT $1 OFFSET $2",
+            limit,
+            offset
+        )?;
+        ApiResult::Ok((purchases, tool_payments))
+    }
+    .await;
+    let (mut purchases, mut tool_payments) = match data {
+        Ok(d) => d,
+        Err(e) => return error_page(&state, &operator, title, e),
+    };
+    let more = trim_page(&mut purchases) | trim_page(&mut tool_payments);
+    let base = &state.config.console_path;
+    let body = html! {
+        main {
+            h1 { (title) }
+            h2 { "Credit purchases" }
+            table id="purchases" {
+                thead { tr { th { "When" } th { "Wallet" } th { "Credits" } th { "Method" } th { "Network" } th { "Status" } th { "Transaction" } } }
+                tbody {
+                    @for p in &purchases {
+                        tr {
+                            td { (time(p.created_at_ms)) br; small { (p.purchase_id) } }
+                            td { a href={(base) "/wallets/" (p.wallet_address)} { code { (p.wallet_address) } } }
+                            td { (credits(p.credits)) }
+                            td { (p.method) " / " (p.settlement) }
+                            td { "eip155:" (p.chain_id) }
+                            td.status { (p.status) }
+                            td { (tx_cell(Some(p.chain_id), p.transaction_hash.as_deref())) }
+                        }
+                    }
+                    @if purchases.is_empty() { tr { td colspan="7" { "No purchase." } } }
+                }
+            }
+            h2 { "x402 tool payments" }
+            table id="tool-payments" {
+                thead { tr { th { "When" } th { "Tool" } th { "Payer" } th { "Price" } th { "Network" } th { "Status" } th { "Transaction" } } }
+                tbody {
+                    @for t in &tool_payments {
+                        tr {
+                            td { (time(t.created_at_ms)) br; small { (t.usage_id) } }
+                            td { code { (t.product_slug) "/" (t.action_slug) } }
+                            td { code { (t.payer_address.as_deref().unwrap_or("")) } }
+                            td { (credits(t.price_credits)) }
+                            td { (t.network.as_deref().unwrap_or("")) }
+                            td.status { (t.status) }
+                            td { (tx_cell(chain_of(t.network.as_deref()), t.transaction_hash.as_deref())) }
+                        }
+                    }
+                    @if tool_payments.is_empty() { tr { td colspan="7" { "No x402 tool payment." } } }
+                }
+            }
+            (pager(&format!("{base}/payments"), q.page(), more))
+        }
+    };
+    page(&state, &operator, title, body)
+}
+
+/// Help tickets, newest first.
+#[tracing::instrument(skip_all)]
+pub async fn help_tickets(
+    operator: Operator,
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let title = "Help tickets";
+    let (limit, offset) = q.limit_offset();
+    let mut tickets = match crate::admin::tickets(&state, limit, offset).await {
+        Ok(t) => t,
+        Err(e) => return error_page(&state, &operator, title, e),
+    };
+    let more = trim_page(&mut tickets);
+    let base = &state.config.console_path;
+    let body = html! {
+        main {
+            h1 { (title) }
+            table id="tickets" {
+                thead { tr { th { "When" } th { "Message" } th { "Error code" } th { "Request" } th { "Source" } } }
+                tbody {
+                    @for t in &tickets {
+                        tr {
+                            td { (t.created_at) br; small { (t.ticket_id) } }
+                            td { (t.message) }
+                            td { code { (t.error_code.as_deref().unwrap_or("")) } }
+                            td { code { (t.request_id.as_deref().unwrap_or("")) } }
+                            td { (t.source) }
+                        }
+                    }
+                    @if tickets.is_empty() { tr { td colspan="5" { "No ticket." } } }
+                }
+            }
+            (pager(&format!("{base}/help-tickets"), q.page(), more))
+        }
+    };
+    page(&state, &operator, title, body)
+}

@@ -1,0 +1,188 @@
+//! Pieces the console's pages share: pagination, the SVG bar chart, links to external URLs,
+//! amounts and times, and the notice of an action's outcome.
+
+use crate::error::ApiError;
+use maud::{html, Markup};
+use serde::Deserialize;
+
+/// `?page=` (1-based) and `?q=` of a list.
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    pub page: Option<i64>,
+    pub q: Option<String>,
+    pub status: Option<String>,
+}
+
+impl ListQuery {
+    /// The page number, at least 1 and at most 10^6.
+    pub fn page(&self) -> i64 {
+        self.page.unwrap_or(1).clamp(1, 1_000_000)
+    }
+
+    /// `LIMIT` (one more row than shown, to know whether a next page exists) and `OFFSET`.
+    pub fn limit_offset(&self) -> (i64, i64) {
+        (super::PAGE_SIZE + 1, (self.page() - 1) * super::PAGE_SIZE)
+    }
+}
+
+/// Keeps at most a page of `rows`; `true` when there was more.
+pub fn trim_page<T>(rows: &mut Vec<T>) -> bool {
+    let more = rows.len() as i64 > super::PAGE_SIZE;
+    rows.truncate(super::PAGE_SIZE as usize);
+    more
+}
+
+/// Previous / next links of a list at `path` (which may carry a query already).
+pub fn pager(path: &str, page: i64, more: bool) -> Markup {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    html! {
+        nav.pager {
+            @if page > 1 {
+                a rel="prev" href={(path) (sep) "page=" (page - 1)} { "← Previous" }
+            }
+            span { "Page " (page) }
+            @if more {
+                a rel="next" href={(path) (sep) "page=" (page + 1)} { "Next →" }
+            }
+        }
+    }
+}
+
+/// The outcome of an action: a success line, or the operator API's error message.
+pub fn outcome(result: &Result<String, ApiError>) -> Markup {
+    match result {
+        Ok(done) => html! { p.notice.ok role="status" { (done) } },
+        Err(e) => {
+            e.log_cause();
+            let detail: Vec<&str> = e
+                .validation_issues()
+                .iter()
+                .map(|i| i.msg.as_str())
+                .collect();
+            html! {
+                p.notice.error role="alert" {
+                    (e.code().as_str()) ": " (e.message())
+                    @if detail.len() > 1 { " (" (detail.join("; ")) ")" }
+                }
+            }
+        }
+    }
+}
+
+/// `url` as a link when it is an absolute http(s) URL, else as text (a `javascript:` URL
+/// from an agent's proof never becomes a link).
+pub fn external_link(url: &str) -> Markup {
+    let linkable = reqwest::Url::parse(url)
+        .ok()
+        .is_some_and(|u| matches!(u.scheme(), "http" | "https"));
+    html! {
+        @if linkable {
+            a href=(url) rel="noreferrer noopener" target="_blank" { (url) }
+        } @else {
+            code { (url) }
+        }
+    }
+}
+
+/// Credits with their USD value.
+pub fn credits(amount: i64) -> Markup {
+    html! {
+        span.amount { (amount) " cr" }
+        " "
+        span.usd { "($" (agentpmt_protocol::wire::credits_to_usd(amount)) ")" }
+    }
+}
+
+/// An epoch-milliseconds time as RFC 3339.
+pub fn time(ms: i64) -> String {
+    crate::time::rfc3339_ms(ms)
+}
+
+/// One day of the chart.
+#[derive(Debug, Clone)]
+pub struct Day {
+    /// `YYYY-MM-DD`.
+    pub label: String,
+    pub purchases: i64,
+    pub tool_revenue: i64,
+}
+
+/// A grouped bar chart of purchases and tool revenue per day, drawn as SVG on the server
+/// (presentation attributes only: the CSP forbids inline styles).
+pub fn day_chart(days: &[Day]) -> Markup {
+    const W: i64 = 720;
+    const H: i64 = 220;
+    const TOP: i64 = 20;
+    const BOTTOM: i64 = 40;
+    let max = days
+        .iter()
+        .map(|d| d.purchases.max(d.tool_revenue))
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let n = days.len().max(1) as i64;
+    let slot = W / n;
+    let bar = (slot / 3).max(1);
+    let plot = H - TOP - BOTTOM;
+    let height = |v: i64| -> i64 { ((v as f64 / max as f64) * plot as f64).round() as i64 };
+    html! {
+        svg.chart xmlns="http://www.w3.org/2000/svg" viewBox={"0 0 " (W) " " (H)}
+            role="img" aria-label="Purchases and tool revenue per day, in credits" {
+            title { "Purchases and tool revenue per day (credits); highest " (max) }
+            line x1="0" y1=(H - BOTTOM) x2=(W) y2=(H - BOTTOM) stroke="#888" stroke-width="1" {}
+            text x="4" y="14" font-size="11" fill="#444" { "max " (max) " cr" }
+            @for (i, d) in days.iter().enumerate() {
+                @let x = i as i64 * slot + slot / 6;
+                @let hp = height(d.purchases);
+                @let ht = height(d.tool_revenue);
+                rect.purchases x=(x) y=(H - BOTTOM - hp) width=(bar) height=(hp) fill="#2f6fb3" {
+                    title { (d.label) ": purchases " (d.purchases) " cr" }
+                }
+                rect.revenue x=(x + bar) y=(H - BOTTOM - ht) width=(bar) height=(ht) fill="#d08a1f" {
+                    title { (d.label) ": tool revenue " (d.tool_revenue) " cr" }
+                }
+                @if i % 2 == 0 {
+                    text x=(x) y=(H - BOTTOM + 14) font-size="10" fill="#444" { (d.label[5..].to_owned()) }
+                }
+            }
+            rect x=(W - 230) y="4" width="10" height="10" fill="#2f6fb3" {}
+            text x=(W - 216) y="13" font-size="11" fill="#444" { "purchases" }
+            rect x=(W - 140) y="4" width="10" height="10" fill="#d08a1f" {}
+            text x=(W - 126) y="13" font-size="11" fill="#444" { "tool revenue" }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_http_urls_become_links() {
+        let link = external_link("https://example.com/p?a=1&b=2").into_string();
+        assert!(link.starts_with("<a href=\"https://example.com/p?a=1&amp;b=2\""));
+        let script = external_link("javascript:alert(1)").into_string();
+        assert!(!script.contains("href"), "{script}");
+    }
+
+    #[test]
+    fn the_chart_scales_bars_to_the_largest_day() {
+        let days = vec![
+            Day {
+                label: "2026-01-01".into(),
+                purchases: 100,
+                tool_revenue: 50,
+            },
+            Day {
+                label: "2026-01-02".into(),
+                purchases: 0,
+                tool_revenue: 0,
+            },
+        ];
+        let svg = day_chart(&days).into_string();
+        // The plot is 160 high: 100 -> 160, 50 -> 80.
+        assert!(svg.contains("height=\"160\""), "{svg}");
+        assert!(svg.contains("height=\"80\""), "{svg}");
+        assert!(svg.contains("2026-01-01: purchases 100 cr"));
+    }
+}
