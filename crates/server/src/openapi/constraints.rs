@@ -2,7 +2,8 @@
 //! enumerations each handler checks, next to the schemas and parameters utoipa derived
 //! from the Rust types (which know only the types). The figures are the handlers' own
 //! constants, so the document and the checks cannot drift apart; a table entry naming a
-//! schema, property or parameter the document does not have fails the unit test below.
+//! schema, property or parameter the document does not have fails the test
+//! `openapi::every_constraint_finds_its_place_in_the_document`.
 //!
 //! Signed bodies whose type holds only the payload fields get the signature envelope
 //! (`SignedEnvelope`) joined to them with `allOf`, as the server reads both from one
@@ -446,31 +447,6 @@ pub fn document_constraints(doc: &mut Value) -> Vec<String> {
         }
     }
     document_body_limit(doc);
-    // What each kind of workflow node needs besides its id and type.
-    match doc
-        .pointer_mut("/components/schemas/WorkflowNode")
-        .and_then(Value::as_object_mut)
-    {
-        Some(node) => {
-            let needs = |kind: &str, field: &str, schema: Value| {
-                json!({
-                    "if": {"properties": {"type": {"const": kind}}, "required": ["type"]},
-                    "then": {"required": [field], "properties": {field: schema}},
-                })
-            };
-            let text = json!({"type": "string", "pattern": NOT_BLANK});
-            node.insert(
-                "allOf".into(),
-                json!([
-                    needs("tool", "tool", json!({"type": "object"})),
-                    needs("prompt", "prompt", text.clone()),
-                    needs("for_each", "items", text.clone()),
-                    needs("notify_human", "message", text),
-                ]),
-            );
-        }
-        None => missing.push("schema WorkflowNode".into()),
-    }
     // Exactly one of `cron` and `interval_seconds` in a request's recurrence.
     match doc
         .pointer_mut("/components/schemas/Recurrence")
@@ -562,23 +538,6 @@ fn apply(schema: &mut Map<String, Value>, rule: Rule) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_constraint_finds_its_place_in_the_document() {
-        let mut doc = serde_json::to_value(crate::app::openapi_document()).unwrap();
-        assert_eq!(document_constraints(&mut doc), Vec::<String>::new());
-        assert_eq!(
-            doc.pointer("/components/schemas/SessionRequest/properties/wallet_address/pattern"),
-            Some(&json!(WALLET))
-        );
-        assert_eq!(
-            doc.pointer(
-                "/paths/~1api~1external~1jobs~1list/post/requestBody/content/application~1json\
-                 /schema/allOf/0/$ref"
-            ),
-            Some(&json!("#/components/schemas/SignedEnvelope"))
-        );
-    }
 
     #[test]
     fn the_patterns_say_what_the_handlers_check() {

@@ -71,3 +71,28 @@ async fn document_lists_every_route(backend: Backend) {
         );
     }
 }
+
+/// Every bound, pattern and enumeration of `openapi/constraints.rs` lands on a schema,
+/// property or parameter the document has (a renamed field would drop it silently).
+#[test]
+fn every_constraint_finds_its_place_in_the_document() {
+    let mut doc = serde_json::to_value(agentpmt_server::app::openapi_document()).unwrap();
+    assert_eq!(
+        agentpmt_server::openapi::document_constraints(&mut doc),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        doc.pointer("/components/schemas/SessionRequest/properties/wallet_address/pattern"),
+        Some(&serde_json::json!(r"^0[xX][0-9a-fA-F]{40}$"))
+    );
+    assert_eq!(
+        doc.pointer(
+            "/paths/~1api~1external~1jobs~1list/post/requestBody/content/application~1json\
+             /schema/allOf/0/$ref"
+        ),
+        Some(&serde_json::json!("#/components/schemas/SignedEnvelope"))
+    );
+    assert!(doc
+        .pointer("/paths/~1api~1admin~1workflows/post/responses/413")
+        .is_some());
+}
