@@ -13,7 +13,6 @@ use crate::accounts::MAX_CAP_CREDITS;
 use crate::admin::{MAX_ADJUSTMENT_CREDITS, MAX_TICKET_PAGE};
 use crate::credits::purchase::MAX_PURCHASE_CREDITS;
 use crate::jobs::admin::{MAX_COMPLETIONS, MAX_REWARD_CREDITS};
-use crate::workflows::graph::{MAX_EDGES, MAX_NODES};
 use crate::workflows::recurrence::{MAX_INTERVAL_SECS, MIN_INTERVAL_SECS};
 use crate::{jobs, workflows};
 use agentpmt_protocol::jobs::MAX_PROOF_TEXT_CHARS;
@@ -57,8 +56,6 @@ enum Rule {
     Enum(&'static [&'static str]),
     /// An RFC 3339 time or a `YYYY-MM-DD` date.
     TimeOrDate,
-    /// A list of `min..=max` items.
-    Items(usize, usize),
     /// Up to 20 category or tag values, each trimmed 1-64 characters without `|` or `,`.
     Tags,
     /// An e-mail address of at most 254 characters.
@@ -92,7 +89,6 @@ impl Rule {
             }
             Rule::Enum(values) => json!({"enum": values}),
             Rule::TimeOrDate => json!({"anyOf": [{"format": "date-time"}, {"format": "date"}]}),
-            Rule::Items(min, max) => json!({"minItems": min, "maxItems": max}),
             Rule::Tags => json!({
                 "maxItems": 20,
                 "items": {"type": "string", "maxLength": 64, "pattern": TAG},
@@ -233,30 +229,6 @@ const FIELDS: &[(&str, &str, Rule)] = &[
     ),
     ("WorkflowWriteRequest", "categories", Rule::Tags),
     ("WorkflowWriteRequest", "industry_tags", Rule::Tags),
-    ("WorkflowGraph", "nodes", Rule::Items(1, MAX_NODES)),
-    ("WorkflowGraph", "edges", Rule::Items(0, MAX_EDGES)),
-    (
-        "JobWorkflowWriteRequest",
-        "nodes",
-        Rule::Items(1, MAX_NODES),
-    ),
-    (
-        "JobWorkflowWriteRequest",
-        "edges",
-        Rule::Items(0, MAX_EDGES),
-    ),
-    (
-        "JobWorkflowUpdateRequest",
-        "nodes",
-        Rule::Items(1, MAX_NODES),
-    ),
-    (
-        "JobWorkflowUpdateRequest",
-        "edges",
-        Rule::Items(0, MAX_EDGES),
-    ),
-    ("WorkflowNode", "id", Rule::Token(64)),
-    ("WorkflowEdge", "id", Rule::Token(64)),
     ("Recurrence", "cron", Rule::Cron),
     ("PurchaseRequest", "email", Rule::Email),
     ("PurchaseRequest", "transaction_hash", Rule::TxHash),

@@ -110,36 +110,15 @@ async fn the_openapi_document_holds_under_schemathesis() {
         return;
     };
     let app = spawn_app_with(Backend::Sqlite, AppOptions::configured(unlimited)).await;
-    let report = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let output = tokio::process::Command::new(&bin)
-        .arg("run")
-        .arg(app.url("/openapi.json"))
-        .args(["--url", &app.base_url])
-        .args([
-            "--checks",
-            "not_a_server_error,response_schema_conformance,status_code_conformance",
-        ])
-        .args(["--mode", "all"])
-        .args(["--phases", "examples,coverage,fuzzing"])
-        .args(["--max-examples", &MAX_EXAMPLES.to_string()])
-        .args(["--max-time", &MAX_TIME_SECS.to_string()])
-        .args(["--workers", "2"])
-        .args(["--seed", "14"])
-        .args(["--generation-database", "none"])
-        .args(["--request-timeout", "20"])
-        .args(["--no-color", "--output-truncate", "true"])
-        .args(["-H", &format!("Authorization: Bearer {ADMIN_TOKEN}")])
-        .args(["--report-dir", &report.path().display().to_string()])
-        .env("SCHEMATHESIS_HOOKS", "")
-        // Its working files (.schemathesis/) go to the temporary folder, not the crate.
-        .current_dir(report.path())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(u64::from(MAX_TIME_SECS) + 90), output)
-        .await
-        .expect("schemathesis overran its time budget")
-        .expect("schemathesis runs");
+    let mut output = run_schemathesis(&bin, &app).await;
+    // Retried once, and only for the fuzzer's own crash (see KNOWN_FUZZER_CRASH).
+    if !output.status.success()
+        && String::from_utf8_lossy(&output.stdout).contains(KNOWN_FUZZER_CRASH)
+    {
+        eprintln!("schemathesis crashed in its own code ({KNOWN_FUZZER_CRASH}): running it again");
+        output = run_schemathesis(&bin, &app).await;
+    }
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     eprintln!(
@@ -168,4 +147,43 @@ fn the_mismatch_warning_is_read() {
                   rejected generated data\n\n  - POST /a\n  - PUT /b/{c}\n\n💡 Check\n";
     assert_eq!(mismatched_operations(stdout), vec!["POST /a", "PUT /b/{c}"]);
     assert!(mismatched_operations("nothing here").is_empty());
+}
+/// A crash inside the fuzzer, not an answer of the server: CPython 3.11.7's `ast` module
+/// (gh-106905, fixed in 3.11.8) raises this `SystemError` when hypothesis describes a
+/// lambda deep in a recursive draw; schemathesis reports it as a "Runtime Error" of the
+/// operation being generated. A run that hits it is run once more.
+const KNOWN_FUZZER_CRASH: &str = "AST constructor recursion depth mismatch";
+
+/// One schemathesis run against `app`.
+async fn run_schemathesis(bin: &std::path::Path, app: &TestApp) -> std::process::Output {
+    let report = tempfile::tempdir().unwrap();
+    let output = tokio::process::Command::new(bin)
+        .arg("run")
+        .arg(app.url("/openapi.json"))
+        .args(["--url", &app.base_url])
+        .args([
+            "--checks",
+            "not_a_server_error,response_schema_conformance,status_code_conformance",
+        ])
+        .args(["--mode", "all"])
+        .args(["--phases", "examples,coverage,fuzzing"])
+        .args(["--max-examples", &MAX_EXAMPLES.to_string()])
+        .args(["--max-time", &MAX_TIME_SECS.to_string()])
+        .args(["--workers", "2"])
+        .args(["--seed", "14"])
+        .args(["--generation-database", "none"])
+        .args(["--request-timeout", "20"])
+        .args(["--no-color", "--output-truncate", "true"])
+        .args(["-H", &format!("Authorization: Bearer {ADMIN_TOKEN}")])
+        .args(["--report-dir", &report.path().display().to_string()])
+        .env("SCHEMATHESIS_HOOKS", "")
+        // Its working files (.schemathesis/) go to the temporary folder, not the crate.
+        .current_dir(report.path())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(u64::from(MAX_TIME_SECS) + 90), output)
+        .await
+        .expect("schemathesis overran its time budget")
+        .expect("schemathesis runs");
+    output
 }
