@@ -163,6 +163,41 @@ async fn production_posture(
     }
 }
 
+/// The per-IP and per-wallet limits of `config`, in the store it names.
+async fn limits_of(config: &ServerConfig, db: &Db) -> Result<Limits, Error> {
+    use crate::config::RateLimitBackend;
+    use crate::ratelimit::shared::SharedStore;
+    let limits = Limits::new(config);
+    let store = match config.rate_limit_backend {
+        RateLimitBackend::Memory => return Ok(limits),
+        RateLimitBackend::Postgres => {
+            if db.backend() != crate::db::Backend::Postgres {
+                return Err(ConfigError::RateLimitBackend(
+                    "postgres needs --database-url to be a PostgreSQL database".to_owned(),
+                )
+                .into());
+            }
+            SharedStore::Postgres(db.clone())
+        }
+        RateLimitBackend::Redis => {
+            use secrecy::ExposeSecret;
+            let Some(url) = &config.redis_url else {
+                return Err(
+                    ConfigError::RateLimitBackend("redis needs --redis-url".to_owned()).into(),
+                );
+            };
+            SharedStore::redis(url.expose_secret(), &config.redis_key_prefix)
+                .await
+                .map_err(|e| ConfigError::RateLimitBackend(format!("redis: {}", e.0)))?
+        }
+    };
+    tracing::info!(
+        backend = config.rate_limit_backend.as_str(),
+        "rate limits are shared by every instance"
+    );
+    Ok(limits.shared_in(store, config.rate_limit_backend))
+}
+
 /// The OpenAPI document of every route, as served at `/openapi.json`.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
     let (_, mut document) = api_router();
@@ -182,12 +217,15 @@ impl Server {
     /// Connects to the database, applies migrations and binds the listening socket.
     pub async fn build(config: ServerConfig) -> Result<Server, Error> {
         let admin_token_digest = config.admin_token_digest()?;
+        config.check_liveness()?;
         let ops_token_digest = config.ops_token.as_ref().map(|token| {
             use secrecy::ExposeSecret;
             use sha2::{Digest, Sha256};
             Sha256::digest(token.expose_secret().as_bytes()).into()
         });
-        let payments = payments_of(&config)?;
+        let instance = crate::instances::Instance::new(&config);
+        let mut payments = payments_of(&config)?;
+        payments.owner = Some(instance.id.clone());
         if payments.networks.is_dev() {
             tracing::warn!(
                 network = "eip155:1337",
@@ -221,6 +259,7 @@ impl Server {
             tracing::info!(catalog = %config.catalog, vendors, products, "catalog loaded");
         }
         startup.release().await?;
+        instance.register(&db).await?;
         let listener = TcpListener::bind(config.bind).await?;
         let local = listener.local_addr()?;
         let public_url: Arc<str> = config
@@ -231,7 +270,7 @@ impl Server {
             .into();
         let sessions = SessionStore::new(Duration::from_secs(config.session_ttl_secs), 100_000);
         let replay_claims = ReplayClaims::start(db.clone());
-        let limits = Limits::new(&config);
+        let limits = limits_of(&config, &db).await?;
         let state = AppState::new(Inner {
             db,
             config,
@@ -243,6 +282,7 @@ impl Server {
             public_url,
             payments,
             limits,
+            instance,
             metrics: Metrics::new(),
             console: Default::default(),
             tools: tools::Tools::new(secrets),
@@ -278,7 +318,11 @@ impl Server {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let sweeper = tokio::spawn(sweep(self.state.clone(), stop_rx.clone()));
         let reconciler = tokio::spawn(reconcile_payments(self.state.clone(), stop_rx.clone()));
-        let verifier = tokio::spawn(crate::jobs::verify::run(self.state.clone(), stop_rx));
+        let verifier = tokio::spawn(crate::jobs::verify::run(
+            self.state.clone(),
+            stop_rx.clone(),
+        ));
+        let liveness = tokio::spawn(liveness(self.state.clone(), stop_rx));
         tracing::info!(address = %self.local_addr(), public_url = %self.state.public_url,
             backend = ?self.state.db.backend(), "serving the External Agent API");
         let limits = crate::serve::ConnectionLimits {
@@ -292,6 +336,7 @@ impl Server {
         let _ = sweeper.await;
         let _ = reconciler.await;
         let _ = verifier.await;
+        let _ = liveness.await;
         self.state.db.close().await;
         served.map_err(Error::Io)
     }
@@ -465,9 +510,102 @@ async fn sweep(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
                 if let Err(e) = crate::help::prune_tickets(&state.db, tickets_before).await {
                     tracing::warn!(error = %e, "help ticket pruning failed");
                 }
-                state.limits.prune();
+                state.limits.prune().await;
+                if let Err(e) = crate::instances::Instance::prune(&state.db).await {
+                    tracing::warn!(error = %e, "instance pruning failed");
+                }
             }
             _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Heartbeats this instance every `--heartbeat-interval-secs` and, at each beat, takes over
+/// the work of instances that stopped beating (see [`crate::instances`]). At shutdown, marks
+/// this instance stopped so that the others do not wait for the timeout.
+async fn liveness(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(state.instance.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let recovering = Arc::new(tokio::sync::Mutex::new(()));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                match state.instance.heartbeat(&state.db).await {
+                    Ok(now) => {
+                        // The recovery can wait on chains and post pages: it runs beside the
+                        // heartbeat, one round at a time.
+                        if let Ok(guard) = recovering.clone().try_lock_owned() {
+                            let state = state.clone();
+                            tokio::spawn(async move {
+                                take_over(&state, now).await;
+                                drop(guard);
+                            });
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "instance heartbeat failed"),
+                }
+            }
+            _ = stop.changed() => {
+                if let Err(e) = state.instance.stop(&state.db).await {
+                    tracing::warn!(error = %e, "could not mark this instance stopped");
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Ends the leases held by instances that are no longer alive at database time `now`, then
+/// runs the recovery that takes each kind of work over (conditional updates: one taker).
+async fn take_over(state: &AppState, now: i64) {
+    let me = state.instance.id.clone();
+    let alive_after = state.instance.alive_after(now);
+    let expired = async {
+        let mut tx = state.db.begin().await?;
+        let calls = tools::usage::expire_orphaned(&mut tx, &me, alive_after).await?;
+        let purchases = crate::payments::store::expire_orphaned(&mut tx, &me, alive_after).await?;
+        let checks = crate::jobs::verify::expire_orphaned(&mut tx, &me, alive_after).await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>((calls, purchases, checks))
+    }
+    .await;
+    let (calls, purchases, checks) = match expired {
+        Ok(counts) => counts,
+        Err(e) => {
+            tracing::warn!(error = %e, "taking over the work of stopped instances failed");
+            return;
+        }
+    };
+    if calls + purchases + checks == 0 {
+        return;
+    }
+    tracing::warn!(
+        calls,
+        purchases,
+        checks,
+        "taking over the work of instances that stopped heartbeating"
+    );
+    if calls > 0 {
+        if let Err(e) = tools::usage::sweep_stale(&state.db).await {
+            tracing::warn!(error = %e.message(), "tool call sweep failed");
+        }
+        if let Err(e) = tools::invoke::reconcile_payments(state).await {
+            tracing::warn!(error = %e.message(), "tool payment reconciliation failed");
+        }
+    }
+    if purchases > 0 {
+        if let Err(e) = state.payments.reconcile_open(&state.db).await {
+            tracing::warn!(error = %e.message(), "settlement reconciliation failed");
+        }
+    }
+    if checks > 0 {
+        match crate::jobs::verify::client(state) {
+            Ok(http) => {
+                if let Err(e) = crate::jobs::verify::run_once(state, &http).await {
+                    tracing::warn!(error = %e.message(), "job verification failed");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "the job verifier has no HTTP client"),
         }
     }
 }

@@ -20,6 +20,11 @@
 //! | `--payments-config` | `AGENTPMT_PAYMENTS_CONFIG` | none (the dev network) |
 //! | `--settlement-private-key` | `AGENTPMT_SETTLEMENT_PRIVATE_KEY` | none |
 //! | `--reconcile-interval-secs` | `AGENTPMT_RECONCILE_INTERVAL_SECS` | `30` |
+//! | `--heartbeat-interval-secs` | `AGENTPMT_HEARTBEAT_INTERVAL_SECS` | `2` (1–60) |
+//! | `--instance-timeout-secs` | `AGENTPMT_INSTANCE_TIMEOUT_SECS` | `10` (3–600, at least twice the heartbeat interval) |
+//! | `--rate-limit-backend` | `AGENTPMT_RATE_LIMIT_BACKEND` | `memory` (per instance; `postgres` or `redis`: shared) |
+//! | `--redis-url` | `AGENTPMT_REDIS_URL` | none (needed by `--rate-limit-backend redis`) |
+//! | `--redis-key-prefix` | `AGENTPMT_REDIS_KEY_PREFIX` | `agentpmt:limits` |
 //! | `--trusted-proxies` | `AGENTPMT_TRUSTED_PROXIES` | none (comma-separated IPs or CIDRs) |
 //! | `--agentaddress-limit` | `AGENTPMT_AGENTADDRESS_LIMIT` | `1` |
 //! | `--agentaddress-window-secs` | `AGENTPMT_AGENTADDRESS_WINDOW_SECS` | `60` |
@@ -61,6 +66,12 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 pub const DEFAULT_DB_MAX_CONNECTIONS: u32 = 16;
 pub const DEFAULT_RECONCILE_INTERVAL_SECS: u64 = 30;
 pub const DEFAULT_RECEIPT_POLL_MS: u64 = 500;
+/// Default prefix of the Redis keys of shared limits.
+pub const DEFAULT_REDIS_KEY_PREFIX: &str = "agentpmt:limits";
+/// Default time between two heartbeats of an instance.
+pub const DEFAULT_HEARTBEAT_INTERVAL_SECS: u64 = 2;
+/// Default silence after which an instance counts as dead and its work is taken over.
+pub const DEFAULT_INSTANCE_TIMEOUT_SECS: u64 = 10;
 pub const DEFAULT_AGENTADDRESS_LIMIT: u64 = 1;
 pub const DEFAULT_AGENTADDRESS_WINDOW_SECS: u64 = 60;
 pub const DEFAULT_IP_RATE_PER_SEC: u32 = 100;
@@ -69,6 +80,29 @@ pub const DEFAULT_SIGNED_IP_RATE_PER_SEC: u32 = 2000;
 pub const DEFAULT_SIGNED_IP_RATE_BURST: u32 = 4000;
 pub const DEFAULT_WALLET_RATE_PER_SEC: u32 = 1000;
 pub const DEFAULT_WALLET_RATE_BURST: u32 = 2000;
+
+/// Where rate limits are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum RateLimitBackend {
+    /// In this instance's memory: N instances allow N times the limit.
+    #[default]
+    Memory,
+    /// In the PostgreSQL database the instances share.
+    Postgres,
+    /// In Redis (`--redis-url`).
+    Redis,
+}
+
+impl RateLimitBackend {
+    /// The name used in flags and 429 details.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RateLimitBackend::Memory => "memory",
+            RateLimitBackend::Postgres => "postgres",
+            RateLimitBackend::Redis => "redis",
+        }
+    }
+}
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -163,6 +197,31 @@ pub struct ServerConfig {
     /// How often open settlements are reconciled from chain state, in seconds.
     #[arg(long, env = "AGENTPMT_RECONCILE_INTERVAL_SECS", default_value_t = DEFAULT_RECONCILE_INTERVAL_SECS)]
     pub reconcile_interval_secs: u64,
+
+    /// Seconds between two heartbeats of this instance in the database.
+    #[arg(long, env = "AGENTPMT_HEARTBEAT_INTERVAL_SECS", default_value_t = DEFAULT_HEARTBEAT_INTERVAL_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub heartbeat_interval_secs: u64,
+
+    /// Seconds without a heartbeat after which an instance counts as dead: the others take
+    /// over its holds, settlements and verifications (within this plus one heartbeat
+    /// interval). At least twice `--heartbeat-interval-secs`.
+    #[arg(long, env = "AGENTPMT_INSTANCE_TIMEOUT_SECS", default_value_t = DEFAULT_INSTANCE_TIMEOUT_SECS,
+          value_parser = clap::value_parser!(u64).range(3..=600))]
+    pub instance_timeout_secs: u64,
+
+    /// Where the per-IP and per-wallet limits are kept: `memory` (each instance counts on
+    /// its own), or `postgres` / `redis` (one count shared by every instance).
+    #[arg(long, env = "AGENTPMT_RATE_LIMIT_BACKEND", value_enum, default_value_t = RateLimitBackend::Memory)]
+    pub rate_limit_backend: RateLimitBackend,
+
+    /// Redis of `--rate-limit-backend redis` (`redis://host:port/db`).
+    #[arg(long, env = "AGENTPMT_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<SecretString>,
+
+    /// Prefix of the Redis keys of shared limits (deployments sharing one Redis use their own).
+    #[arg(long, env = "AGENTPMT_REDIS_KEY_PREFIX", default_value = DEFAULT_REDIS_KEY_PREFIX)]
+    pub redis_key_prefix: String,
 
     /// Payment networks given directly (embedding and tests); wins over `payments_config`.
     #[arg(skip)]
@@ -397,6 +456,11 @@ impl Default for ServerConfig {
             payments_config: None,
             settlement_private_key: None,
             reconcile_interval_secs: DEFAULT_RECONCILE_INTERVAL_SECS,
+            heartbeat_interval_secs: DEFAULT_HEARTBEAT_INTERVAL_SECS,
+            instance_timeout_secs: DEFAULT_INSTANCE_TIMEOUT_SECS,
+            rate_limit_backend: RateLimitBackend::Memory,
+            redis_url: None,
+            redis_key_prefix: DEFAULT_REDIS_KEY_PREFIX.to_owned(),
             payments: None,
             receipt_poll_ms: DEFAULT_RECEIPT_POLL_MS,
             fault: None,
@@ -424,6 +488,17 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
+    /// Checks the liveness settings against each other.
+    pub fn check_liveness(&self) -> Result<(), ConfigError> {
+        if self.instance_timeout_secs < 2 * self.heartbeat_interval_secs {
+            return Err(ConfigError::InstanceTimeout {
+                timeout: self.instance_timeout_secs,
+                interval: self.heartbeat_interval_secs,
+            });
+        }
+        Ok(())
+    }
+
     /// The secrets key of vendor secrets, if configured.
     pub fn secrets_key(&self) -> Result<Option<crate::tools::secrets::SecretsKey>, ConfigError> {
         Ok(match &self.secrets_key {
@@ -493,6 +568,10 @@ pub enum ConfigError {
     JobPostHosts(String),
     #[error("--production: refusing to start: {}", .0.join("; "))]
     Production(Vec<String>),
+    #[error("--instance-timeout-secs ({timeout}) must be at least twice --heartbeat-interval-secs ({interval})")]
+    InstanceTimeout { timeout: u64, interval: u64 },
+    #[error("--rate-limit-backend: {0}")]
+    RateLimitBackend(String),
 }
 
 #[cfg(test)]

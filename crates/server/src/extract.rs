@@ -68,7 +68,7 @@ pub async fn read_body<S: Send + Sync>(req: Request, _state: &S) -> Result<Bytes
                     // One token per `limit` bytes dropped, paid before reading them.
                     if let Some((state, ip)) = &payer {
                         while paid < dropped / limit.max(1) {
-                            if !state.limits.take_ip(*ip) {
+                            if !state.limits.take_ip(*ip).await {
                                 return;
                             }
                             paid += 1;

@@ -27,6 +27,7 @@ pub mod error;
 pub mod extract;
 pub mod help;
 pub mod identity;
+pub mod instances;
 pub mod jobs;
 pub mod ledger;
 pub mod mcp;

@@ -36,6 +36,8 @@ pub struct Inner {
     pub payments: Payments,
     /// In-memory per-IP and per-wallet limits.
     pub limits: Limits,
+    /// This instance's identity and liveness settings.
+    pub instance: crate::instances::Instance,
     /// This instance's Prometheus metrics.
     pub metrics: Metrics,
     /// The operator console's sessions and sign-in limit.

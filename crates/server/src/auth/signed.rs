@@ -117,7 +117,7 @@ where
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let (mut parts, body) = req.into_parts();
         let Ok(ClientIp(ip)) = ClientIp::from_request_parts(&mut parts, state).await;
-        check_signed_ip(state, ip)?;
+        check_signed_ip(state, ip).await?;
         let params = RawPathParams::from_request_parts(&mut parts, state)
             .await
             .map_err(|r| ApiError::invalid_field(&["path"], "value_error", r.body_text()))?;
@@ -295,8 +295,8 @@ fn payload_lines(spec: &ActionSpec, body: &JsonValue) -> Vec<PayloadLine> {
 }
 
 /// The per-IP limit of signed endpoints (429 scope `ip`), before anything else is done.
-pub fn check_signed_ip(state: &AppState, ip: IpAddr) -> ApiResult<()> {
-    state.limits.check_signed_ip(ip).inspect_err(|_| {
+pub async fn check_signed_ip(state: &AppState, ip: IpAddr) -> ApiResult<()> {
+    state.limits.check_signed_ip(ip).await.inspect_err(|_| {
         state.metrics.rate_limited("signed_ip");
     })
 }
@@ -348,6 +348,7 @@ pub async fn verify(
     state
         .limits
         .check_wallet(&envelope.wallet)
+        .await
         .inspect_err(|_| {
             state.metrics.rate_limited("wallet");
         })?;
@@ -389,7 +390,8 @@ pub async fn verify(
     }
     state
         .limits
-        .charge_signed_ip(ip, u32::try_from(tried.len()).unwrap_or(u32::MAX));
+        .charge_signed_ip(ip, u32::try_from(tried.len()).unwrap_or(u32::MAX))
+        .await;
     if !any_recovered {
         return Err(ApiError::new(
             ErrorCode::EXTERNAL_SIGNATURE_MALFORMED,

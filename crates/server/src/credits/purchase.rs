@@ -485,6 +485,7 @@ fn new_row(
     method: &str,
     payer: &WalletAddress,
     lease_until_ms: i64,
+    owner: Option<&str>,
 ) -> PurchaseRow {
     let now = now_ms();
     PurchaseRow {
@@ -511,6 +512,7 @@ fn new_row(
         created_at_ms: now,
         email: request.email.clone(),
         search_from_block: None,
+        owner_instance: owner.map(str::to_owned),
     }
 }
 
@@ -642,6 +644,7 @@ async fn x402_purchase(
         "x402",
         &payer,
         now_ms() + payments.lease.as_millis() as i64,
+        payments.owner.as_deref(),
     );
     let stored = payment.to_payload(&offer.requirement);
     row.authorization_json = Some(serde_json::to_string(&stored).map_err(ApiError::internal)?);
@@ -763,6 +766,7 @@ async fn transfer_purchase(
         "transfer",
         &payer,
         now_ms() + state.payments.lease.as_millis() as i64,
+        state.payments.owner.as_deref(),
     );
     row.transaction_hash = Some(hash_text.clone());
     let mut tx = state.db.begin().await?;

@@ -305,6 +305,15 @@ pub enum ConnRef<'c> {
     Postgres(&'c mut PgConnection),
 }
 
+/// The database clock, epoch ms (leases never depend on a server's own clock).
+pub async fn db_now(conn: &mut impl AsConn, backend: Backend) -> sqlx::Result<i64> {
+    let sql = match backend {
+        Backend::Sqlite => "SELECT CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+        Backend::Postgres => "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+    };
+    macros::sql_scalar_optional!(conn.conn(), i64, sql)?.ok_or(sqlx::Error::RowNotFound)
+}
+
 /// `%…%` LIKE pattern of `text`, with LIKE's wildcards escaped (use with `ESCAPE '\\'`).
 pub fn like_contains(text: &str) -> String {
     let mut out = String::from("%");

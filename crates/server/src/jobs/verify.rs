@@ -23,6 +23,7 @@
 
 use super::{decide, find_submission, Decision, PostHosts, SubmissionRow, SUBMISSION_COLUMNS};
 use crate::db::macros::{sql_execute, sql_fetch_all, sql_scalar_optional};
+use crate::db::AsConn;
 use crate::error::ApiResult;
 use crate::state::AppState;
 use crate::workflows::schedules::db_now;
@@ -149,15 +150,32 @@ async fn claim(state: &AppState, submission_id: &str) -> ApiResult<Option<i64>> 
         conn.conn(),
         i64,
         "UPDATE job_submissions SET verification_status = 'running', attempts = attempts + 1, \
-           lease_until_ms = $1, updated_at_ms = $2 \
+           lease_until_ms = $1, updated_at_ms = $2, owner_instance = $4 \
          WHERE submission_id = $3 AND status = 'submitted' AND \
            ((verification_status IN ('queued', 'transient_error') AND next_attempt_at_ms <= $2) \
             OR (verification_status = 'running' AND lease_until_ms <= $2)) \
          RETURNING attempts",
         now.saturating_add(lease),
         now,
-        submission_id
+        submission_id,
+        &*state.instance.id
     )?)
+}
+
+/// Ends the leases of checks held by instances that are no longer alive (see
+/// [`crate::instances`]): the next [`run_once`] checks those submissions again (a new
+/// attempt). Returns how many.
+pub async fn expire_orphaned(
+    conn: &mut impl AsConn,
+    me: &str,
+    alive_after: i64,
+) -> Result<u64, sqlx::Error> {
+    let sql = format!(
+        "UPDATE job_submissions SET lease_until_ms = 0 WHERE status = 'submitted' \
+         AND verification_status = 'running' AND lease_until_ms > 0 AND {}",
+        crate::instances::orphaned("job_submissions", "$1", "$2")
+    );
+    sql_execute!(conn.conn(), &sql, me, alive_after)
 }
 
 /// Records the outcome of attempt `attempt`, if the submission is still ours.

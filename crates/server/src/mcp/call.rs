@@ -80,7 +80,7 @@ pub async fn call(
     };
     if let (Caller::Anonymous(ip), true) = (caller, resolved.action.x402_enabled != 0) {
         // As on the direct x402 route: per-IP limit for calls without an account.
-        if let Err(e) = state.limits.check_ip(*ip) {
+        if let Err(e) = state.limits.check_ip(*ip).await {
             state.metrics.rate_limited("ip");
             return Ok(tool_error(&e));
         }
@@ -185,6 +185,7 @@ async fn budget_call(
         deadline_ms: now_ms() + deadline_margin_ms(&runner),
         api_key_id: Some(auth.key_id.clone()),
         budget_id: Some(auth.budget_id.clone()),
+        owner_instance: Some(state.instance.id.to_string()),
     };
     let call = ToolCall {
         resolved,

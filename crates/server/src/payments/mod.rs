@@ -47,6 +47,9 @@ pub struct Payments {
     /// How long a request holds a purchase it is settling.
     pub lease: Duration,
     pub fault: Option<Fault>,
+    /// The instance whose leases these are (written as `owner_instance`, see
+    /// [`crate::instances`]); `None` outside a serving instance (the audit command).
+    pub owner: Option<std::sync::Arc<str>>,
 }
 
 /// How a purchase attempt ended.
@@ -89,6 +92,7 @@ impl Payments {
             settlers,
             lease,
             fault,
+            owner: None,
         })
     }
 
@@ -261,7 +265,26 @@ impl Payments {
             }
             _ => {}
         }
-        if !store::take_lease(&mut db.write().await?, &row.purchase_id, self.lease_until()).await? {
+        // A purchase on a chain this instance cannot settle is left to an instance that
+        // can (taking its lease would only delay that one).
+        if u64::try_from(row.chain_id)
+            .ok()
+            .and_then(|chain| self.settler(chain))
+            .is_none()
+        {
+            return Ok(Settlement::Pending {
+                row,
+                message: "the chain of this purchase is not configured on this instance".into(),
+            });
+        }
+        if !store::take_lease(
+            &mut db.write().await?,
+            &row.purchase_id,
+            self.lease_until(),
+            self.owner.as_deref(),
+        )
+        .await?
+        {
             return Ok(Settlement::InProgress { row });
         }
         if row.method == "transfer" {

@@ -41,6 +41,8 @@ pub struct PurchaseRow {
     pub email: Option<String>,
     /// x402: the block the authorization was seen unused at (its use is searched from here).
     pub search_from_block: Option<i64>,
+    /// The instance holding the lease (see [`crate::instances`]).
+    pub owner_instance: Option<String>,
 }
 
 impl PurchaseRow {
@@ -63,7 +65,7 @@ impl PurchaseRow {
     }
 }
 
-const COLUMNS: &str = "purchase_id, wallet_address, request_id, fingerprint, method, settlement, chain_id, token, asset, pay_to, payer_address, credits, amount_base_units, authorization_json, auth_nonce, transaction_hash, status, lease_until_ms, error_reason, error_message, created_at_ms, email, search_from_block";
+const COLUMNS: &str = "purchase_id, wallet_address, request_id, fingerprint, method, settlement, chain_id, token, asset, pay_to, payer_address, credits, amount_base_units, authorization_json, auth_nonce, transaction_hash, status, lease_until_ms, error_reason, error_message, created_at_ms, email, search_from_block, owner_instance";
 
 /// Why a purchase could not be claimed.
 #[derive(Debug)]
@@ -88,7 +90,7 @@ impl From<sqlx::Error> for ClaimConflict {
 pub async fn insert_claimed(tx: &mut impl AsConn, row: &PurchaseRow) -> Result<(), ClaimConflict> {
     let sql = format!(
         "INSERT INTO credit_purchases ({COLUMNS}, updated_at_ms) VALUES \
-         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $21) \
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $21) \
          ON CONFLICT DO NOTHING"
     );
     let inserted = sql_execute!(
@@ -116,7 +118,8 @@ pub async fn insert_claimed(tx: &mut impl AsConn, row: &PurchaseRow) -> Result<(
         &row.error_message,
         row.created_at_ms,
         &row.email,
-        row.search_from_block
+        row.search_from_block,
+        &row.owner_instance
     )?;
     if inserted == 0 {
         return Err(ClaimConflict::RequestId);
@@ -302,14 +305,16 @@ pub async fn take_lease(
     conn: &mut impl AsConn,
     id: &str,
     until_ms: i64,
+    owner: Option<&str>,
 ) -> Result<bool, sqlx::Error> {
     let n = sql_execute!(
         conn.conn(),
-        "UPDATE credit_purchases SET lease_until_ms = $2, updated_at_ms = $3 \
+        "UPDATE credit_purchases SET lease_until_ms = $2, updated_at_ms = $3, owner_instance = $4 \
          WHERE purchase_id = $1 AND status IN ('pending', 'broadcast') AND lease_until_ms < $3",
         id,
         until_ms,
-        now_ms()
+        now_ms(),
+        owner
     )?;
     Ok(n == 1)
 }
@@ -450,4 +455,19 @@ pub async fn granted_balance(
     Ok(ledger::entry(conn, &row.entry_id())
         .await?
         .map(|e| e.balance_after))
+}
+
+/// Ends the leases of open purchases held by instances that are no longer alive (see
+/// [`crate::instances`]): the reconciler takes them at once. Returns how many.
+pub async fn expire_orphaned(
+    conn: &mut impl AsConn,
+    me: &str,
+    alive_after: i64,
+) -> Result<u64, sqlx::Error> {
+    let sql = format!(
+        "UPDATE credit_purchases SET lease_until_ms = 0 WHERE status IN ('pending', 'broadcast') \
+         AND lease_until_ms > 0 AND {}",
+        crate::instances::orphaned("credit_purchases", "$1", "$2")
+    );
+    sql_execute!(conn.conn(), &sql, me, alive_after)
 }

@@ -114,7 +114,7 @@ pub async fn invoke_action(
         };
         return credit_call(&state, ip, target, &body, &json, &deadline).await;
     }
-    state.limits.check_ip(ip).inspect_err(|_| {
+    state.limits.check_ip(ip).await.inspect_err(|_| {
         state.metrics.rate_limited("ip");
     })?;
     x402_call(&state, &product_slug, &action_slug, &body, paid, &deadline).await
@@ -226,7 +226,7 @@ async fn credit_call(
     json: &JsonValue,
     deadline: &Deadline,
 ) -> ApiResult<Response> {
-    check_signed_ip(state, ip)?;
+    check_signed_ip(state, ip).await?;
     let mut issues: Vec<ValidationIssue> = Vec::new();
     let envelope = Envelope::read(json, &mut issues);
     let Some(envelope) = envelope.filter(|_| issues.is_empty()) else {
@@ -347,6 +347,7 @@ async fn credit_call(
         deadline_ms: now_ms() + deadline_margin_ms(&runner_spec),
         api_key_id: None,
         budget_id: None,
+        owner_instance: Some(state.instance.id.to_string()),
     };
     let outcome = charged_call(
         state,
@@ -1033,6 +1034,7 @@ pub(crate) async fn x402_paid_call(
             + state.payments.lease.as_millis() as i64,
         api_key_id: None,
         budget_id: None,
+        owner_instance: Some(state.instance.id.to_string()),
     };
     {
         let mut tx = state.db.begin().await?;
@@ -1289,6 +1291,7 @@ async fn repeated_payment(
                 &call.usage_id,
                 now_ms(),
                 until,
+                Some(&state.instance.id),
             )
             .await?
             {
@@ -1569,9 +1572,22 @@ pub async fn reconcile_payments(state: &AppState) -> ApiResult<usize> {
     let mut done = 0;
     let budget = Duration::from_secs(state.payments.networks.receipt_timeout_secs);
     for row in open {
+        // A payment on a chain this instance cannot settle stays for an instance that can
+        // (taking its lease would only delay that one).
+        if let Ok((offer, _)) = stored_payment(state, &row) {
+            if state.payments.settler(offer.network.chain_id).is_none() {
+                continue;
+            }
+        }
         let until = now_ms() + state.payments.lease.as_millis() as i64;
-        if !usage::take_settlement(&mut state.db.write().await?, &row.usage_id, now_ms(), until)
-            .await?
+        if !usage::take_settlement(
+            &mut state.db.write().await?,
+            &row.usage_id,
+            now_ms(),
+            until,
+            Some(&state.instance.id),
+        )
+        .await?
         {
             continue;
         }

@@ -61,6 +61,8 @@ pub struct NewUsage {
     /// Budget calls: the API key and the budget of the bearer.
     pub api_key_id: Option<String>,
     pub budget_id: Option<String>,
+    /// The instance running the call (see [`crate::instances`]).
+    pub owner_instance: Option<String>,
 }
 
 /// Mode of a call paid from a budget (API-key + budget-key bearer, e.g. over MCP).
@@ -90,8 +92,8 @@ pub async fn insert(conn: &mut impl AsConn, u: &NewUsage) -> Result<(), sqlx::Er
         conn.conn(),
         "INSERT INTO tool_usage (usage_id, product_id, product_slug, action_slug, mode, wallet_address, payer_address, \
          session_nonce, request_id, price_credits, charged_credits, status, workflow_session_id, network, token, authorization_json, \
-         deadline_ms, created_at_ms, search_from_block, api_key_id, budget_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, 'running', $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+         deadline_ms, created_at_ms, search_from_block, api_key_id, budget_id, owner_instance) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, 'running', $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
         &u.usage_id,
         &u.product_id,
         &u.product_slug,
@@ -110,7 +112,8 @@ pub async fn insert(conn: &mut impl AsConn, u: &NewUsage) -> Result<(), sqlx::Er
         now_ms(),
         u.search_from_block,
         &u.api_key_id,
-        &u.budget_id
+        &u.budget_id,
+        &u.owner_instance
     )?;
     Ok(())
 }
@@ -463,14 +466,16 @@ pub async fn take_settlement(
     usage_id: &str,
     now: i64,
     until: i64,
+    owner: Option<&str>,
 ) -> Result<bool, sqlx::Error> {
     let n = sql_execute!(
         conn.conn(),
-        "UPDATE tool_usage SET deadline_ms = $3 WHERE usage_id = $1 AND mode = 'x402' \
+        "UPDATE tool_usage SET deadline_ms = $3, owner_instance = $4 WHERE usage_id = $1 AND mode = 'x402' \
          AND status IN ('settling', 'settlement_pending') AND deadline_ms < $2",
         usage_id,
         now,
-        until
+        until,
+        owner
     )?;
     Ok(n == 1)
 }
@@ -495,6 +500,22 @@ pub async fn record_settlement(
         now_ms()
     )?;
     Ok(())
+}
+
+/// Ends the leases of calls (running, or settling their x402 payment) held by instances
+/// that are no longer alive (see [`crate::instances`]): [`sweep_stale`] releases their
+/// holds and the tool-payment reconciler takes their settlements. Returns how many.
+pub async fn expire_orphaned(
+    conn: &mut impl AsConn,
+    me: &str,
+    alive_after: i64,
+) -> Result<u64, sqlx::Error> {
+    let sql = format!(
+        "UPDATE tool_usage SET deadline_ms = 0 WHERE status IN ('running', 'settling', 'settlement_pending') \
+         AND deadline_ms > 0 AND {}",
+        crate::instances::orphaned("tool_usage", "$1", "$2")
+    );
+    sql_execute!(conn.conn(), &sql, me, alive_after)
 }
 
 /// Finishes calls left running past their deadline (a crashed or stopped process):

@@ -27,7 +27,7 @@ use super::{find_published, parse_time};
 use crate::accounts::{check_text, random_hex, BudgetAuth};
 use crate::admin::Admin;
 use crate::db::macros::{sql_execute, sql_fetch_all, sql_fetch_optional, sql_scalar_optional};
-use crate::db::{is_unique_violation, AsConn, Backend, Db};
+use crate::db::{is_unique_violation, AsConn, Db};
 use crate::error::{current_context, ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
 use crate::state::AppState;
@@ -69,14 +69,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(update_schedule, get_schedule))
 }
 
-/// The database clock, epoch ms (leases never depend on a server's own clock).
-pub async fn db_now(conn: &mut impl AsConn, backend: Backend) -> sqlx::Result<i64> {
-    let sql = match backend {
-        Backend::Sqlite => "SELECT CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
-        Backend::Postgres => "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
-    };
-    sql_scalar_optional!(conn.conn(), i64, sql)?.ok_or(sqlx::Error::RowNotFound)
-}
+pub use crate::db::db_now;
 
 /// A JSON body whose validation errors are 400 `SCHEDULE_REQUEST_INVALID` (seed status).
 #[derive(Debug)]

@@ -39,7 +39,16 @@ backend_tests!(
     one_authorization_raced_across_purchase_and_tool_pays_once,
     a_late_tool_answer_is_never_charged,
     kill_9_between_broadcast_and_grant_is_credited_once_after_restart,
+    a_copy_that_waits_out_its_time_for_the_first_answers_pending_then_the_first_result,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_killed_instance_work_is_taken_over_once_within_the_bound() {
+    if skip_postgres() {
+        return;
+    }
+    killed_instance_work_is_taken_over_once_within_the_bound().await;
+}
 
 /// 500 credits in the test token's base units.
 const PRICE: u64 = 5_000_000;
@@ -1179,19 +1188,18 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn start(database_url: &str, payments: &std::path::Path) -> ServerProcess {
+        ServerProcess::start_with(database_url, payments, &["--reconcile-interval-secs", "1"])
+    }
+
+    /// [`ServerProcess::start`] with further flags.
+    fn start_with(database_url: &str, payments: &std::path::Path, flags: &[&str]) -> ServerProcess {
         use std::io::{BufRead, BufReader};
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_agentpmt-server"))
             .args(["--bind", "127.0.0.1:0", "--database-url", database_url])
             .arg("--payments-config")
             .arg(payments)
-            .args([
-                "--reconcile-interval-secs",
-                "1",
-                "--catalog",
-                "none",
-                "--log-format",
-                "json",
-            ])
+            .args(["--catalog", "none", "--log-format", "json"])
+            .args(flags)
             .env("AGENTPMT_SETTLEMENT_PRIVATE_KEY", GAS_KEY)
             .env("AGENTPMT_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("RUST_LOG", "info")
@@ -1229,4 +1237,344 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Instance liveness (issue 20).
+
+/// The verifier of the surviving instances runs only when they take work over (their
+/// periodic check is an hour away), so the killed instance is the one that claims the
+/// submission first.
+fn survivor(config: &mut agentpmt_server::ServerConfig) {
+    crate::jobs::configure(config);
+    config.job_verify_interval_ms = 3_600_000;
+    config.job_verify_timeout_ms = 500;
+    config.job_verify_backoff_ms = 3_600_000;
+}
+
+/// Instance A (a child process) holds a credit hold (a tool call its vendor never answers),
+/// a settlement (an x402 purchase broadcast into a pool that does not mine) and a
+/// verification lease (a post page that never answers), and is killed with SIGKILL. Two
+/// in-process instances B and C, with the default liveness settings (heartbeat 2 s,
+/// timeout 10 s), take each over within 15 s of the kill, once: the hold is released by
+/// one of them (one release entry, the balance whole again), the settlement's lease is
+/// theirs and, once mined, the purchase is credited once, and the submission was checked
+/// again exactly once (attempt 2).
+async fn killed_instance_work_is_taken_over_once_within_the_bound() {
+    use crate::jobs::{create_job, Agent, Posts};
+    const BOUND: Duration = Duration::from_secs(15);
+    let chain = Chain::start().await;
+    let proxy = Proxy::start(&chain.anvil.rpc_url).await;
+    let url = fresh_postgres_schema().await;
+    let dir = tempfile::tempdir().unwrap();
+    let payments_file = dir.path().join("payments.toml");
+    // A's settlement lease (its receipt wait + 10 s) outlasts the bound: only the takeover
+    // can free it in time.
+    let toml = payments_toml(&chain, &proxy)
+        .replace("receipt_timeout_secs = 2", "receipt_timeout_secs = 30");
+    std::fs::write(&payments_file, toml).unwrap();
+    let survivor_options = || AppOptions {
+        configure: Some(survivor),
+        ..options(&chain, &proxy, 0, 20, false)
+    };
+    let b = spawn_on(&url, survivor_options()).await;
+    let c = spawn_on(&url, survivor_options()).await;
+    let a = ServerProcess::start_with(
+        &url,
+        &payments_file,
+        &[
+            "--job-post-hosts",
+            "x=127.0.0.1",
+            "--job-verify-interval-ms",
+            "50",
+            "--job-verify-timeout-ms",
+            "60000",
+        ],
+    );
+    let survivors = [
+        b.state.instance.id.to_string(),
+        c.state.instance.id.to_string(),
+    ];
+    let owner_is_a = |owner: &str| !owner.is_empty() && !survivors.iter().any(|s| s == owner);
+    let http = reqwest::Client::new();
+
+    // A tool whose vendor never answers (within the call's minute).
+    let vendor = axum::Router::new().route(
+        "/hang",
+        axum::routing::post(|| async {
+            tokio::time::sleep(Duration::from_secs(300)).await;
+            "too late"
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let vendor_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, vendor).await.unwrap() });
+    let (status, body) = b
+        .admin(
+            Method::PUT,
+            "/api/admin/vendors/hang-vendor",
+            Some(&json!({"slug": "hang-vendor", "name": "Hanging vendor"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = b
+        .admin(
+            Method::PUT,
+            "/api/admin/tools/hang",
+            Some(&json!({
+                "slug": "hang", "name": "Hanging tool", "description": "Never answers",
+                "categories": ["testing"], "vendor": "hang-vendor",
+                "actions": [{"name": "wait", "description": "waits", "price_credits": 7,
+                             "runner": {"kind": "http", "url": format!("{vendor_url}/hang"), "timeout_ms": 28000},
+                             "parameters": {}}]
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // 1. The hold: a signed credit call through A.
+    let agent = Agent::new(&b).await;
+    let wallet = agent.wallet();
+    let (status, body) = b
+        .admin(
+            Method::POST,
+            &format!("/api/admin/wallets/{wallet}/credits"),
+            Some(&json!({"amount_credits": 100, "reason": "test funds"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let call = {
+        let mut fields = serde_json::Map::new();
+        fields.insert("parameters".into(), json!({}));
+        let body = signed(
+            &agent.key,
+            agentpmt_protocol::SignedAction::ToolActionInvoke,
+            &[("productSlug", "hang"), ("actionSlug", "wait")],
+            &agent.nonce,
+            "takeover-call-1",
+            fields,
+        );
+        let request = http
+            .post(format!(
+                "{}/api/external/tools/hang/actions/wait/invoke",
+                a.url
+            ))
+            .json(&body);
+        tokio::spawn(request.send())
+    };
+
+    // 2. The settlement: an x402 purchase through A, broadcast into a pool that does not mine.
+    let key = payer(&chain, 1).await;
+    let payer_wallet = key.address().to_string();
+    let body = json!({"wallet_address": payer_wallet, "credits": 500, "payment_method": "x402", "request_id": "takeover-1"});
+    let challenge = http
+        .post(format!("{}{PURCHASE}", a.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let required: agentpmt_protocol::x402::PaymentRequired =
+        agentpmt_protocol::x402::decode_header(
+            challenge.headers()["payment-required"].to_str().unwrap(),
+        )
+        .unwrap();
+    let header = pay(&key, &required.accepts[0]);
+    chain.set_automine(false).await;
+    let purchase_request = tokio::spawn(
+        http.post(format!("{}{PURCHASE}", a.url))
+            .header("PAYMENT-SIGNATURE", header)
+            .json(&body)
+            .send(),
+    );
+    chain.wait_for_settlement_in_pool().await;
+
+    // 3. The verification: a social-share proof whose post page never answers, claimed by A.
+    let (posts_url, _posts) = Posts::start().await;
+    let job = create_job(&b, json!({})).await;
+    let reserver = Agent::new(&b).await;
+    let (status, reserved) = reserver.reserve(&b, &job).await;
+    assert_eq!(status, StatusCode::OK, "{reserved}");
+    let link = reserved["job"]["social_share"]["tracking_links"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let proof = json!({
+        "proof_text": "Published the required AgentPMT social post.",
+        "reservation_id": reserved["job"]["reservation_id"],
+        "social_posts": [{"platform": "x", "post_url": format!("{posts_url}/hang"),
+            "target_url_used": link, "message_text": format!("Paid AgentPMT share: {link}"),
+            "posted_at": "2026-05-17T14:30:00Z"}]
+    });
+    let (status, body) = reserver.complete(&b, &job, proof).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // A holds all three.
+    let owner = |table: &str, filter: &str| {
+        let sql = format!("SELECT COALESCE(owner_instance, '') FROM {table} WHERE {filter}");
+        let b = &b;
+        async move { b.strings(&sql).await.pop().unwrap_or_default() }
+    };
+    eventually("A holds the call, the settlement and the check", || async {
+        owner_is_a(&owner("tool_usage", "status = 'running'").await)
+            && owner_is_a(&owner("credit_purchases", "status IN ('pending', 'broadcast')").await)
+            && owner_is_a(&owner("job_submissions", "verification_status = 'running'").await)
+    })
+    .await;
+    assert_eq!(
+        balance(&b, &wallet).await,
+        93,
+        "7 credits held by the running call"
+    );
+
+    a.kill9();
+    let killed = std::time::Instant::now();
+    assert!(call.await.unwrap().is_err(), "A died during the call");
+    assert!(
+        purchase_request.await.unwrap().is_err(),
+        "A died during the settlement"
+    );
+
+    let mut hold_at = None;
+    let mut settlement_at = None;
+    let mut check_at = None;
+    while killed.elapsed() < BOUND
+        && (hold_at.is_none() || settlement_at.is_none() || check_at.is_none())
+    {
+        if hold_at.is_none()
+            && b.scalar("SELECT COUNT(*) FROM credit_holds WHERE status = 'released'")
+                .await
+                == 1
+        {
+            hold_at = Some(killed.elapsed());
+        }
+        if settlement_at.is_none() {
+            let o = owner("credit_purchases", "status IN ('pending', 'broadcast')").await;
+            if survivors.contains(&o) {
+                settlement_at = Some(killed.elapsed());
+            }
+        }
+        if check_at.is_none()
+            && b.scalar("SELECT COUNT(*) FROM job_submissions WHERE attempts = 2")
+                .await
+                == 1
+        {
+            check_at = Some(killed.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("taken over after the kill: hold {hold_at:?}, settlement {settlement_at:?}, verification {check_at:?} (bound {BOUND:?})");
+    assert!(
+        hold_at.is_some(),
+        "the hold was not released within {BOUND:?}"
+    );
+    assert!(
+        settlement_at.is_some(),
+        "the settlement was not taken over within {BOUND:?}"
+    );
+    assert!(
+        check_at.is_some(),
+        "the verification was not taken over within {BOUND:?}"
+    );
+    assert!(
+        survivors.contains(&owner("job_submissions", "attempts = 2").await),
+        "a survivor made the second check"
+    );
+
+    // Once: one release, the balance whole; the purchase credited once when mined; the
+    // submission checked once more, not once per survivor.
+    chain.mine(1).await;
+    chain.set_automine(true).await;
+    // The survivors reconcile only when taking over (their periodic reconciliation is an
+    // hour away): the next pass of either credits the mined settlement.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    b.state.payments.reconcile_open(&b.state.db).await.unwrap();
+    c.state.payments.reconcile_open(&c.state.db).await.unwrap();
+    assert_eq!(balance(&b, &wallet).await, 100, "the held credits are back");
+    assert_eq!(
+        b.scalar("SELECT COUNT(*) FROM ledger_entries WHERE kind = 'tool_release'")
+            .await,
+        1
+    );
+    assert_eq!(
+        b.scalar("SELECT COUNT(*) FROM ledger_entries WHERE kind = 'credit_purchase'")
+            .await,
+        1
+    );
+    assert_eq!(balance(&b, &payer_wallet).await, 500);
+    assert_eq!(
+        b.scalar("SELECT MAX(attempts) FROM job_submissions").await,
+        2,
+        "one takeover of the check"
+    );
+    assert_money_invariant(&c, &chain).await;
+}
+
+/// A purchase copy that finds the first copy settling waits for its outcome, for what is
+/// left of its own request time (3 s here), then answers 202 `pending` with the same
+/// purchase, never a second settlement; once the block is mined, the same request answers
+/// the first result and the wallet is credited once.
+async fn a_copy_that_waits_out_its_time_for_the_first_answers_pending_then_the_first_result(
+    backend: Backend,
+) {
+    let chain = Chain::start().await;
+    let proxy = Proxy::start(&chain.anvil.rpc_url).await;
+    let app = spawn_app_with(
+        backend,
+        AppOptions {
+            configure: Some(|c| c.request_timeout_secs = 3),
+            ..options(&chain, &proxy, 0, 20, false)
+        },
+    )
+    .await;
+    let key = payer(&chain, 1).await;
+    let wallet = key.address().to_string();
+    let (_, header, _) = signed_purchase(&app, &key).await;
+    let mut body = purchase_body(&key);
+    body["request_id"] = json!("wait-for-first");
+    chain.set_automine(false).await;
+    let first = {
+        let (app_url, header, body) = (app.url(PURCHASE), header.clone(), body.clone());
+        tokio::spawn(async move {
+            let r = reqwest::Client::new()
+                .post(app_url)
+                .header("PAYMENT-SIGNATURE", header)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        })
+    };
+    chain.wait_for_settlement_in_pool().await;
+    let started = std::time::Instant::now();
+    let (status, copy, _) = purchase(&app, &body, Some(("PAYMENT-SIGNATURE", &header))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{copy}");
+    assert_eq!(copy["status"], json!("pending"), "{copy}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "the copy waited for the first ({:?})",
+        started.elapsed()
+    );
+    let (first_status, first_body) = first.await.unwrap();
+    assert_eq!(first_status, StatusCode::ACCEPTED, "{first_body}");
+    assert_eq!(
+        copy["purchase_id"], first_body["purchase_id"],
+        "one purchase"
+    );
+    let gas: alloy::signers::local::PrivateKeySigner = GAS_KEY.parse().unwrap();
+    assert_eq!(
+        chain.pending_from(gas.address()).await.len(),
+        1,
+        "one settlement in the pool"
+    );
+    assert_eq!(balance(&app, &wallet).await, 0);
+
+    chain.mine(1).await;
+    chain.set_automine(true).await;
+    let (status, settled, _) = purchase(&app, &body, Some(("PAYMENT-SIGNATURE", &header))).await;
+    assert_eq!(status, StatusCode::OK, "{settled}");
+    assert_eq!(settled["status"], json!("settled"));
+    assert_eq!(settled["purchase_id"], first_body["purchase_id"]);
+    assert_eq!(balance(&app, &wallet).await, 500);
+    assert_money_invariant(&app, &chain).await;
 }

@@ -278,3 +278,180 @@ async fn per_wallet_limit_applies_before_signature_recovery(backend: Backend) {
         "{metrics}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Limits across instances (issue 20): two instances on one PostgreSQL database, the
+// per-wallet limit 1/s with a burst of 5, requests alternating between them.
+
+/// Wallet burst of the cross-instance tests.
+const BURST: usize = 5;
+
+fn shared_by(
+    backend: agentpmt_server::config::RateLimitBackend,
+) -> fn(&mut agentpmt_server::ServerConfig) {
+    use agentpmt_server::config::RateLimitBackend;
+    fn wallet_limit(c: &mut agentpmt_server::ServerConfig) {
+        c.wallet_rate_per_sec = 1;
+        c.wallet_rate_burst = BURST as u32;
+    }
+    match backend {
+        RateLimitBackend::Memory => wallet_limit,
+        RateLimitBackend::Postgres => |c| {
+            wallet_limit(c);
+            c.rate_limit_backend = RateLimitBackend::Postgres;
+        },
+        RateLimitBackend::Redis => |c| {
+            wallet_limit(c);
+            c.rate_limit_backend = RateLimitBackend::Redis;
+            c.redis_url = Some(secrecy::SecretString::from(redis_url()));
+            // Each test process counts in keys of its own.
+            c.redis_key_prefix = REDIS_PREFIX.clone();
+        },
+    }
+}
+
+static REDIS_PREFIX: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("agentpmt-test:{}", uuid::Uuid::new_v4().simple()));
+
+fn redis_url() -> String {
+    std::env::var("AGENTPMT_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+/// Sends `n` signed balance requests for one wallet, alternating between `a` and `b`;
+/// returns how many were answered 200 and the details of the last 429.
+async fn alternate(a: &TestApp, b: &TestApp, n: usize) -> (usize, Option<serde_json::Value>) {
+    let key = PrivateKey::random();
+    let nonce = a.session(&key.address()).await;
+    let mut ok = 0;
+    let mut refused = None;
+    for i in 0..n {
+        let app = if i % 2 == 0 { a } else { b };
+        let (status, body) = app
+            .post(
+                "/api/external/credits/balance",
+                &app.balance_body(&key, &nonce, &format!("x-{i}")),
+            )
+            .await;
+        match status {
+            StatusCode::OK => ok += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                let mut details = assert_envelope(status, &body, 429, "RATE_LIMITED").clone();
+                details["rate_limit"] = body["rate_limit"].clone();
+                refused = Some(details)
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    (ok, refused)
+}
+
+async fn two_instances(backend: agentpmt_server::config::RateLimitBackend) -> (TestApp, TestApp) {
+    let url = fresh_postgres_schema().await;
+    let a = spawn_on(&url, AppOptions::configured(shared_by(backend))).await;
+    let b = spawn_on(&url, AppOptions::configured(shared_by(backend))).await;
+    (a, b)
+}
+
+/// In memory (the default) each instance counts on its own: two instances allow twice the
+/// burst, and the 429 says the limit is per instance.
+#[tokio::test]
+async fn postgres_in_memory_limits_are_per_instance_and_say_so() {
+    if skip_postgres() {
+        return;
+    }
+    let (a, b) = two_instances(agentpmt_server::config::RateLimitBackend::Memory).await;
+    let started = std::time::Instant::now();
+    let (ok, refused) = alternate(&a, &b, 4 * BURST).await;
+    let refill = started.elapsed().as_secs() as usize + 1;
+    assert!(
+        ok >= 2 * BURST && ok <= 2 * (BURST + refill),
+        "{ok} allowed"
+    );
+    let details = refused.expect("some requests were refused");
+    assert_eq!(details["scope"], json!("wallet"));
+    assert_eq!(details["limit_backend"], json!("memory"));
+    assert_eq!(details["per_instance"], json!(true));
+}
+
+/// `--rate-limit-backend postgres`: one count for both instances.
+#[tokio::test]
+async fn postgres_shared_limits_in_postgres_hold_across_instances() {
+    if skip_postgres() {
+        return;
+    }
+    shared_limits_hold_across_instances(agentpmt_server::config::RateLimitBackend::Postgres).await;
+}
+
+/// `--rate-limit-backend redis` (the machine's Redis; in CI its absence is a failure).
+#[tokio::test]
+async fn postgres_shared_limits_in_redis_hold_across_instances() {
+    if skip_postgres() {
+        return;
+    }
+    shared_limits_hold_across_instances(agentpmt_server::config::RateLimitBackend::Redis).await;
+}
+
+async fn shared_limits_hold_across_instances(backend: agentpmt_server::config::RateLimitBackend) {
+    let (a, b) = two_instances(backend).await;
+    let started = std::time::Instant::now();
+    let (ok, refused) = alternate(&a, &b, 4 * BURST).await;
+    let refill = started.elapsed().as_secs() as usize + 1;
+    assert!(
+        ok >= BURST && ok <= BURST + refill,
+        "{ok} allowed across two instances"
+    );
+    let details = refused.expect("requests past the shared burst were refused");
+    assert_eq!(details["scope"], json!("wallet"));
+    assert_eq!(details["limit_backend"], json!(backend.as_str()));
+    assert_eq!(details["per_instance"], json!(false));
+    assert!(
+        details["rate_limit"]["retry_after_seconds"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1,
+        "{details}"
+    );
+    assert_eq!(details["rate_limit"]["limit"], json!(1), "{details}");
+}
+
+/// A shared backend that cannot be used refuses to start with a clear message, without the
+/// URL (it may carry a password).
+#[tokio::test]
+async fn unusable_shared_backends_refuse_to_start() {
+    use agentpmt_server::config::RateLimitBackend;
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite://{}/agentpmt.db", dir.path().display());
+    let mut config = test_config(&sqlite, &AppOptions::default());
+    config.rate_limit_backend = RateLimitBackend::Postgres;
+    let err = agentpmt_server::Server::build(config)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--rate-limit-backend") && err.contains("PostgreSQL"),
+        "{err}"
+    );
+
+    let mut config = test_config(&sqlite, &AppOptions::default());
+    config.rate_limit_backend = RateLimitBackend::Redis;
+    let err = agentpmt_server::Server::build(config)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--redis-url"), "{err}");
+
+    let mut config = test_config(&sqlite, &AppOptions::default());
+    config.rate_limit_backend = RateLimitBackend::Redis;
+    config.redis_url = Some(secrecy::SecretString::from(
+        "redis://:hunter2-secret@127.0.0.1:1/0".to_owned(),
+    ));
+    let err = agentpmt_server::Server::build(config)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("redis"), "{err}");
+    assert!(
+        !err.contains("hunter2"),
+        "the password reached the error: {err}"
+    );
+}

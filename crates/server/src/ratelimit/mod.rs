@@ -19,11 +19,17 @@
 //!   [`Limits::prune`], a limiter that holds more than [`MAX_TRACKED_KEYS`] keys prunes at
 //!   once (at most every [`PRUNE_ON_SIZE_INTERVAL`]).
 //!
-//! These limits are GCRA token buckets (the `governor` crate), per server instance. The
-//! AgentAddress limit, which must hold across instances, lives in the database
-//! ([`crate::identity::limiter`]).
+//! These limits are GCRA token buckets: per server instance by default (the `governor`
+//! crate, in memory: N instances allow N times the limit), or shared by every instance
+//! with `--rate-limit-backend postgres|redis` ([`shared`]). A 429 says which applies
+//! (`details.limit_backend`, `details.per_instance`). When the shared store cannot be
+//! reached, the in-memory bucket decides (the limit holds per instance meanwhile) and a
+//! warning is logged at most once a minute. The AgentAddress limit, which must hold across
+//! instances, lives in the database ([`crate::identity::limiter`]).
 
-use crate::config::{canonical_ip, IpNet, ServerConfig};
+pub mod shared;
+
+use crate::config::{canonical_ip, IpNet, RateLimitBackend, ServerConfig};
 use crate::error::ApiError;
 use crate::state::AppState;
 use agentpmt_protocol::wire::RateLimitInfo;
@@ -33,6 +39,7 @@ use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use shared::SharedStore;
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
@@ -108,6 +115,8 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
 
 /// One keyed token-bucket limit.
 struct Keyed<K: Hash + Eq + Clone> {
+    /// The bucket family's name in a shared store (`ip`, `signed_ip`, `wallet`).
+    name: &'static str,
     limiter: DefaultKeyedRateLimiter<K>,
     per_sec: u32,
     burst: u32,
@@ -118,16 +127,38 @@ struct Keyed<K: Hash + Eq + Clone> {
 }
 
 impl<K: Hash + Eq + Clone> Keyed<K> {
-    fn new(per_sec: u32, burst: u32) -> Option<Self> {
+    fn new(name: &'static str, per_sec: u32, burst: u32) -> Option<Self> {
         let rate = NonZeroU32::new(per_sec)?;
         let burst = NonZeroU32::new(burst.max(per_sec)).unwrap_or(rate);
         Some(Keyed {
+            name,
             limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
             per_sec,
             burst: burst.get(),
             pruned_at_ms: AtomicU64::new(0),
             checks: AtomicU64::new(0),
         })
+    }
+
+    /// One token, in microseconds of a shared GCRA cell.
+    fn interval_us(&self) -> i64 {
+        (1_000_000 / i64::from(self.per_sec.max(1))).max(1)
+    }
+
+    /// The burst, in microseconds of a shared GCRA cell.
+    fn tolerance_us(&self) -> i64 {
+        self.interval_us() * i64::from(self.burst)
+    }
+
+    /// The limit and a wait of `wait_us`, as a 429 tells them.
+    fn refusal(&self, wait_us: i64) -> RateLimitInfo {
+        RateLimitInfo {
+            limit: u64::from(self.per_sec),
+            window_seconds: 1,
+            retry_after_seconds: u64::try_from(wait_us.max(1))
+                .unwrap_or(1)
+                .div_ceil(1_000_000),
+        }
     }
 
     /// `Err` with the limit and the wait when `key` is over its limit.
@@ -205,12 +236,20 @@ pub fn ip_bucket(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The in-memory limits of one server instance.
+/// The per-IP and per-wallet limits (in memory, or in a shared store).
 pub struct Limits {
     ip: Option<Keyed<IpAddr>>,
     signed_ip: Option<Keyed<IpAddr>>,
     wallet: Option<Keyed<WalletAddress>>,
+    /// Where the buckets are shared, when they are.
+    shared: Option<SharedStore>,
+    backend: RateLimitBackend,
+    /// Milliseconds after [`EPOCH`] of the last "shared store unavailable" warning.
+    warned_at_ms: AtomicU64,
 }
+
+/// Shortest time between two warnings that the shared store is unavailable.
+const WARN_INTERVAL_MS: u64 = 60_000;
 
 impl std::fmt::Debug for Limits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -231,51 +270,131 @@ impl std::fmt::Debug for Limits {
                 "wallet",
                 &describe(self.wallet.as_ref().map(|k| (k.per_sec, k.burst))),
             )
+            .field("backend", &self.backend.as_str())
             .finish()
     }
 }
 
 impl Limits {
-    /// The limits `config` asks for (a rate of 0 turns one off).
+    /// The in-memory limits `config` asks for (a rate of 0 turns one off).
     pub fn new(config: &ServerConfig) -> Self {
         Limits {
-            ip: Keyed::new(config.ip_rate_per_sec, config.ip_rate_burst),
-            signed_ip: Keyed::new(config.signed_ip_rate_per_sec, config.signed_ip_rate_burst),
-            wallet: Keyed::new(config.wallet_rate_per_sec, config.wallet_rate_burst),
+            ip: Keyed::new("ip", config.ip_rate_per_sec, config.ip_rate_burst),
+            signed_ip: Keyed::new(
+                "signed_ip",
+                config.signed_ip_rate_per_sec,
+                config.signed_ip_rate_burst,
+            ),
+            wallet: Keyed::new(
+                "wallet",
+                config.wallet_rate_per_sec,
+                config.wallet_rate_burst,
+            ),
+            shared: None,
+            backend: RateLimitBackend::Memory,
+            warned_at_ms: AtomicU64::new(0),
         }
     }
 
+    /// The same limits, counted in `store` (shared by every instance that uses it).
+    pub fn shared_in(mut self, store: SharedStore, backend: RateLimitBackend) -> Self {
+        self.shared = Some(store);
+        self.backend = backend;
+        self
+    }
+
+    /// Where these limits are counted.
+    pub fn backend(&self) -> RateLimitBackend {
+        self.backend
+    }
+
+    /// Takes `cost` tokens from `key`'s bucket of `keyed` (`drain`: as many as are left,
+    /// never refused). The shared store decides when there is one and it answers.
+    async fn take<K: Hash + Eq + Clone + std::fmt::Display>(
+        &self,
+        keyed: &Keyed<K>,
+        key: &K,
+        cost: u32,
+        drain: bool,
+    ) -> Result<(), RateLimitInfo> {
+        if let Some(store) = &self.shared {
+            let bucket = format!("{}:{key}", keyed.name);
+            let cost_us = keyed.interval_us().saturating_mul(i64::from(cost));
+            match store
+                .take(&bucket, cost_us, keyed.tolerance_us(), drain)
+                .await
+            {
+                Ok(None) => return Ok(()),
+                Ok(Some(wait_us)) => return Err(keyed.refusal(wait_us)),
+                Err(shared::Unavailable(why)) => self.warn_unavailable(why),
+            }
+        }
+        if drain {
+            keyed.charge(key, cost);
+            Ok(())
+        } else {
+            keyed.check(key)
+        }
+    }
+
+    fn warn_unavailable(&self, why: &'static str) {
+        let now = u64::try_from(EPOCH.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = self.warned_at_ms.load(Ordering::Relaxed);
+        if (last == 0 || now.saturating_sub(last) >= WARN_INTERVAL_MS)
+            && self
+                .warned_at_ms
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(backend = self.backend.as_str(), reason = why,
+                "the shared rate-limit store is unavailable: limits are counted per instance until it answers");
+        }
+    }
+
+    /// A 429 of scope `scope`, saying where the limit is counted.
+    fn refused(&self, message: &str, limit: RateLimitInfo, scope: &str) -> ApiError {
+        ApiError::rate_limited(message, limit)
+            .with_detail("scope", scope)
+            .with_detail("limit_backend", self.backend.as_str())
+            .with_detail("per_instance", self.shared.is_none())
+    }
+
     /// 429 when `ip` is over the per-IP limit of signed endpoints.
-    pub fn check_signed_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
+    pub async fn check_signed_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
         match &self.signed_ip {
-            Some(keyed) => keyed.check(&ip_bucket(ip)).map_err(|limit| {
-                ApiError::rate_limited(
-                    "Too many signed requests from this IP address; slow down",
-                    limit,
-                )
-                .with_detail("scope", "ip")
-            }),
+            Some(keyed) => self
+                .take(keyed, &ip_bucket(ip), 1, false)
+                .await
+                .map_err(|limit| {
+                    self.refused(
+                        "Too many signed requests from this IP address; slow down",
+                        limit,
+                        "ip",
+                    )
+                }),
             None => Ok(()),
         }
     }
 
     /// Takes one token from `ip`'s per-IP bucket (unauthenticated endpoints): `false` when
     /// it is empty. Draining an oversized body pays with it.
-    pub fn take_ip(&self, ip: IpAddr) -> bool {
-        self.ip
-            .as_ref()
-            .is_none_or(|keyed| keyed.check(&ip_bucket(ip)).is_ok())
+    pub async fn take_ip(&self, ip: IpAddr) -> bool {
+        match &self.ip {
+            Some(keyed) => self.take(keyed, &ip_bucket(ip), 1, false).await.is_ok(),
+            None => true,
+        }
     }
 
     /// Charges `ip` for `recoveries` signature recoveries beyond the first, spent on a
     /// signature that matched no accepted message.
-    pub fn charge_signed_ip(&self, ip: IpAddr, recoveries: u32) {
-        if let Some(keyed) = &self.signed_ip {
-            keyed.charge(&ip_bucket(ip), recoveries.saturating_sub(1));
+    pub async fn charge_signed_ip(&self, ip: IpAddr, recoveries: u32) {
+        let extra = recoveries.saturating_sub(1);
+        if let (Some(keyed), true) = (&self.signed_ip, extra > 0) {
+            let _ = self.take(keyed, &ip_bucket(ip), extra, true).await;
         }
     }
 
-    /// Keys held by the per-IP, signed per-IP and per-wallet limiters.
+    /// Keys held by the per-IP, signed per-IP and per-wallet in-memory limiters.
     pub fn tracked_keys(&self) -> [(&'static str, usize); 3] {
         let len = |k: &Option<Keyed<_>>| k.as_ref().map_or(0, |k| k.limiter.len());
         [
@@ -289,34 +408,49 @@ impl Limits {
     }
 
     /// 429 when `ip` is over the per-IP limit.
-    pub fn check_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
+    pub async fn check_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
         match &self.ip {
-            Some(keyed) => keyed.check(&ip_bucket(ip)).map_err(|limit| {
-                ApiError::rate_limited("Too many requests from this IP address; slow down", limit)
-                    .with_detail("scope", "ip")
-            }),
+            Some(keyed) => self
+                .take(keyed, &ip_bucket(ip), 1, false)
+                .await
+                .map_err(|limit| {
+                    self.refused(
+                        "Too many requests from this IP address; slow down",
+                        limit,
+                        "ip",
+                    )
+                }),
             None => Ok(()),
         }
     }
 
     /// 429 when `wallet` is over the per-wallet limit.
-    pub fn check_wallet(&self, wallet: &WalletAddress) -> Result<(), ApiError> {
+    pub async fn check_wallet(&self, wallet: &WalletAddress) -> Result<(), ApiError> {
         match &self.wallet {
-            Some(keyed) => keyed.check(wallet).map_err(|limit| {
-                ApiError::rate_limited("Too many signed requests for this wallet; slow down", limit)
-                    .with_detail("scope", "wallet")
+            Some(keyed) => self.take(keyed, wallet, 1, false).await.map_err(|limit| {
+                self.refused(
+                    "Too many signed requests for this wallet; slow down",
+                    limit,
+                    "wallet",
+                )
             }),
             None => Ok(()),
         }
     }
 
-    /// Forgets keys whose buckets are full again (bounded memory); run periodically.
-    pub fn prune(&self) {
+    /// Forgets keys whose buckets are full again (bounded memory), in memory and in a
+    /// shared PostgreSQL store; run periodically.
+    pub async fn prune(&self) {
         for k in [&self.ip, &self.signed_ip].into_iter().flatten() {
             k.prune();
         }
         if let Some(k) = &self.wallet {
             k.prune();
+        }
+        if let Some(store) = &self.shared {
+            if let Err(shared::Unavailable(why)) = store.prune().await {
+                tracing::warn!(reason = why, "pruning shared rate-limit buckets failed");
+            }
         }
     }
 }
@@ -333,7 +467,7 @@ impl FromRequestParts<AppState> for IpLimited {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let Ok(ClientIp(ip)) = ClientIp::from_request_parts(parts, state).await;
-        state.limits.check_ip(ip).inspect_err(|_| {
+        state.limits.check_ip(ip).await.inspect_err(|_| {
             state.metrics.rate_limited("ip");
         })?;
         Ok(IpLimited(ip))
@@ -362,8 +496,8 @@ mod tests {
 
     /// Addresses of one /64 draw from one bucket: a client cannot get a fresh limit by
     /// changing the low bits of its address.
-    #[test]
-    fn one_64_is_one_bucket() {
+    #[tokio::test]
+    async fn one_64_is_one_bucket() {
         let config = ServerConfig {
             ip_rate_per_sec: 1,
             ip_rate_burst: 2,
@@ -371,10 +505,10 @@ mod tests {
         };
         let limits = Limits::new(&config);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert!(limits.check_ip(ip("2001:db8::1")).is_ok());
-        assert!(limits.check_ip(ip("2001:db8::2")).is_ok());
-        assert!(limits.check_ip(ip("2001:db8::3")).is_err());
-        assert!(limits.check_ip(ip("2001:db8:0:1::1")).is_ok());
+        assert!(limits.check_ip(ip("2001:db8::1")).await.is_ok());
+        assert!(limits.check_ip(ip("2001:db8::2")).await.is_ok());
+        assert!(limits.check_ip(ip("2001:db8::3")).await.is_err());
+        assert!(limits.check_ip(ip("2001:db8:0:1::1")).await.is_ok());
     }
 
     fn headers(xff: &[&str]) -> HeaderMap {
@@ -419,7 +553,7 @@ mod tests {
 
     #[test]
     fn buckets_refuse_past_the_burst() {
-        let keyed = Keyed::<u8>::new(1, 3).unwrap();
+        let keyed = Keyed::<u8>::new("t", 1, 3).unwrap();
         for _ in 0..3 {
             assert!(keyed.check(&1).is_ok());
         }
@@ -427,6 +561,9 @@ mod tests {
         assert_eq!(refused.limit, 1);
         assert!(refused.retry_after_seconds >= 1);
         assert!(keyed.check(&2).is_ok(), "other keys are independent");
-        assert!(Keyed::<u8>::new(0, 10).is_none(), "0 turns the limit off");
+        assert!(
+            Keyed::<u8>::new("t", 0, 10).is_none(),
+            "0 turns the limit off"
+        );
     }
 }
