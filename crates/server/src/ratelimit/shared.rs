@@ -102,14 +102,23 @@ impl SharedStore {
                 let ConnRef::Postgres(c) = conn.conn() else {
                     return Err(Unavailable("shared limits need PostgreSQL"));
                 };
+                // A bucket update lost in a database crash is harmless: its commit does not
+                // wait for the WAL flush (only this transaction's; money writes still do).
+                let failed = |_| Unavailable("the limit query failed");
+                let mut tx = sqlx::Connection::begin(&mut *c).await.map_err(failed)?;
+                sqlx::query("SET LOCAL synchronous_commit = off")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(failed)?;
                 let taken: Option<i64> = sqlx::query_scalar(POSTGRES_GCRA)
                     .bind(bucket)
                     .bind(cost_us)
                     .bind(tol_us)
                     .bind(drain)
-                    .fetch_optional(&mut *c)
+                    .fetch_optional(&mut *tx)
                     .await
-                    .map_err(|_| Unavailable("the limit query failed"))?;
+                    .map_err(failed)?;
+                tx.commit().await.map_err(failed)?;
                 if taken.is_some() {
                     return Ok(None);
                 }
