@@ -20,12 +20,17 @@
 //! - `GET /tools`, `POST /tools` — products and actions, vendors; create or replace a product.
 //! - `GET /keys?page=`, `POST /accounts`, `POST /api-keys` (the key is shown once),
 //!   `POST /api-keys/{id}/revoke`, `POST /budgets/{id}/revoke`.
+//! - `GET /workflows?q=&page=`, `POST /workflows`, `POST /workflows/{id}/publish` — drafts
+//!   and published workflows; drafting and publishing ([`workflows`]).
+//! - `GET /schedules?q=&page=`, `POST /schedules`, `POST /schedules/{id}/pause|resume` —
+//!   BYO-agent workflow schedules of budgets.
 //! - `GET /payments?page=` — purchases and x402 tool payments.
 //! - `GET /help-tickets?page=`.
 
 mod pages;
 pub mod session;
 mod views;
+mod workflows;
 
 use crate::ratelimit::ClientIp;
 use crate::state::AppState;
@@ -77,6 +82,26 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route(&at("/api-keys"), post(pages::create_api_key))
         .route(&at("/api-keys/{id}/revoke"), post(pages::revoke_key))
         .route(&at("/budgets/{id}/revoke"), post(pages::revoke_budget))
+        .route(
+            &at("/workflows"),
+            get(workflows::workflows).post(workflows::create_workflow),
+        )
+        .route(
+            &at("/workflows/{id}/publish"),
+            post(workflows::publish_workflow),
+        )
+        .route(
+            &at("/schedules"),
+            get(workflows::schedules).post(workflows::create_schedule),
+        )
+        .route(
+            &at("/schedules/{id}/pause"),
+            post(workflows::pause_schedule),
+        )
+        .route(
+            &at("/schedules/{id}/resume"),
+            post(workflows::resume_schedule),
+        )
         .route(&at("/payments"), get(pages::payments))
         .route(&at("/help-tickets"), get(pages::help_tickets))
         .layer(axum::middleware::map_response(security_headers))
@@ -254,6 +279,8 @@ pub fn document(base: &str, title: &str, session: Option<&Session>, content: Mar
                             a href={(base) "/tools"} { "Tools" }
                             a href={(base) "/jobs"} { "Review queue" }
                             a href={(base) "/keys"} { "Keys & budgets" }
+                            a href={(base) "/workflows"} { "Workflows" }
+                            a href={(base) "/schedules"} { "Schedules" }
                             a href={(base) "/help-tickets"} { "Help tickets" }
                         }
                         form.inline method="post" action={(base) "/logout"} {
@@ -277,6 +304,27 @@ pub fn page(state: &AppState, operator: &Operator, title: &str, content: Markup)
         content,
     )
     .into_response()
+}
+
+/// The page of `title` when it could not be shown: the operator API's error, with its status.
+pub fn error_page(
+    state: &AppState,
+    operator: &Operator,
+    title: &str,
+    e: crate::error::ApiError,
+) -> Response {
+    let status = StatusCode::from_u16(e.code().status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let body = html! { main { h1 { (title) } (views::outcome(&Err(e))) } };
+    (status, page(state, operator, title, body)).into_response()
+}
+
+/// `response` (a page re-rendered after an action), answered with `status` when the action
+/// failed but the page itself rendered.
+pub fn failed_with(mut response: Response, failed: bool, status: StatusCode) -> Response {
+    if failed && response.status() == StatusCode::OK {
+        *response.status_mut() = status;
+    }
+    response
 }
 
 fn sign_in_page(state: &AppState, status: StatusCode, error: Option<&str>) -> Response {

@@ -2,7 +2,7 @@
 //! the operator API's own function for it.
 
 use super::views::{self, credits, external_link, outcome, pager, time, trim_page, ListQuery};
-use super::{page, CsrfForm, Operator};
+use super::{error_page, page, CsrfForm, Operator};
 use crate::db::macros::{sql_fetch_all, sql_scalar_optional};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -10,19 +10,13 @@ use agentpmt_protocol::wire::CreditAdjustmentRequest;
 use agentpmt_protocol::WalletAddress;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use maud::{html, Markup};
 use serde::Deserialize;
 
 /// Days shown in the overview's chart.
 const CHART_DAYS: i64 = 14;
 const DAY_MS: i64 = 86_400_000;
-
-fn error_page(state: &AppState, operator: &Operator, title: &str, e: ApiError) -> Response {
-    let status = StatusCode::from_u16(e.code().status()).unwrap_or(StatusCode::BAD_REQUEST);
-    let body = html! { main { h1 { (title) } (outcome(&Err(e))) } };
-    (status, page(state, operator, title, body)).into_response()
-}
 
 async fn count(state: &AppState, sql: &str) -> ApiResult<i64> {
     let mut conn = state.db.read().await?;

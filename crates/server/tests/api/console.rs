@@ -24,6 +24,8 @@ backend_tests!(
     the_credit_form_posts_once_when_sent_twice,
     signed_out_sessions_are_refused,
     accounts_and_api_keys_are_created_and_keys_shown_once,
+    workflows_are_drafted_published_and_searched,
+    schedules_are_created_paused_and_resumed,
     browser_operator_flows,
     browser_security,
 );
@@ -431,6 +433,201 @@ async fn accounts_and_api_keys_are_created_and_keys_shown_once(backend: Backend)
         )
         .await;
     assert!(html.contains("NOT_FOUND"), "{html}");
+}
+
+/// The text between the first `start` after `from` and the next `end`.
+fn between(html: &str, start: &str, end: &str) -> String {
+    let at = html
+        .find(start)
+        .unwrap_or_else(|| panic!("no {start:?} in {html}"))
+        + start.len();
+    html[at..].split(end).next().unwrap().to_owned()
+}
+
+/// A CSRF-less copy of `form` is refused and changes nothing; the page says why.
+async fn refused_without_csrf(app: &TestApp, signed: &Signed, path: &str, form: &[(&str, &str)]) {
+    let forged: Vec<_> = form.iter().filter(|(k, _)| *k != "csrf").copied().collect();
+    let (status, html) = signed.post(app, path, &forged).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {html}");
+    assert!(html.contains("CSRF"), "{html}");
+}
+
+async fn workflows_are_drafted_published_and_searched(backend: Backend) {
+    let app = spawn_app_with(backend, AppOptions::default()).await;
+    let signed = sign_in_http(&app).await;
+    let graph = crate::workflows::sample_graph().to_string();
+    let form = [
+        ("csrf", signed.csrf.as_str()),
+        ("slug", "console-digest"),
+        ("name", "Console <b>digest</b>"),
+        ("description", "Made in the console"),
+        ("publisher", "Ops"),
+        ("categories", "research, ops"),
+        ("industry_tags", ""),
+        ("visibility", "public"),
+        ("graph", graph.as_str()),
+    ];
+    refused_without_csrf(&app, &signed, "/console/workflows", &form).await;
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM workflows").await, 0);
+    let (status, html) = signed.post(&app, "/console/workflows", &form).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("Console &lt;b&gt;digest&lt;/b&gt;"),
+        "escaped: {html}"
+    );
+    let id = between(&html, "Workflow console-digest (", ")");
+    // The operator API sees the same draft.
+    let (status, view) = app
+        .admin(Method::GET, "/api/admin/workflows/console-digest", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!(view["workflow"]["workflow_id"], json!(id));
+    assert_eq!(view["workflow"]["status"], json!("draft"));
+    assert_eq!(view["workflow"]["categories"], json!(["research", "ops"]));
+    // An invalid graph is the operator API's 422, and nothing is stored.
+    let mut bad = form;
+    bad[1] = ("slug", "broken");
+    bad[8] = ("graph", "{\"nodes\": [], \"edges\": []}");
+    let (status, html) = signed.post(&app, "/console/workflows", &bad).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(html.contains("VALIDATION_ERROR"), "{html}");
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM workflows").await, 1);
+
+    // Publish: refused without the token, then published.
+    let publish = format!("/console/workflows/{id}/publish");
+    refused_without_csrf(&app, &signed, &publish, &[]).await;
+    let (status, html) = signed.post(&app, &publish, &[("csrf", &signed.csrf)]).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("Workflow console-digest is published."),
+        "{html}"
+    );
+    let (_, view) = app
+        .admin(Method::GET, &format!("/api/admin/workflows/{id}"), None)
+        .await;
+    assert_eq!(view["workflow"]["status"], json!("published"));
+    let (status, html) = signed
+        .post(
+            &app,
+            "/console/workflows/nope/publish",
+            &[("csrf", &signed.csrf)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{html}");
+
+    // Search: by name, and by id; a search of LIKE wildcards matches literally.
+    let (_, html) = signed.get(&app, "/console/workflows?q=DIGEST").await;
+    assert!(html.contains(&format!("id=\"workflow-{id}\"")), "{html}");
+    let (_, html) = signed
+        .get(&app, &format!("/console/workflows?q={id}"))
+        .await;
+    assert!(html.contains(&format!("id=\"workflow-{id}\"")), "{html}");
+    let (_, html) = signed.get(&app, "/console/workflows?q=%25").await;
+    assert!(html.contains("No workflow matches."), "{html}");
+}
+
+/// A schedule as the operator API shows it.
+async fn schedule_view(app: &TestApp, id: &str) -> Value {
+    let (status, view) = app
+        .admin(
+            Method::GET,
+            &format!("/api/admin/workflow-schedules/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    view["schedule"].clone()
+}
+
+async fn schedules_are_created_paused_and_resumed(backend: Backend) {
+    let app = spawn_app_with(backend, AppOptions::default()).await;
+    let t = tenant(&app).await;
+    crate::workflows::create_workflow(&app, "nightly-digest", json!({}), true).await;
+    crate::workflows::create_workflow(&app, "still-draft", json!({}), false).await;
+    let signed = sign_in_http(&app).await;
+    let form = [
+        ("csrf", signed.csrf.as_str()),
+        ("budget_id", t.budget_id.as_str()),
+        ("workflow_id", "nightly-digest"),
+        ("name", "Nightly digest"),
+        ("prompt", "Summarize yesterday"),
+        ("interval_seconds", "3600"),
+        ("cron", ""),
+        ("time_zone", "UTC"),
+        ("start_at", "2026-01-01T00:00:00Z"),
+    ];
+    refused_without_csrf(&app, &signed, "/console/schedules", &form).await;
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM workflow_schedules").await,
+        0
+    );
+    let (status, html) = signed.post(&app, "/console/schedules", &form).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    let id = between(&html, "Schedule Nightly digest (", ")");
+    assert!(id.starts_with("sch_"), "{id}");
+    let view = schedule_view(&app, &id).await;
+    assert_eq!(view["budget_id"], json!(t.budget_id));
+    assert_eq!(view["status"], json!("active"));
+    assert_eq!(view["recurrence"]["interval_seconds"], json!(3600));
+    assert_eq!(view["due_at"], json!("2026-01-01T00:00:00.000Z"));
+    // The budget's bearer sees it due.
+    let (status, due) = bearer_call(
+        &app,
+        &t,
+        Method::GET,
+        "/api/external/workflow-schedules/due",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{due}");
+    assert!(due.to_string().contains(&id), "{due}");
+
+    // A draft workflow cannot be scheduled, nor an unknown budget: the operator API's errors.
+    let mut draft = form;
+    draft[2] = ("workflow_id", "still-draft");
+    let (status, html) = signed.post(&app, "/console/schedules", &draft).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(html.contains("WORKFLOW_NOT_FOUND"), "{html}");
+    let mut unknown = form;
+    unknown[1] = ("budget_id", "bud_nope");
+    let (_, html) = signed.post(&app, "/console/schedules", &unknown).await;
+    assert!(html.contains("No such budget"), "{html}");
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM workflow_schedules").await,
+        1
+    );
+
+    // Pause and resume, as PATCH status does.
+    let pause = format!("/console/schedules/{id}/pause");
+    refused_without_csrf(&app, &signed, &pause, &[]).await;
+    assert_eq!(schedule_view(&app, &id).await["status"], json!("active"));
+    let (status, html) = signed.post(&app, &pause, &[("csrf", &signed.csrf)]).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains(&format!("Schedule {id} is paused.")),
+        "{html}"
+    );
+    assert_eq!(schedule_view(&app, &id).await["status"], json!("paused"));
+    let (status, html) = signed
+        .post(
+            &app,
+            &format!("/console/schedules/{id}/resume"),
+            &[("csrf", &signed.csrf)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert_eq!(schedule_view(&app, &id).await["status"], json!("active"));
+
+    // The list finds it by name and by budget.
+    for q in ["nightly", t.budget_id.as_str()] {
+        let (_, html) = signed.get(&app, &format!("/console/schedules?q={q}")).await;
+        assert!(
+            html.contains(&format!("id=\"schedule-{id}\"")),
+            "{q}: {html}"
+        );
+    }
+    let (_, html) = signed.get(&app, "/console/schedules?q=weekly").await;
+    assert!(html.contains("No schedule matches."), "{html}");
 }
 
 // ---- Browser -------------------------------------------------------------------------
