@@ -17,7 +17,8 @@
 //!   `POST /wallets/{address}/credits` — search, balance and ledger, grant or remove credits.
 //! - `GET /jobs?status=&page=`, `POST /jobs`, `POST /jobs/submissions/{id}/approve|reject` —
 //!   the review queue with each submission's proof and verifier outcome; creating jobs.
-//! - `GET /tools`, `POST /tools` — products and actions, vendors; create or replace a product.
+//! - `GET /tools?group_by=&days=&page=`, `POST /tools` — products and actions, vendors, usage
+//!   per product / action / wallet; create or replace a product ([`tools`]).
 //! - `GET /keys?page=`, `POST /accounts`, `POST /api-keys` (the key is shown once),
 //!   `POST /api-keys/{id}/revoke`, `POST /budgets/{id}/revoke`.
 //! - `GET /workflows?q=&page=`, `POST /workflows`, `POST /workflows/{id}/publish` — drafts
@@ -29,6 +30,7 @@
 
 mod pages;
 pub mod session;
+mod tools;
 mod views;
 mod workflows;
 
@@ -76,7 +78,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route(&at("/jobs"), get(pages::jobs).post(pages::create_job))
         .route(&at("/jobs/submissions/{id}/approve"), post(pages::approve))
         .route(&at("/jobs/submissions/{id}/reject"), post(pages::reject))
-        .route(&at("/tools"), get(pages::tools).post(pages::put_tool))
+        .route(&at("/tools"), get(tools::tools).post(tools::put_tool))
         .route(&at("/keys"), get(pages::keys))
         .route(&at("/accounts"), post(pages::create_account))
         .route(&at("/api-keys"), post(pages::create_api_key))

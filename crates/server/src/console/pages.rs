@@ -1,7 +1,9 @@
 //! The console's pages. Reads query the tables directly (read-only); every action calls
 //! the operator API's own function for it.
 
-use super::views::{self, credits, external_link, outcome, pager, time, trim_page, ListQuery};
+use super::views::{
+    self, credits, external_link, optional, outcome, pager, time, trim_page, whole, ListQuery,
+};
 use super::{error_page, page, CsrfForm, Operator};
 use crate::db::macros::{sql_fetch_all, sql_scalar_optional};
 use crate::error::{ApiError, ApiResult};
@@ -485,20 +487,6 @@ pub struct JobForm {
     on_reject: String,
 }
 
-fn whole(field: &str, text: &str) -> ApiResult<i64> {
-    text.trim().parse().map_err(|_| {
-        ApiError::invalid_field(
-            &["body", field],
-            "value_error",
-            format!("{field} must be a whole number"),
-        )
-    })
-}
-
-fn optional(text: &str) -> Option<String> {
-    Some(text.trim().to_owned()).filter(|t| !t.is_empty())
-}
-
 /// Creates a job through [`crate::jobs::admin::create`].
 #[tracing::instrument(skip_all)]
 pub async fn create_job(
@@ -601,146 +589,6 @@ pub async fn reject(
 ) -> Response {
     let result = crate::jobs::admin::reject(&state, &id, reason_of(&form)).await;
     reviewed(&state, &operator, result).await
-}
-
-/// Products with their actions, vendors, and the product form.
-#[tracing::instrument(skip_all)]
-pub async fn tools(operator: Operator, State(state): State<AppState>) -> Response {
-    tools_page(&state, &operator, None).await
-}
-
-const ACTIONS_EXAMPLE: &str = r#"[{"name": "run", "price_credits": 1, "x402_enabled": false,
-  "runner": {"kind": "builtin", "name": "time.now"}}]"#;
-
-async fn tools_page(state: &AppState, operator: &Operator, notice: Option<Markup>) -> Response {
-    let title = "Tools and vendors";
-    let data = async {
-        let mut conn = state.db.read().await?;
-        let products = crate::tools::catalog::admin_views(&mut conn, None).await?;
-        let vendors = crate::tools::catalog::vendor_views(&mut conn).await?;
-        ApiResult::Ok((products, vendors))
-    }
-    .await;
-    let (products, vendors) = match data {
-        Ok(d) => d,
-        Err(e) => return error_page(state, operator, title, e),
-    };
-    let base = &state.config.console_path;
-    let body = html! {
-        main {
-            h1 { (title) }
-            @if let Some(n) = notice { (n) }
-            table id="products" {
-                thead { tr { th { "Product" } th { "Status" } th { "Vendor" } th { "Actions (price, x402, status)" } } }
-                tbody {
-                    @for p in &products {
-                        tr {
-                            td { strong.product-name { (p.name) } br; code { (p.slug) } @if p.private { " · private" } }
-                            td { (p.status) }
-                            td { (p.vendor) }
-                            td { ul { @for a in &p.actions {
-                                li { code { (a.slug) } " — " (a.price_credits) " cr"
-                                    @if a.x402_enabled { " · x402" } " · " (a.status) }
-                            } } }
-                        }
-                    }
-                    @if products.is_empty() { tr { td colspan="4" { "No product yet." } } }
-                }
-            }
-            h2 { "Vendors" }
-            table id="vendors" {
-                thead { tr { th { "Vendor" } th { "Status" } th { "Secret" } th { "Updated" } } }
-                tbody {
-                    @for v in &vendors {
-                        tr { td { (v.name) " " code { (v.slug) } } td { (v.status) }
-                             td { @if v.has_secret { "set (never shown)" } @else { "none" } } td { (v.updated_at) } }
-                    }
-                    @if vendors.is_empty() { tr { td colspan="4" { "No vendor." } } }
-                }
-            }
-            section {
-                h2 { "Create or replace a product" }
-                p { "The same document as " code { "PUT /api/admin/tools/{slug}" } "; a product with an existing slug is replaced, and actions left out become inactive." }
-                form.stack method="post" action={(base) "/tools"} id="product-form" {
-                    input type="hidden" name="csrf" value=(operator.session.csrf);
-                    label for="slug" { "Slug" } input type="text" id="slug" name="slug" required maxlength="64";
-                    label for="name" { "Name" } input type="text" id="name" name="name" required maxlength="200";
-                    label for="description" { "Description" } input type="text" id="description" name="description" maxlength="2000";
-                    label for="categories" { "Categories (comma-separated)" } input type="text" id="categories" name="categories";
-                    label for="vendor" { "Vendor slug (empty for built-in tools)" } input type="text" id="vendor" name="vendor";
-                    label for="status" { "Status" }
-                    select id="status" name="status" { option value="active" { "active" } option value="inactive" { "inactive" } }
-                    label for="actions" { "Actions (JSON: name, price_credits, x402_enabled, parameters, runner)" }
-                    textarea id="actions" name="actions" rows="6" { (ACTIONS_EXAMPLE) }
-                    button type="submit" { "Save product" }
-                }
-            }
-        }
-    };
-    page(state, operator, title, body)
-}
-
-/// The product form.
-#[derive(Debug, Deserialize)]
-pub struct ProductForm {
-    slug: String,
-    name: String,
-    #[serde(default)]
-    description: String,
-    #[serde(default)]
-    categories: String,
-    #[serde(default)]
-    vendor: String,
-    #[serde(default)]
-    status: String,
-    #[serde(default)]
-    actions: String,
-}
-
-/// Creates or replaces a product through [`crate::tools::put_product`].
-#[tracing::instrument(skip_all)]
-pub async fn put_tool(
-    State(state): State<AppState>,
-    CsrfForm(operator, form): CsrfForm<ProductForm>,
-) -> Response {
-    let result = async {
-        let actions: serde_json::Value = serde_json::from_str(&form.actions).map_err(|e| {
-            ApiError::invalid_field(&["body", "actions"], "json_invalid", e.to_string())
-        })?;
-        let categories: Vec<&str> = form
-            .categories
-            .split(',')
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-            .collect();
-        let mut doc = serde_json::json!({
-            "slug": form.slug.trim(), "name": form.name.trim(), "description": form.description.trim(),
-            "categories": categories, "actions": actions,
-        });
-        if !form.status.trim().is_empty() {
-            doc["status"] = serde_json::json!(form.status.trim());
-        }
-        if !form.vendor.trim().is_empty() {
-            doc["vendor"] = serde_json::json!(form.vendor.trim());
-        }
-        let doc: agentpmt_protocol::tools::ProductSpecDoc =
-            serde_json::from_value(doc).map_err(|e| {
-                ApiError::invalid_field(&["body"], "value_error", e.to_string())
-            })?;
-        let (created, view) = crate::tools::put_product(&state, &doc).await?;
-        Ok(format!(
-            "Product {} {}.",
-            view.slug,
-            if created { "created" } else { "replaced" }
-        ))
-    }
-    .await;
-    let failed = result.is_err();
-    let mut response = tools_page(&state, &operator, Some(outcome(&result))).await;
-    if failed && response.status() == StatusCode::OK {
-        *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-    }
-    response
 }
 
 #[derive(Debug, sqlx::FromRow)]

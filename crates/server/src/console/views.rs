@@ -1,7 +1,7 @@
 //! Pieces the console's pages share: paged tables and search forms, the SVG bar chart, links
 //! to external URLs, amounts and times, and the notice of an action's outcome.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiResult};
 use maud::{html, Markup};
 use serde::Deserialize;
 
@@ -184,6 +184,22 @@ pub fn outcome(result: &Result<String, ApiError>) -> Markup {
             }
         }
     }
+}
+
+/// A whole number from the form field `field`, or the operator API's 422 for it.
+pub fn whole(field: &str, text: &str) -> ApiResult<i64> {
+    text.trim().parse().map_err(|_| {
+        ApiError::invalid_field(
+            &["body", field],
+            "value_error",
+            format!("{field} must be a whole number"),
+        )
+    })
+}
+
+/// A form field's text, trimmed; `None` when empty.
+pub fn optional(text: &str) -> Option<String> {
+    Some(text.trim().to_owned()).filter(|t| !t.is_empty())
 }
 
 /// `url` as a link when it is an absolute http(s) URL, else as text (a `javascript:` URL

@@ -6,7 +6,8 @@
 //! schedule is paused instead, and a workflow stays (schedules and sessions name it).
 
 use super::views::{
-    button_form, csrf, href, like_pattern, outcome, paged_table, search_form, time, ListQuery,
+    button_form, csrf, href, like_pattern, optional, outcome, paged_table, search_form, time,
+    ListQuery,
 };
 use super::{error_page, failed_with, page, CsrfForm, Empty, Operator};
 use crate::db::macros::sql_fetch_all;
@@ -147,10 +148,6 @@ fn comma_list(text: &str) -> Vec<String> {
         .filter(|v| !v.is_empty())
         .map(str::to_owned)
         .collect()
-}
-
-fn optional(text: &str) -> Option<String> {
-    Some(text.trim().to_owned()).filter(|t| !t.is_empty())
 }
 
 /// Drafts a workflow through [`crate::workflows::admin::new_workflow`].

@@ -26,6 +26,7 @@ backend_tests!(
     accounts_and_api_keys_are_created_and_keys_shown_once,
     workflows_are_drafted_published_and_searched,
     schedules_are_created_paused_and_resumed,
+    usage_per_product_action_and_wallet,
     browser_operator_flows,
     browser_security,
 );
@@ -628,6 +629,69 @@ async fn schedules_are_created_paused_and_resumed(backend: Backend) {
     }
     let (_, html) = signed.get(&app, "/console/schedules?q=weekly").await;
     assert!(html.contains("No schedule matches."), "{html}");
+}
+
+async fn usage_per_product_action_and_wallet(backend: Backend) {
+    let app = spawn_app_with(backend, AppOptions::default()).await;
+    let key = PrivateKey::random();
+    let wallet = key.address().to_string();
+    assert_eq!(app.adjust(&key.address(), 10).await.0, 201);
+    let nonce = app.session(&key.address()).await;
+    for request_id in ["u1", "u2"] {
+        let (status, body) = crate::tools::invoke(
+            &app,
+            &key,
+            &nonce,
+            request_id,
+            "agent-signing-kit",
+            "canonical-json",
+            json!({"value": {"a": 1}}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let signed = sign_in_http(&app).await;
+    // Each grouping shows the operator usage report's row.
+    for (group_by, key) in [
+        ("product", "agent-signing-kit".to_owned()),
+        ("action", "agent-signing-kit/canonical-json".to_owned()),
+        ("wallet", wallet.clone()),
+    ] {
+        let (_, report) = app
+            .admin(
+                Method::GET,
+                &format!("/api/admin/tools/usage?group_by={group_by}"),
+                None,
+            )
+            .await;
+        let row = report["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["key"] == json!(key))
+            .unwrap_or_else(|| panic!("{report}"))
+            .clone();
+        assert_eq!(row["calls"], json!(2));
+        let (status, html) = signed
+            .get(&app, &format!("/console/tools?group_by={group_by}&days=0"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{html}");
+        let usage = between(&html, "<table id=\"usage-table\">", "</table>");
+        let cells = format!(
+            "<code>{key}</code>{}</td><td>2</td><td>2</td><td>0</td><td>{} cr</td><td>0</td>",
+            if group_by == "wallet" { "</a>" } else { "" },
+            row["charged_credits"]
+        );
+        assert!(usage.contains(&cells), "{group_by}: {usage}");
+    }
+    assert!(signed
+        .get(&app, "/console/tools?group_by=wallet")
+        .await
+        .1
+        .contains(&format!("href=\"/console/wallets/{wallet}\"")));
+    // An unknown grouping is the report's 422.
+    let (status, html) = signed.get(&app, "/console/tools?group_by=planet").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
 }
 
 // ---- Browser -------------------------------------------------------------------------
