@@ -19,8 +19,11 @@
 //!   the review queue with each submission's proof and verifier outcome; creating jobs.
 //! - `GET /tools?group_by=&days=&page=`, `POST /tools` — products and actions, vendors, usage
 //!   per product / action / wallet; create or replace a product ([`tools`]).
-//! - `GET /keys?page=`, `POST /accounts`, `POST /api-keys` (the key is shown once),
-//!   `POST /api-keys/{id}/revoke`, `POST /budgets/{id}/revoke`.
+//! - `POST /tools/{slug}/status`, `POST /tools/{slug}/actions/{action}` — edit in place: a
+//!   product's status; an action's price, x402 switch, status and schema.
+//! - `POST /vendors` — create or update a vendor (its secret is never shown).
+//! - `GET /keys?page=`, `POST /accounts`, `POST /api-keys`, `POST /budgets` (keys are shown
+//!   once), `POST /api-keys/{id}/revoke`, `POST /budgets/{id}/revoke`.
 //! - `GET /workflows?q=&page=`, `POST /workflows`, `POST /workflows/{id}/publish` — drafts
 //!   and published workflows; drafting and publishing ([`workflows`]).
 //! - `GET /schedules?q=&page=`, `POST /schedules`, `POST /schedules/{id}/pause|resume` —
@@ -79,10 +82,17 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route(&at("/jobs/submissions/{id}/approve"), post(pages::approve))
         .route(&at("/jobs/submissions/{id}/reject"), post(pages::reject))
         .route(&at("/tools"), get(tools::tools).post(tools::put_tool))
+        .route(&at("/tools/{slug}/status"), post(tools::set_product_status))
+        .route(
+            &at("/tools/{slug}/actions/{action}"),
+            post(tools::edit_action),
+        )
+        .route(&at("/vendors"), post(tools::put_vendor))
         .route(&at("/keys"), get(pages::keys))
         .route(&at("/accounts"), post(pages::create_account))
         .route(&at("/api-keys"), post(pages::create_api_key))
         .route(&at("/api-keys/{id}/revoke"), post(pages::revoke_key))
+        .route(&at("/budgets"), post(pages::create_budget))
         .route(&at("/budgets/{id}/revoke"), post(pages::revoke_budget))
         .route(
             &at("/workflows"),

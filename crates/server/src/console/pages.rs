@@ -4,7 +4,7 @@
 use super::views::{
     self, credits, external_link, optional, outcome, pager, time, trim_page, whole, ListQuery,
 };
-use super::{error_page, page, CsrfForm, Operator};
+use super::{error_page, failed_with, page, CsrfForm, Operator};
 use crate::db::macros::{sql_fetch_all, sql_scalar_optional};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -740,6 +740,17 @@ async fn keys_page(
                     label for="key_label" { "Label" } input type="text" id="key_label" name="label" maxlength="200";
                     button type="submit" { "Create key" }
                 }
+                form.stack method="post" action={(base) "/budgets"} id="budget-form" {
+                    h2 { "Create a budget" }
+                    input type="hidden" name="csrf" value=(operator.session.csrf);
+                    label for="budget_account" { "Account id" } input type="text" id="budget_account" name="account_id" required;
+                    label for="budget_name" { "Name" } input type="text" id="budget_name" name="name" required maxlength="200";
+                    label for="budget_cap" { "Cap (credits)" }
+                    input type="number" id="budget_cap" name="cap_credits" required min="0" max=(crate::accounts::MAX_CAP_CREDITS);
+                    label for="budget_wallet" { "Wallet it draws from (empty: the account)" }
+                    input type="text" id="budget_wallet" name="wallet_address" placeholder="0x…" maxlength="42";
+                    button type="submit" { "Create budget" }
+                }
             }
         }
     };
@@ -800,6 +811,47 @@ pub async fn create_api_key(
         Err(e) => outcome(&Err(e)),
     };
     keys_page(&state, &operator, &ListQuery::default(), Some(notice)).await
+}
+
+/// The budget form.
+#[derive(Debug, Deserialize)]
+pub struct BudgetForm {
+    account_id: String,
+    name: String,
+    cap_credits: String,
+    #[serde(default)]
+    wallet_address: String,
+}
+
+/// Creates a budget and its key through [`crate::accounts::new_budget`]; the key is on this
+/// page only, like an API key's.
+#[tracing::instrument(skip_all)]
+pub async fn create_budget(
+    State(state): State<AppState>,
+    CsrfForm(operator, form): CsrfForm<BudgetForm>,
+) -> Response {
+    let created = async {
+        let request = agentpmt_protocol::workflows::BudgetCreateRequest {
+            name: form.name.clone(),
+            cap_credits: whole("cap_credits", &form.cap_credits)?,
+            wallet_address: optional(&form.wallet_address),
+        };
+        crate::accounts::new_budget(&state, form.account_id.trim(), &request).await
+    }
+    .await;
+    let failed = created.is_err();
+    let notice = match created {
+        Ok(created) => html! {
+            div.notice.ok role="status" id="new-budget" {
+                "Budget " code { (created.budget.budget_id) } " (" (created.budget.name) ") created. "
+                "Copy its key now: it is not shown again."
+                br; code.secret { (created.budget_key) }
+            }
+        },
+        Err(e) => outcome(&Err(e)),
+    };
+    let response = keys_page(&state, &operator, &ListQuery::default(), Some(notice)).await;
+    failed_with(response, failed, StatusCode::UNPROCESSABLE_ENTITY)
 }
 
 async fn revoked(

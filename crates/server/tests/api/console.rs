@@ -27,8 +27,12 @@ backend_tests!(
     workflows_are_drafted_published_and_searched,
     schedules_are_created_paused_and_resumed,
     usage_per_product_action_and_wallet,
+    budgets_are_created_and_their_keys_shown_once,
+    products_are_edited_in_place,
+    vendors_are_created_without_showing_their_secret,
     browser_operator_flows,
     browser_security,
+    browser_creates_a_budget_and_a_schedule,
 );
 
 // ---- HTTP ----------------------------------------------------------------------------
@@ -694,6 +698,235 @@ async fn usage_per_product_action_and_wallet(backend: Backend) {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
 }
 
+async fn budgets_are_created_and_their_keys_shown_once(backend: Backend) {
+    let app = spawn_app_with(backend, AppOptions::default()).await;
+    let t = tenant(&app).await;
+    let signed = sign_in_http(&app).await;
+    let form = [
+        ("csrf", signed.csrf.as_str()),
+        ("account_id", t.account_id.as_str()),
+        ("name", "Console budget"),
+        ("cap_credits", "900"),
+        ("wallet_address", ""),
+    ];
+    refused_without_csrf(&app, &signed, "/console/budgets", &form).await;
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM budgets").await, 1);
+    let (status, html) = signed.post(&app, "/console/budgets", &form).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    let budget_id = between(&html, "Budget <code>", "</code>");
+    let budget_key = between(&html, "<code class=\"secret\">", "<");
+    assert!(budget_key.starts_with("apmt_bk_"), "{budget_key}");
+    assert_eq!(
+        app.scalar(&format!(
+            "SELECT cap_credits FROM budgets WHERE budget_id = '{budget_id}' AND account_id = '{}'",
+            t.account_id
+        ))
+        .await,
+        900
+    );
+    // The key is the budget's bearer (with the account's API key) ...
+    let bearer = crate::schedules::Tenant {
+        budget_id: budget_id.clone(),
+        budget_key: budget_key.clone(),
+        ..t.clone()
+    };
+    let (status, body) = bearer_call(
+        &app,
+        &bearer,
+        Method::GET,
+        "/api/external/workflow-schedules/due",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // ... and is never shown again; only its digest is stored.
+    let (_, again) = signed.get(&app, "/console/keys").await;
+    assert!(
+        again.contains(&format!("id=\"budget-{budget_id}\"")),
+        "{again}"
+    );
+    assert!(!again.contains(&budget_key));
+    let stored = app
+        .strings(&format!(
+            "SELECT key_hash FROM budgets WHERE budget_id = '{budget_id}'"
+        ))
+        .await;
+    assert_ne!(stored[0], budget_key);
+    // The operator API's validation and 404.
+    let mut bad = form;
+    bad[3] = ("cap_credits", "-1");
+    let (status, html) = signed.post(&app, "/console/budgets", &bad).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(html.contains("cap_credits"), "{html}");
+    let mut unknown = form;
+    unknown[1] = ("account_id", "acc_nope");
+    let (_, html) = signed.post(&app, "/console/budgets", &unknown).await;
+    assert!(html.contains("No such account"), "{html}");
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM budgets").await, 2);
+}
+
+/// The operator API's view of one action of the demo catalog's signing kit.
+async fn kit_action(app: &TestApp, action: &str) -> Value {
+    let (status, tools) = app.admin(Method::GET, "/api/admin/tools", None).await;
+    assert_eq!(status, StatusCode::OK, "{tools}");
+    let kit = tools
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["slug"] == json!("agent-signing-kit"))
+        .unwrap()
+        .clone();
+    let mut found = kit["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["slug"] == json!(action))
+        .unwrap()
+        .clone();
+    found["product_status"] = kit["status"].clone();
+    found
+}
+
+async fn products_are_edited_in_place(backend: Backend) {
+    let app = spawn_app_with(backend, AppOptions::default()).await;
+    let signed = sign_in_http(&app).await;
+    let before = kit_action(&app, "canonical-json").await;
+    let keccak = kit_action(&app, "keccak256").await;
+    assert_eq!(keccak["x402_enabled"], json!(false));
+    let path = "/console/tools/agent-signing-kit/actions/keccak256";
+    let schema = json!({"type": "object", "properties": {"text": {"type": "string"}},
+                        "required": ["text"]})
+    .to_string();
+    let form = [
+        ("csrf", signed.csrf.as_str()),
+        ("price_credits", "3"),
+        ("x402_enabled", "on"),
+        ("status", "active"),
+        ("parameters", schema.as_str()),
+    ];
+    refused_without_csrf(&app, &signed, path, &form).await;
+    assert_eq!(
+        kit_action(&app, "keccak256").await["price_credits"],
+        json!(1)
+    );
+    let (status, html) = signed.post(&app, path, &form).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("Action agent-signing-kit/keccak256 saved: 3 cr, x402 on, active."),
+        "{html}"
+    );
+    let after = kit_action(&app, "keccak256").await;
+    assert_eq!(after["price_credits"], json!(3));
+    assert_eq!(after["x402_enabled"], json!(true));
+    assert_eq!(after["input_schema"]["required"], json!(["text"]));
+    // The other actions are written back as they were.
+    assert_eq!(kit_action(&app, "canonical-json").await, before);
+    // The public listing shows the new price.
+    let (_, listing) = app.get("/api/external/tools?query=signing").await;
+    assert!(
+        listing.to_string().contains("\"price_credits\":3"),
+        "{listing}"
+    );
+    // An unchecked box turns x402 off; a bad price is the operator API's 422, nothing written.
+    let off = [form[0], form[1], form[3], form[4]];
+    let (status, _) = signed.post(&app, path, &off).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        kit_action(&app, "keccak256").await["x402_enabled"],
+        json!(false)
+    );
+    let mut bad = form;
+    bad[1] = ("price_credits", "0");
+    let (status, html) = signed.post(&app, path, &bad).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(html.contains("price_credits"), "{html}");
+    assert_eq!(
+        kit_action(&app, "keccak256").await["price_credits"],
+        json!(3)
+    );
+    let (status, _) = signed
+        .post(&app, "/console/tools/agent-signing-kit/actions/nope", &form)
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // The product's status: inactive leaves the public listing.
+    let status_path = "/console/tools/agent-signing-kit/status";
+    let off = [("csrf", signed.csrf.as_str()), ("status", "inactive")];
+    refused_without_csrf(&app, &signed, status_path, &off).await;
+    let (status, html) = signed.post(&app, status_path, &off).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("Product agent-signing-kit is inactive."),
+        "{html}"
+    );
+    assert_eq!(
+        kit_action(&app, "keccak256").await["product_status"],
+        json!("inactive")
+    );
+    let (_, listing) = app.get("/api/external/tools?query=signing").await;
+    assert!(
+        !listing.to_string().contains("agent-signing-kit"),
+        "{listing}"
+    );
+}
+
+async fn vendors_are_created_without_showing_their_secret(backend: Backend) {
+    let app = crate::tools::spawn_tools(backend).await;
+    let signed = sign_in_http(&app).await;
+    let secret = crate::tools::VENDOR_SECRET;
+    let form = [
+        ("csrf", signed.csrf.as_str()),
+        ("slug", "acme-tools"),
+        ("name", "Acme tools"),
+        ("status", "active"),
+        ("secret", secret),
+    ];
+    refused_without_csrf(&app, &signed, "/console/vendors", &form).await;
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM vendors WHERE slug = 'acme-tools'")
+            .await,
+        0
+    );
+    let (status, html) = signed.post(&app, "/console/vendors", &form).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("Vendor acme-tools created (secret set)."),
+        "{html}"
+    );
+    assert!(!html.contains(secret));
+    let vendor = |vendors: Value| {
+        vendors
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["slug"] == json!("acme-tools"))
+            .cloned()
+            .unwrap()
+    };
+    let (_, vendors) = app.admin(Method::GET, "/api/admin/vendors", None).await;
+    assert_eq!(vendor(vendors)["has_secret"], json!(true));
+    // Updating without a secret keeps it.
+    let keep = [form[0], form[1], ("name", "Acme Tools Inc"), form[3]];
+    let (status, html) = signed.post(&app, "/console/vendors", &keep).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("Vendor acme-tools updated (secret set)."),
+        "{html}"
+    );
+    let (_, vendors) = app.admin(Method::GET, "/api/admin/vendors", None).await;
+    let v = vendor(vendors);
+    assert_eq!(
+        (v["name"].clone(), v["has_secret"].clone()),
+        (json!("Acme Tools Inc"), json!(true))
+    );
+    let (_, page) = signed.get(&app, "/console/tools").await;
+    assert!(page.contains("Acme Tools Inc") && !page.contains(secret));
+    // A short secret is the operator API's 422.
+    let short = [form[0], form[1], form[2], form[3], ("secret", "short")];
+    let (status, html) = signed.post(&app, "/console/vendors", &short).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+}
+
 // ---- Browser -------------------------------------------------------------------------
 
 fn executable(env: &str, default: &str) -> Option<PathBuf> {
@@ -1020,6 +1253,88 @@ async fn browser_operator_flows(backend: Backend) {
         b.client.current_url().await.unwrap().path(),
         "/console/login"
     );
+    browser.close().await;
+}
+
+async fn browser_creates_a_budget_and_a_schedule(backend: Backend) {
+    let app = spawn_app_with(backend, AppOptions::default()).await;
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let b = &browser;
+    let (status, account) = app
+        .admin(
+            Method::POST,
+            "/api/admin/accounts",
+            Some(&json!({"name": "Browser Ops"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{account}");
+    let account_id = account["account"]["account_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    crate::workflows::create_workflow(&app, "browser-digest", json!({}), true).await;
+    b.sign_in(&app, ADMIN_TOKEN).await;
+    assert_eq!(b.text("h1").await, "Overview");
+
+    // A budget, from the keys page: its key is shown once.
+    b.click("nav a[href='/console/keys']").await;
+    b.fill("#budget_account", &account_id).await;
+    b.fill("#budget_name", "Browser budget").await;
+    b.fill("#budget_cap", "1500").await;
+    b.click("#budget-form button").await;
+    let created = b.text("#new-budget").await;
+    assert!(created.contains("it is not shown again"), "{created}");
+    let budget_id = b.text("#new-budget code").await;
+    assert!(budget_id.starts_with("bud_"), "{budget_id}");
+    assert!(b
+        .text("#new-budget code.secret")
+        .await
+        .starts_with("apmt_bk_"));
+    assert!(b.text("#budgets").await.contains("Browser budget"));
+    assert_eq!(
+        app.scalar(&format!(
+            "SELECT cap_credits FROM budgets WHERE budget_id = '{budget_id}'"
+        ))
+        .await,
+        1500
+    );
+
+    // A schedule of that budget, from the schedules page.
+    b.click("nav a[href='/console/schedules']").await;
+    assert_eq!(b.text("h1").await, "Workflow schedules");
+    b.fill("#sc_budget", &budget_id).await;
+    b.fill("#sc_workflow", "browser-digest").await;
+    b.fill("#sc_name", "Browser nightly").await;
+    b.fill("#sc_interval", "7200").await;
+    b.fill("#sc_start", "2026-01-01T00:00:00Z").await;
+    b.click("#schedule-form button").await;
+    let notice = b.text(".notice.ok").await;
+    assert!(
+        notice.starts_with("Schedule Browser nightly (sch_"),
+        "{notice}"
+    );
+    let id = between(&notice, "(", ")");
+    assert!(b
+        .text(&format!("#schedule-{id}"))
+        .await
+        .contains("every 7200 s"));
+    let view = schedule_view(&app, &id).await;
+    assert_eq!(view["budget_id"], json!(budget_id));
+    assert_eq!(view["workflow_slug"], json!("browser-digest"));
+    assert_eq!(view["status"], json!("active"));
+    // Paused from its row.
+    b.click(&format!("#schedule-{id} button.pause")).await;
+    assert_eq!(
+        b.text(".notice.ok").await,
+        format!("Schedule {id} is paused.")
+    );
+    assert_eq!(schedule_view(&app, &id).await["status"], json!("paused"));
+    // And found by the search.
+    b.fill("#q", "browser").await;
+    b.click("form.search button").await;
+    assert!(b.text("#schedules tbody").await.contains("Browser nightly"));
     browser.close().await;
 }
 
