@@ -29,7 +29,8 @@
 //! - `GET /schedules?q=&page=`, `POST /schedules`, `POST /schedules/{id}/pause|resume` —
 //!   BYO-agent workflow schedules of budgets.
 //! - `GET /payments?page=` — purchases and x402 tool payments.
-//! - `GET /help-tickets?page=`.
+//! - `GET /help-tickets?status=open|closed|all&page=`, `POST /help-tickets/{id}/close|reopen`
+//!   — agents' help tickets; closing a handled one, reopening it.
 
 mod pages;
 pub mod session;
@@ -116,6 +117,8 @@ pub fn router(state: &AppState) -> Router<AppState> {
         )
         .route(&at("/payments"), get(pages::payments))
         .route(&at("/help-tickets"), get(pages::help_tickets))
+        .route(&at("/help-tickets/{id}/close"), post(pages::close_ticket))
+        .route(&at("/help-tickets/{id}/reopen"), post(pages::reopen_ticket))
         .layer(axum::middleware::map_response(security_headers))
 }
 

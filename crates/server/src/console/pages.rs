@@ -73,7 +73,11 @@ async fn overview_body(state: &AppState) -> ApiResult<Markup> {
         "SELECT COUNT(*) FROM job_submissions WHERE status = 'submitted'",
     )
     .await?;
-    let tickets = count(state, "SELECT COUNT(*) FROM agent_help_tickets").await?;
+    let tickets = count(
+        state,
+        "SELECT COUNT(*) FROM agent_help_tickets WHERE closed_at_ms IS NULL",
+    )
+    .await?;
     let today = crate::time::now_ms().div_euclid(DAY_MS);
     let first = today - CHART_DAYS + 1;
     let purchases = by_day(
@@ -114,7 +118,7 @@ async fn overview_body(state: &AppState) -> ApiResult<Markup> {
                 div.card id="credits-outstanding" { h2 { "Credits outstanding" } p.big { (credits(outstanding)) } p { (wallets) " wallets" } }
                 div.card id="settlements-pending" { h2 { "Settlements pending" } p.big { (pending_purchases + pending_tool_payments) } p { (pending_purchases) " purchases, " (pending_tool_payments) " tool payments" } }
                 div.card id="awaiting-review" { h2 { "Awaiting review" } p.big { a href={(base) "/jobs"} { (awaiting_review) } } p { "job submissions" } }
-                div.card id="help-tickets" { h2 { "Help tickets" } p.big { a href={(base) "/help-tickets"} { (tickets) } } p { "last 30 days" } }
+                div.card id="help-tickets" { h2 { "Help tickets" } p.big { a href={(base) "/help-tickets"} { (tickets) } } p { "open, of the last 30 days" } }
             }
             section {
                 h2 { "Purchases and tool revenue, last " (CHART_DAYS) " days" }
@@ -1039,41 +1043,122 @@ pub async fn payments(
     page(&state, &operator, title, body)
 }
 
-/// Help tickets, newest first.
+/// Help tickets, newest first: open ones (the default), closed ones or all, with buttons
+/// closing or reopening each.
 #[tracing::instrument(skip_all)]
 pub async fn help_tickets(
     operator: Operator,
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Response {
+    tickets_page(&state, &operator, &q, None).await
+}
+
+async fn tickets_page(
+    state: &AppState,
+    operator: &Operator,
+    q: &ListQuery,
+    notice: Option<Markup>,
+) -> Response {
+    use crate::admin::TicketFilter;
     let title = "Help tickets";
-    let (limit, offset) = q.limit_offset();
-    let mut tickets = match crate::admin::tickets(&state, limit, offset).await {
-        Ok(t) => t,
-        Err(e) => return error_page(&state, &operator, title, e),
+    let shown = q.status.as_deref().unwrap_or("open");
+    let filter = match shown {
+        "open" => TicketFilter::Open,
+        "closed" => TicketFilter::Closed,
+        "all" => TicketFilter::All,
+        _ => {
+            let e = ApiError::invalid_field(
+                &["query", "status"],
+                "value_error",
+                "status is open, closed or all",
+            );
+            return error_page(state, operator, title, e);
+        }
     };
-    let more = trim_page(&mut tickets);
+    let (limit, offset) = q.limit_offset();
+    let tickets = match crate::admin::tickets(state, filter, limit, offset).await {
+        Ok(t) => q.paged(t),
+        Err(e) => return error_page(state, operator, title, e),
+    };
     let base = &state.config.console_path;
+    let list = format!("{base}/help-tickets");
+    let token = &operator.session.csrf;
     let body = html! {
         main {
             h1 { (title) }
-            table id="tickets" {
-                thead { tr { th { "When" } th { "Message" } th { "Error code" } th { "Request" } th { "Source" } } }
-                tbody {
-                    @for t in &tickets {
-                        tr {
+            @if let Some(n) = notice { (n) }
+            nav.filters {
+                @for s in ["open", "closed", "all"] {
+                    a.current[s == shown] href=(views::href(&list, &[("status", s)])) { (s) }
+                }
+            }
+            (views::paged_table(
+                "tickets",
+                &["When", "Message", "Error code", "Request", "Source", "Status"],
+                &tickets,
+                "No ticket.",
+                &views::href(&list, &[("status", shown)]),
+                |t| {
+                    let (to, label) = if t.status == "open" { ("close", "Close") } else { ("reopen", "Reopen") };
+                    html! {
+                        tr id={"ticket-" (t.ticket_id)} {
                             td { (t.created_at) br; small { (t.ticket_id) } }
                             td { (t.message) }
                             td { code { (t.error_code.as_deref().unwrap_or("")) } }
                             td { code { (t.request_id.as_deref().unwrap_or("")) } }
                             td { (t.source) }
+                            td.status {
+                                (t.status)
+                                @if let Some(at) = &t.closed_at { br; small { (at) } }
+                                " " (views::button_form(&format!("{list}/{}/{to}", t.ticket_id), token, to, &t.ticket_id, label))
+                            }
                         }
                     }
-                    @if tickets.is_empty() { tr { td colspan="5" { "No ticket." } } }
-                }
-            }
-            (pager(&format!("{base}/help-tickets"), q.page(), more))
+                },
+            ))
         }
     };
-    page(&state, &operator, title, body)
+    page(state, operator, title, body)
+}
+
+async fn ticket_set_open(state: &AppState, operator: &Operator, id: &str, open: bool) -> Response {
+    let result = crate::admin::set_ticket_open(state, id, open)
+        .await
+        .map(|r| match r.changed {
+            true => format!("Ticket {} is {}.", r.ticket.ticket_id, r.ticket.status),
+            false => format!(
+                "Ticket {} was already {}: nothing changed.",
+                r.ticket.ticket_id, r.ticket.status
+            ),
+        });
+    let failed = result.is_err();
+    let response = tickets_page(
+        state,
+        operator,
+        &ListQuery::default(),
+        Some(outcome(&result)),
+    )
+    .await;
+    failed_with(response, failed, StatusCode::NOT_FOUND)
+}
+
+/// Closes a ticket (handled) through [`crate::admin::set_ticket_open`].
+#[tracing::instrument(skip_all)]
+pub async fn close_ticket(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    CsrfForm(operator, _): CsrfForm<super::Empty>,
+) -> Response {
+    ticket_set_open(&state, &operator, &id, false).await
+}
+
+/// Reopens a closed ticket through [`crate::admin::set_ticket_open`].
+#[tracing::instrument(skip_all)]
+pub async fn reopen_ticket(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    CsrfForm(operator, _): CsrfForm<super::Empty>,
+) -> Response {
+    ticket_set_open(&state, &operator, &id, true).await
 }

@@ -30,6 +30,7 @@ backend_tests!(
     budgets_are_created_and_their_keys_shown_once,
     products_are_edited_in_place,
     vendors_are_created_without_showing_their_secret,
+    help_tickets_are_closed_and_reopened,
     browser_operator_flows,
     browser_security,
     browser_creates_a_budget_and_a_schedule,
@@ -925,6 +926,90 @@ async fn vendors_are_created_without_showing_their_secret(backend: Backend) {
     let short = [form[0], form[1], form[2], form[3], ("secret", "short")];
     let (status, html) = signed.post(&app, "/console/vendors", &short).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+}
+
+/// A help ticket's status as the operator API lists it.
+async fn ticket_status(app: &TestApp, ticket: &str) -> Value {
+    let (_, list) = app
+        .admin(Method::GET, "/api/admin/help-tickets", None)
+        .await;
+    list["tickets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["ticket_id"] == json!(ticket))
+        .unwrap_or_else(|| panic!("{list}"))["status"]
+        .clone()
+}
+
+async fn help_tickets_are_closed_and_reopened(backend: Backend) {
+    let app = spawn_app_with(backend, AppOptions::default()).await;
+    let (status, body) = app
+        .post(
+            "/api/external/agent-help",
+            &json!({"message": "<i>stuck</i> on signing", "error_code": "EXTERNAL_SIGNATURE_INVALID"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let ticket = body["ticket_id"].as_str().unwrap().to_owned();
+    let signed = sign_in_http(&app).await;
+    let (_, overview) = signed.get(&app, "/console").await;
+    assert!(
+        overview.contains("<a href=\"/console/help-tickets\">1</a>"),
+        "{overview}"
+    );
+    let (_, html) = signed.get(&app, "/console/help-tickets").await;
+    let row = between(&html, &format!("<tr id=\"ticket-{ticket}\">"), "</tr>");
+    assert!(row.contains("&lt;i&gt;stuck&lt;/i&gt; on signing"), "{row}");
+    assert!(row.contains("<td class=\"status\">open"), "{row}");
+
+    let close = format!("/console/help-tickets/{ticket}/close");
+    refused_without_csrf(&app, &signed, &close, &[]).await;
+    assert_eq!(ticket_status(&app, &ticket).await, json!("open"));
+    let (status, html) = signed.post(&app, &close, &[("csrf", &signed.csrf)]).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains(&format!("Ticket {ticket} is closed.")),
+        "{html}"
+    );
+    assert!(
+        html.contains("No ticket."),
+        "the open list is empty now: {html}"
+    );
+    assert_eq!(ticket_status(&app, &ticket).await, json!("closed"));
+    let (_, closed) = signed
+        .get(&app, "/console/help-tickets?status=closed")
+        .await;
+    assert!(
+        closed.contains(&format!("id=\"ticket-{ticket}\"")),
+        "{closed}"
+    );
+    let (_, overview) = signed.get(&app, "/console").await;
+    assert!(overview.contains("<a href=\"/console/help-tickets\">0</a>"));
+    let (_, html) = signed.post(&app, &close, &[("csrf", &signed.csrf)]).await;
+    assert!(
+        html.contains("was already closed: nothing changed."),
+        "{html}"
+    );
+
+    let reopen = format!("/console/help-tickets/{ticket}/reopen");
+    let (status, html) = signed.post(&app, &reopen, &[("csrf", &signed.csrf)]).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains(&format!("Ticket {ticket} is open.")),
+        "{html}"
+    );
+    assert_eq!(ticket_status(&app, &ticket).await, json!("open"));
+    let (status, _) = signed
+        .post(
+            &app,
+            "/console/help-tickets/help_nope/close",
+            &[("csrf", &signed.csrf)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = signed.get(&app, "/console/help-tickets?status=nope").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
 // ---- Browser -------------------------------------------------------------------------
