@@ -1120,6 +1120,23 @@ impl Browser {
         }
     }
 
+    /// Waits (up to 10 s) until the first `css` element's text is `want`: a click's page
+    /// replaces the one before it some time after the click returns.
+    async fn expect_text(&self, css: &str, want: impl AsRef<str>) {
+        let want = want.as_ref();
+        let started = std::time::Instant::now();
+        loop {
+            let text = self.text(css).await;
+            if text == want {
+                return;
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                assert_eq!(text, want, "{css}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn fill(&self, css: &str, value: &str) {
         let field = self.client.find(Locator::Css(css)).await.unwrap();
         field.clear().await.unwrap();
@@ -1171,13 +1188,11 @@ async fn browser_operator_flows(backend: Backend) {
 
     // Sign in: a wrong token first, then the right one.
     b.sign_in(&app, "not-the-admin-token-at-all").await;
-    assert_eq!(
-        b.text("#sign-in-error").await,
-        "That is not the admin token."
-    );
+    b.expect_text("#sign-in-error", "That is not the admin token.")
+        .await;
     b.fill("#token", ADMIN_TOKEN).await;
     b.click("#sign-in").await;
-    assert_eq!(b.text("h1").await, "Overview");
+    b.expect_text("h1", "Overview").await;
     let cookies = b.client.get_all_cookies().await.unwrap();
     let session = cookies
         .iter()
@@ -1189,7 +1204,7 @@ async fn browser_operator_flows(backend: Backend) {
     // Grant credits and see the balance.
     let wallet = PrivateKey::random().address().to_string();
     b.click("nav a[href='/console/wallets']").await;
-    assert_eq!(b.text("h1").await, "Wallets");
+    b.expect_text("h1", "Wallets").await;
     b.client
         .goto(&app.url(&format!("/console/wallets/{wallet}")))
         .await
@@ -1220,7 +1235,8 @@ async fn browser_operator_flows(backend: Backend) {
     b.fill("#description", "Tells the time").await;
     b.fill("#categories", "utilities").await;
     b.click("#product-form button").await;
-    assert_eq!(b.text(".notice.ok").await, "Product console-clock created.");
+    b.expect_text(".notice.ok", "Product console-clock created.")
+        .await;
     assert!(b.text("#products").await.contains("Console clock"));
     let (status, listing) = app.get("/api/external/tools?query=console").await;
     assert_eq!(status, StatusCode::OK);
@@ -1273,7 +1289,7 @@ async fn browser_operator_flows(backend: Backend) {
         .unwrap()
         .to_owned();
     b.client.goto(&app.url("/console")).await.unwrap();
-    assert_eq!(b.text("#awaiting-review .big").await, "1");
+    b.expect_text("#awaiting-review .big", "1").await;
     b.screenshot("console-overview.png").await;
     b.click("#awaiting-review a").await;
     let card = format!("#submission-{id}");
@@ -1284,10 +1300,8 @@ async fn browser_operator_flows(backend: Backend) {
         .await
         .contains("needs_human"));
     b.click(&format!("{card} button.approve")).await;
-    assert_eq!(
-        b.text(".notice.ok").await,
-        format!("Submission {id} is approved.")
-    );
+    b.expect_text(".notice.ok", format!("Submission {id} is approved."))
+        .await;
     let paid_sql = format!(
         "SELECT COUNT(*) FROM ledger_entries WHERE kind = 'job_reward' AND wallet_address = '{}'",
         agent.wallet()
@@ -1332,7 +1346,7 @@ async fn browser_operator_flows(backend: Backend) {
 
     // Sign out and be refused.
     b.click("#sign-out").await;
-    assert_eq!(b.text("h1").await, "Operator console");
+    b.expect_text("h1", "Operator console").await;
     b.client.goto(&app.url("/console/keys")).await.unwrap();
     assert_eq!(
         b.client.current_url().await.unwrap().path(),
@@ -1361,7 +1375,7 @@ async fn browser_creates_a_budget_and_a_schedule(backend: Backend) {
         .to_owned();
     crate::workflows::create_workflow(&app, "browser-digest", json!({}), true).await;
     b.sign_in(&app, ADMIN_TOKEN).await;
-    assert_eq!(b.text("h1").await, "Overview");
+    b.expect_text("h1", "Overview").await;
 
     // A budget, from the keys page: its key is shown once.
     b.click("nav a[href='/console/keys']").await;
@@ -1388,7 +1402,7 @@ async fn browser_creates_a_budget_and_a_schedule(backend: Backend) {
 
     // A schedule of that budget, from the schedules page.
     b.click("nav a[href='/console/schedules']").await;
-    assert_eq!(b.text("h1").await, "Workflow schedules");
+    b.expect_text("h1", "Workflow schedules").await;
     b.fill("#sc_budget", &budget_id).await;
     b.fill("#sc_workflow", "browser-digest").await;
     b.fill("#sc_name", "Browser nightly").await;
@@ -1411,10 +1425,8 @@ async fn browser_creates_a_budget_and_a_schedule(backend: Backend) {
     assert_eq!(view["status"], json!("active"));
     // Paused from its row.
     b.click(&format!("#schedule-{id} button.pause")).await;
-    assert_eq!(
-        b.text(".notice.ok").await,
-        format!("Schedule {id} is paused.")
-    );
+    b.expect_text(".notice.ok", format!("Schedule {id} is paused."))
+        .await;
     assert_eq!(schedule_view(&app, &id).await["status"], json!("paused"));
     // And found by the search.
     b.fill("#q", "browser").await;
@@ -1465,7 +1477,7 @@ async fn browser_security(backend: Backend) {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     b.sign_in(&app, ADMIN_TOKEN).await;
-    assert_eq!(b.text("h1").await, "Overview");
+    b.expect_text("h1", "Overview").await;
 
     // The product's name renders as text, and no script ran.
     b.client.goto(&app.url("/console/tools")).await.unwrap();
@@ -1511,7 +1523,7 @@ async fn browser_security(backend: Backend) {
     );
     let framer = framing_site(console_login.clone()).await;
     b.client.goto(&framer).await.unwrap();
-    assert_eq!(b.text("h1").await, "framer");
+    b.expect_text("h1", "framer").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let frame = b.client.find(Locator::Id("victim")).await.unwrap();
     frame.enter_frame().await.unwrap();
