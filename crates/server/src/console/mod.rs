@@ -23,7 +23,7 @@
 //!   product's status; an action's price, x402 switch, status and schema.
 //! - `POST /vendors` — create or update a vendor (its secret is never shown).
 //! - `GET /keys?page=`, `POST /accounts`, `POST /api-keys`, `POST /budgets` (keys are shown
-//!   once), `POST /api-keys/{id}/revoke`, `POST /budgets/{id}/revoke`.
+//!   once), `POST /api-keys/{id}/revoke`, `POST /budgets/{id}/revoke` ([`keys`]).
 //! - `GET /workflows?q=&page=`, `POST /workflows`, `POST /workflows/{id}/publish` — drafts
 //!   and published workflows; drafting and publishing ([`workflows`]).
 //! - `GET /schedules?q=&page=`, `POST /schedules`, `POST /schedules/{id}/pause|resume` —
@@ -32,6 +32,7 @@
 //! - `GET /help-tickets?status=open|closed|all&page=`, `POST /help-tickets/{id}/close|reopen`
 //!   — agents' help tickets; closing a handled one, reopening it.
 
+mod keys;
 mod pages;
 pub mod session;
 mod tools;
@@ -89,12 +90,12 @@ pub fn router(state: &AppState) -> Router<AppState> {
             post(tools::edit_action),
         )
         .route(&at("/vendors"), post(tools::put_vendor))
-        .route(&at("/keys"), get(pages::keys))
-        .route(&at("/accounts"), post(pages::create_account))
-        .route(&at("/api-keys"), post(pages::create_api_key))
-        .route(&at("/api-keys/{id}/revoke"), post(pages::revoke_key))
-        .route(&at("/budgets"), post(pages::create_budget))
-        .route(&at("/budgets/{id}/revoke"), post(pages::revoke_budget))
+        .route(&at("/keys"), get(keys::keys))
+        .route(&at("/accounts"), post(keys::create_account))
+        .route(&at("/api-keys"), post(keys::create_api_key))
+        .route(&at("/api-keys/{id}/revoke"), post(keys::revoke_key))
+        .route(&at("/budgets"), post(keys::create_budget))
+        .route(&at("/budgets/{id}/revoke"), post(keys::revoke_budget))
         .route(
             &at("/workflows"),
             get(workflows::workflows).post(workflows::create_workflow),

@@ -172,7 +172,7 @@ pub(super) async fn tools_page(
                 h2 { "Create or replace a product" }
                 p { "The same document as " code { "PUT /api/admin/tools/{slug}" } "; a product with an existing slug is replaced, and actions left out become inactive." }
                 form.stack method="post" action=(list) id="product-form" {
-                    input type="hidden" name="csrf" value=(operator.session.csrf);
+                    (csrf(token))
                     label for="slug" { "Slug" } input type="text" id="slug" name="slug" required maxlength="64";
                     label for="name" { "Name" } input type="text" id="name" name="name" required maxlength="200";
                     label for="description" { "Description" } input type="text" id="description" name="description" maxlength="2000";

@@ -56,7 +56,7 @@ pub struct Paged<T> {
 }
 
 /// Keeps at most a page of `rows`; `true` when there was more.
-pub fn trim_page<T>(rows: &mut Vec<T>) -> bool {
+fn trim_page<T>(rows: &mut Vec<T>) -> bool {
     let more = rows.len() as i64 > super::PAGE_SIZE;
     rows.truncate(super::PAGE_SIZE as usize);
     more
@@ -136,6 +136,17 @@ pub fn paged_table<T>(
     html! {
         (table(id, headings, &page.rows, empty, row))
         (pager(list, page.number, page.more))
+    }
+}
+
+/// Links showing the list at `list` with each `?status=` of `options`; `shown` is marked.
+pub fn filters(list: &str, options: &[&str], shown: &str) -> Markup {
+    html! {
+        nav.filters {
+            @for s in options {
+                a.current[*s == shown] href=(href(list, &[("status", s)])) { (s) }
+            }
+        }
     }
 }
 
