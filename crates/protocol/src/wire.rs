@@ -551,6 +551,22 @@ pub struct HelpTicketView {
     pub source: String,
     /// RFC 3339, UTC.
     pub created_at: String,
+    /// `open`, or `closed` once an operator closed it.
+    #[serde(default)]
+    pub status: String,
+    /// When an operator closed it (RFC 3339, UTC); absent while open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<String>,
+}
+
+/// `POST /api/admin/help-tickets/{ticketId}/close` and `/reopen` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HelpTicketResponse {
+    pub success: bool,
+    /// `true` when the ticket's status changed (closing a closed ticket changes nothing).
+    pub changed: bool,
+    pub ticket: HelpTicketView,
 }
 
 /// `GET /api/admin/help-tickets` response: newest first.

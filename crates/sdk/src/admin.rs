@@ -3,7 +3,7 @@
 use crate::{decode, default_http, Error, Result, WalletAddress};
 use agentpmt_protocol::wire::{
     AdminWalletView, CreditAdjustmentRequest, CreditAdjustmentResponse, HelpTicketList,
-    PaymentAuditReport,
+    HelpTicketResponse, PaymentAuditReport,
 };
 use zeroize::Zeroizing;
 
@@ -93,6 +93,23 @@ impl AdminClient {
                 self.base_url
             ))
             .bearer_auth(self.token.as_str())
+            .send()
+            .await?;
+        decode(response).await
+    }
+
+    /// `POST /api/admin/help-tickets/{ticketId}/close` (`open: false`) or `.../reopen`.
+    pub async fn set_help_ticket_open(
+        &self,
+        ticket_id: &str,
+        open: bool,
+    ) -> Result<HelpTicketResponse> {
+        let verb = if open { "reopen" } else { "close" };
+        let response = self
+            .authed(
+                reqwest::Method::POST,
+                &format!("/api/admin/help-tickets/{ticket_id}/{verb}"),
+            )
             .send()
             .await?;
         decode(response).await

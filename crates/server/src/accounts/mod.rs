@@ -299,6 +299,21 @@ pub async fn create_budget(
     ApiPath(path): ApiPath<AccountPath>,
     ApiJson(request): ApiJson<BudgetCreateRequest>,
 ) -> ApiResult<SecretResponse<BudgetCreated>> {
+    let created = new_budget(&state, &path.account_id, &request).await?;
+    Ok((
+        StatusCode::CREATED,
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        Json(created),
+    ))
+}
+
+/// Creates a budget of `account_id` and its key; the key is in the result only (the
+/// operator API and the console both call this).
+pub async fn new_budget(
+    state: &AppState,
+    account_id: &str,
+    request: &BudgetCreateRequest,
+) -> ApiResult<BudgetCreated> {
     let name = check_text(&["body", "name"], &request.name, 1, 200)?;
     if !(0..=MAX_CAP_CREDITS).contains(&request.cap_credits) {
         return Err(ApiError::invalid_field(
@@ -321,7 +336,7 @@ pub async fn create_budget(
                 .to_string(),
         ),
     };
-    account_exists(&state, &path.account_id).await?;
+    account_exists(state, account_id).await?;
     let key = new_secret(BUDGET_KEY_PREFIX);
     let budget_id = format!("bud_{}", random_hex(12));
     let prefix = key_prefix(&key);
@@ -333,7 +348,7 @@ pub async fn create_budget(
          wallet_address, key_hash, key_prefix, created_at_ms) \
          VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8)",
         &budget_id,
-        &path.account_id,
+        account_id,
         &name,
         request.cap_credits,
         wallet.as_deref(),
@@ -341,31 +356,27 @@ pub async fn create_budget(
         &prefix,
         now
     )?;
-    Ok((
-        StatusCode::CREATED,
-        [(axum::http::header::CACHE_CONTROL, "no-store")],
-        Json(BudgetCreated {
-            success: true,
-            budget: BudgetView {
-                budget_id,
-                account_id: path.account_id,
-                name,
-                cap_credits: request.cap_credits,
-                spent_credits: 0,
-                draws_from: if wallet.is_some() {
-                    "wallet"
-                } else {
-                    "account"
-                }
-                .to_owned(),
-                wallet_address: wallet,
-                key_prefix: prefix,
-                created_at: rfc3339_ms(now),
-                revoked_at: None,
-            },
-            budget_key: key,
-        }),
-    ))
+    Ok(BudgetCreated {
+        success: true,
+        budget: BudgetView {
+            budget_id,
+            account_id: account_id.to_owned(),
+            name,
+            cap_credits: request.cap_credits,
+            spent_credits: 0,
+            draws_from: if wallet.is_some() {
+                "wallet"
+            } else {
+                "account"
+            }
+            .to_owned(),
+            wallet_address: wallet,
+            key_prefix: prefix,
+            created_at: rfc3339_ms(now),
+            revoked_at: None,
+        },
+        budget_key: key,
+    })
 }
 
 /// Revoke a budget key (operator): its schedules can no longer be claimed with it.

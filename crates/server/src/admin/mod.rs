@@ -9,9 +9,12 @@
 //! - `POST /api/admin/wallets/{address}/credits` — grant or remove credits (a ledger entry
 //!   with a reason; optional idempotency key).
 //! - `GET /api/admin/help-tickets?limit=N` — the newest agent-help tickets.
+//! - `POST /api/admin/help-tickets/{ticketId}/close`, `.../reopen` — mark a ticket handled,
+//!   or open again.
 //! - `GET /api/admin/audit/payments` — the payment audit (every payment-derived credit and
 //!   counted on-chain payment re-checked against the chain; see [`crate::payments::audit`]).
 
+use crate::db::macros::{sql_execute, sql_fetch_all, sql_fetch_optional};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
 use crate::ledger::{self, LedgerError, NewEntry};
@@ -19,7 +22,7 @@ use crate::state::AppState;
 use agentpmt_protocol::canonical::sha256_hex;
 use agentpmt_protocol::wire::{
     credits_to_usd, AdminWalletView, CreditAdjustmentRequest, CreditAdjustmentResponse, ErrorBody,
-    HelpTicketList, HelpTicketView, PaymentAuditReport,
+    HelpTicketList, HelpTicketResponse, HelpTicketView, PaymentAuditReport,
 };
 use agentpmt_protocol::{ErrorCode, WalletAddress};
 use axum::extract::{FromRequestParts, State};
@@ -41,6 +44,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_wallet))
         .routes(routes!(adjust_credits))
         .routes(routes!(help_tickets))
+        .routes(routes!(close_help_ticket))
+        .routes(routes!(reopen_help_ticket))
         .routes(routes!(audit_payments))
 }
 
@@ -352,6 +357,7 @@ struct TicketRow {
     context: Option<String>,
     source: String,
     created_at_ms: i64,
+    closed_at_ms: Option<i64>,
 }
 
 /// The newest agent-help tickets (operator).
@@ -388,31 +394,159 @@ pub async fn help_tickets(
     Ok(Json(HelpTicketList {
         success: true,
         limit,
-        tickets: tickets(&state, limit, 0).await?,
+        tickets: tickets(&state, TicketFilter::All, limit, 0).await?,
     }))
 }
 
+/// Which help tickets a page shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TicketFilter {
+    All,
+    Open,
+    Closed,
+}
+
+impl TicketFilter {
+    fn sql(self) -> &'static str {
+        match self {
+            TicketFilter::All => "",
+            TicketFilter::Open => "WHERE closed_at_ms IS NULL",
+            TicketFilter::Closed => "WHERE closed_at_ms IS NOT NULL",
+        }
+    }
+}
+
+const TICKET_COLUMNS: &str =
+    "ticket_id, message, request_id, error_code, context, source, created_at_ms, closed_at_ms";
+
+impl TicketRow {
+    fn view(self) -> HelpTicketView {
+        HelpTicketView {
+            ticket_id: self.ticket_id,
+            message: self.message,
+            request_id: self.request_id,
+            error_code: self.error_code,
+            context: self.context.and_then(|c| serde_json::from_str(&c).ok()),
+            source: self.source,
+            created_at: crate::time::rfc3339_ms(self.created_at_ms),
+            status: if self.closed_at_ms.is_some() {
+                "closed"
+            } else {
+                "open"
+            }
+            .to_owned(),
+            closed_at: self.closed_at_ms.map(crate::time::rfc3339_ms),
+        }
+    }
+}
+
 /// A page of help tickets, newest first (the operator API and the console both call this).
-pub async fn tickets(state: &AppState, limit: i64, offset: i64) -> ApiResult<Vec<HelpTicketView>> {
+pub async fn tickets(
+    state: &AppState,
+    filter: TicketFilter,
+    limit: i64,
+    offset: i64,
+) -> ApiResult<Vec<HelpTicketView>> {
     let mut conn = state.db.read().await?;
-    let rows = crate::db::macros::sql_fetch_all!(
-        conn.conn(),
-        TicketRow,
-        "SELECT ticket_id, message, request_id, error_code, context, source, created_at_ms \
-         FROM agent_help_tickets ORDER BY created_at_ms DESC, ticket_id DESC LIMIT $1 OFFSET $2",
-        limit,
-        offset
-    )?;
-    Ok(rows
-        .into_iter()
-        .map(|r| HelpTicketView {
-            ticket_id: r.ticket_id,
-            message: r.message,
-            request_id: r.request_id,
-            error_code: r.error_code,
-            context: r.context.and_then(|c| serde_json::from_str(&c).ok()),
-            source: r.source,
-            created_at: crate::time::rfc3339_ms(r.created_at_ms),
-        })
-        .collect())
+    let sql = format!(
+        "SELECT {TICKET_COLUMNS} FROM agent_help_tickets {} \
+         ORDER BY created_at_ms DESC, ticket_id DESC LIMIT $1 OFFSET $2",
+        filter.sql()
+    );
+    let rows = sql_fetch_all!(conn.conn(), TicketRow, &sql, limit, offset)?;
+    Ok(rows.into_iter().map(TicketRow::view).collect())
+}
+
+/// The `{ticketId}` path parameter.
+#[derive(Debug, Deserialize)]
+pub struct TicketPath {
+    #[serde(rename = "ticketId")]
+    ticket_id: String,
+}
+
+/// Close a help ticket: it is handled (operator). Closing a closed ticket changes nothing
+/// (`changed: false`) and keeps its first closing time.
+#[utoipa::path(
+    post,
+    path = "/api/admin/help-tickets/{ticketId}/close",
+    tag = "admin",
+    params(("ticketId" = String, Path, description = "Ticket id")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The ticket, closed", body = HelpTicketResponse),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody),
+        (status = 403, description = "Operator API disabled", body = ErrorBody),
+        (status = 404, description = "No such ticket", body = ErrorBody),
+    )
+)]
+#[tracing::instrument(skip_all)]
+pub async fn close_help_ticket(
+    _admin: Admin,
+    State(state): State<AppState>,
+    ApiPath(path): ApiPath<TicketPath>,
+) -> ApiResult<Json<HelpTicketResponse>> {
+    Ok(Json(set_ticket_open(&state, &path.ticket_id, false).await?))
+}
+
+/// Reopen a closed help ticket (operator). Reopening an open ticket changes nothing.
+#[utoipa::path(
+    post,
+    path = "/api/admin/help-tickets/{ticketId}/reopen",
+    tag = "admin",
+    params(("ticketId" = String, Path, description = "Ticket id")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The ticket, open", body = HelpTicketResponse),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody),
+        (status = 403, description = "Operator API disabled", body = ErrorBody),
+        (status = 404, description = "No such ticket", body = ErrorBody),
+    )
+)]
+#[tracing::instrument(skip_all)]
+pub async fn reopen_help_ticket(
+    _admin: Admin,
+    State(state): State<AppState>,
+    ApiPath(path): ApiPath<TicketPath>,
+) -> ApiResult<Json<HelpTicketResponse>> {
+    Ok(Json(set_ticket_open(&state, &path.ticket_id, true).await?))
+}
+
+/// Opens (`open`) or closes a help ticket, once: a conditional update, so two operators
+/// closing at the same moment record one closing time (the operator API and the console
+/// both call this).
+pub async fn set_ticket_open(
+    state: &AppState,
+    ticket_id: &str,
+    open: bool,
+) -> ApiResult<HelpTicketResponse> {
+    let mut conn = state.db.write().await?;
+    let changed = if open {
+        sql_execute!(
+            conn.conn(),
+            "UPDATE agent_help_tickets SET closed_at_ms = NULL \
+             WHERE ticket_id = $1 AND closed_at_ms IS NOT NULL",
+            ticket_id
+        )?
+    } else {
+        sql_execute!(
+            conn.conn(),
+            "UPDATE agent_help_tickets SET closed_at_ms = $2 \
+             WHERE ticket_id = $1 AND closed_at_ms IS NULL",
+            ticket_id,
+            crate::time::now_ms()
+        )?
+    } > 0;
+    let sql = format!("SELECT {TICKET_COLUMNS} FROM agent_help_tickets WHERE ticket_id = $1");
+    let row = sql_fetch_optional!(conn.conn(), TicketRow, &sql, ticket_id)?.ok_or_else(|| {
+        ApiError::new(ErrorCode::NOT_FOUND, "No such help ticket")
+            .with_detail("ticket_id", ticket_id.chars().take(128).collect::<String>())
+    })?;
+    if changed {
+        tracing::info!(open, "help ticket status changed by operator");
+    }
+    Ok(HelpTicketResponse {
+        success: true,
+        changed,
+        ticket: row.view(),
+    })
 }

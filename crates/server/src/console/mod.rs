@@ -17,15 +17,27 @@
 //!   `POST /wallets/{address}/credits` — search, balance and ledger, grant or remove credits.
 //! - `GET /jobs?status=&page=`, `POST /jobs`, `POST /jobs/submissions/{id}/approve|reject` —
 //!   the review queue with each submission's proof and verifier outcome; creating jobs.
-//! - `GET /tools`, `POST /tools` — products and actions, vendors; create or replace a product.
-//! - `GET /keys?page=`, `POST /accounts`, `POST /api-keys` (the key is shown once),
-//!   `POST /api-keys/{id}/revoke`, `POST /budgets/{id}/revoke`.
+//! - `GET /tools?group_by=&days=&page=`, `POST /tools` — products and actions, vendors, usage
+//!   per product / action / wallet; create or replace a product ([`tools`]).
+//! - `POST /tools/{slug}/status`, `POST /tools/{slug}/actions/{action}` — edit in place: a
+//!   product's status; an action's price, x402 switch, status and schema.
+//! - `POST /vendors` — create or update a vendor (its secret is never shown).
+//! - `GET /keys?page=`, `POST /accounts`, `POST /api-keys`, `POST /budgets` (keys are shown
+//!   once), `POST /api-keys/{id}/revoke`, `POST /budgets/{id}/revoke` ([`keys`]).
+//! - `GET /workflows?q=&page=`, `POST /workflows`, `POST /workflows/{id}/publish` — drafts
+//!   and published workflows; drafting and publishing ([`workflows`]).
+//! - `GET /schedules?q=&page=`, `POST /schedules`, `POST /schedules/{id}/pause|resume` —
+//!   BYO-agent workflow schedules of budgets.
 //! - `GET /payments?page=` — purchases and x402 tool payments.
-//! - `GET /help-tickets?page=`.
+//! - `GET /help-tickets?status=open|closed|all&page=`, `POST /help-tickets/{id}/close|reopen`
+//!   — agents' help tickets; closing a handled one, reopening it.
 
+mod keys;
 mod pages;
 pub mod session;
+mod tools;
 mod views;
+mod workflows;
 
 use crate::ratelimit::ClientIp;
 use crate::state::AppState;
@@ -71,14 +83,43 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route(&at("/jobs"), get(pages::jobs).post(pages::create_job))
         .route(&at("/jobs/submissions/{id}/approve"), post(pages::approve))
         .route(&at("/jobs/submissions/{id}/reject"), post(pages::reject))
-        .route(&at("/tools"), get(pages::tools).post(pages::put_tool))
-        .route(&at("/keys"), get(pages::keys))
-        .route(&at("/accounts"), post(pages::create_account))
-        .route(&at("/api-keys"), post(pages::create_api_key))
-        .route(&at("/api-keys/{id}/revoke"), post(pages::revoke_key))
-        .route(&at("/budgets/{id}/revoke"), post(pages::revoke_budget))
+        .route(&at("/tools"), get(tools::tools).post(tools::put_tool))
+        .route(&at("/tools/{slug}/status"), post(tools::set_product_status))
+        .route(
+            &at("/tools/{slug}/actions/{action}"),
+            post(tools::edit_action),
+        )
+        .route(&at("/vendors"), post(tools::put_vendor))
+        .route(&at("/keys"), get(keys::keys))
+        .route(&at("/accounts"), post(keys::create_account))
+        .route(&at("/api-keys"), post(keys::create_api_key))
+        .route(&at("/api-keys/{id}/revoke"), post(keys::revoke_key))
+        .route(&at("/budgets"), post(keys::create_budget))
+        .route(&at("/budgets/{id}/revoke"), post(keys::revoke_budget))
+        .route(
+            &at("/workflows"),
+            get(workflows::workflows).post(workflows::create_workflow),
+        )
+        .route(
+            &at("/workflows/{id}/publish"),
+            post(workflows::publish_workflow),
+        )
+        .route(
+            &at("/schedules"),
+            get(workflows::schedules).post(workflows::create_schedule),
+        )
+        .route(
+            &at("/schedules/{id}/pause"),
+            post(workflows::pause_schedule),
+        )
+        .route(
+            &at("/schedules/{id}/resume"),
+            post(workflows::resume_schedule),
+        )
         .route(&at("/payments"), get(pages::payments))
         .route(&at("/help-tickets"), get(pages::help_tickets))
+        .route(&at("/help-tickets/{id}/close"), post(pages::close_ticket))
+        .route(&at("/help-tickets/{id}/reopen"), post(pages::reopen_ticket))
         .layer(axum::middleware::map_response(security_headers))
 }
 
@@ -254,6 +295,8 @@ pub fn document(base: &str, title: &str, session: Option<&Session>, content: Mar
                             a href={(base) "/tools"} { "Tools" }
                             a href={(base) "/jobs"} { "Review queue" }
                             a href={(base) "/keys"} { "Keys & budgets" }
+                            a href={(base) "/workflows"} { "Workflows" }
+                            a href={(base) "/schedules"} { "Schedules" }
                             a href={(base) "/help-tickets"} { "Help tickets" }
                         }
                         form.inline method="post" action={(base) "/logout"} {
@@ -277,6 +320,27 @@ pub fn page(state: &AppState, operator: &Operator, title: &str, content: Markup)
         content,
     )
     .into_response()
+}
+
+/// The page of `title` when it could not be shown: the operator API's error, with its status.
+pub fn error_page(
+    state: &AppState,
+    operator: &Operator,
+    title: &str,
+    e: crate::error::ApiError,
+) -> Response {
+    let status = StatusCode::from_u16(e.code().status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let body = html! { main { h1 { (title) } (views::outcome(&Err(e))) } };
+    (status, page(state, operator, title, body)).into_response()
+}
+
+/// `response` (a page re-rendered after an action), answered with `status` when the action
+/// failed but the page itself rendered.
+pub fn failed_with(mut response: Response, failed: bool, status: StatusCode) -> Response {
+    if failed && response.status() == StatusCode::OK {
+        *response.status_mut() = status;
+    }
+    response
 }
 
 fn sign_in_page(state: &AppState, status: StatusCode, error: Option<&str>) -> Response {

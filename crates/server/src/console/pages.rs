@@ -1,8 +1,10 @@
-//! The console's pages. Reads query the tables directly (read-only); every action calls
-//! the operator API's own function for it.
+//! The console's overview, wallets, review queue, payments and help tickets pages (keys,
+//! tools and workflows have modules of their own). Reads query the tables directly
+//! (read-only); every action calls the operator API's own function for it. Lists are
+//! [`views::paged_table`]s.
 
-use super::views::{self, credits, external_link, outcome, pager, time, trim_page, ListQuery};
-use super::{page, CsrfForm, Operator};
+use super::views::{self, credits, external_link, optional, outcome, time, whole, ListQuery};
+use super::{error_page, failed_with, page, CsrfForm, Operator};
 use crate::db::macros::{sql_fetch_all, sql_scalar_optional};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -10,19 +12,13 @@ use agentpmt_protocol::wire::CreditAdjustmentRequest;
 use agentpmt_protocol::WalletAddress;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use maud::{html, Markup};
 use serde::Deserialize;
 
 /// Days shown in the overview's chart.
 const CHART_DAYS: i64 = 14;
 const DAY_MS: i64 = 86_400_000;
-
-fn error_page(state: &AppState, operator: &Operator, title: &str, e: ApiError) -> Response {
-    let status = StatusCode::from_u16(e.code().status()).unwrap_or(StatusCode::BAD_REQUEST);
-    let body = html! { main { h1 { (title) } (outcome(&Err(e))) } };
-    (status, page(state, operator, title, body)).into_response()
-}
 
 async fn count(state: &AppState, sql: &str) -> ApiResult<i64> {
     let mut conn = state.db.read().await?;
@@ -77,7 +73,11 @@ async fn overview_body(state: &AppState) -> ApiResult<Markup> {
         "SELECT COUNT(*) FROM job_submissions WHERE status = 'submitted'",
     )
     .await?;
-    let tickets = count(state, "SELECT COUNT(*) FROM agent_help_tickets").await?;
+    let tickets = count(
+        state,
+        "SELECT COUNT(*) FROM agent_help_tickets WHERE closed_at_ms IS NULL",
+    )
+    .await?;
     let today = crate::time::now_ms().div_euclid(DAY_MS);
     let first = today - CHART_DAYS + 1;
     let purchases = by_day(
@@ -118,7 +118,7 @@ async fn overview_body(state: &AppState) -> ApiResult<Markup> {
                 div.card id="credits-outstanding" { h2 { "Credits outstanding" } p.big { (credits(outstanding)) } p { (wallets) " wallets" } }
                 div.card id="settlements-pending" { h2 { "Settlements pending" } p.big { (pending_purchases + pending_tool_payments) } p { (pending_purchases) " purchases, " (pending_tool_payments) " tool payments" } }
                 div.card id="awaiting-review" { h2 { "Awaiting review" } p.big { a href={(base) "/jobs"} { (awaiting_review) } } p { "job submissions" } }
-                div.card id="help-tickets" { h2 { "Help tickets" } p.big { a href={(base) "/help-tickets"} { (tickets) } } p { "last 30 days" } }
+                div.card id="help-tickets" { h2 { "Help tickets" } p.big { a href={(base) "/help-tickets"} { (tickets) } } p { "open, of the last 30 days" } }
             }
             section {
                 h2 { "Purchases and tool revenue, last " (CHART_DAYS) " days" }
@@ -177,30 +177,20 @@ pub async fn wallets(
         )?)
     }
     .await;
-    let mut rows = match rows {
-        Ok(r) => r,
+    let rows = match rows {
+        Ok(r) => q.paged(r),
         Err(e) => return error_page(&state, &operator, "Wallets", e),
     };
-    let more = trim_page(&mut rows);
     let base = &state.config.console_path;
+    let list = format!("{base}/wallets");
     let body = html! {
         main {
             h1 { "Wallets" }
-            form.search method="get" action={(base) "/wallets"} {
-                label for="q" { "Address" }
-                input type="search" id="q" name="q" value=(search) placeholder="0x…";
-                button type="submit" { "Search" }
-            }
-            table id="wallets" {
-                thead { tr { th { "Address" } th { "Balance" } th { "Last change" } } }
-                tbody {
-                    @for w in &rows {
-                        tr { td { a href={(base) "/wallets/" (w.address)} { code { (w.address) } } } td { (credits(w.balance_credits)) } td { (time(w.updated_at_ms)) } }
-                    }
-                    @if rows.is_empty() { tr { td colspan="3" { "No wallet matches." } } }
-                }
-            }
-            (pager(&format!("{base}/wallets?q={search}"), q.page(), more))
+            (views::search_form(&list, "Address", &search, "0x…"))
+            (views::paged_table("wallets", &["Address", "Balance", "Last change"], &rows,
+                "No wallet matches.", &views::href(&list, &[("q", &search)]), |w| html! {
+                tr { td { a href={(list) "/" (w.address)} { code { (w.address) } } } td { (credits(w.balance_credits)) } td { (time(w.updated_at_ms)) } }
+            }))
         }
     };
     page(&state, &operator, "Wallets", body)
@@ -218,24 +208,22 @@ async fn wallet_page(
     state: &AppState,
     operator: &Operator,
     wallet: &WalletAddress,
-    page_no: i64,
+    q: &ListQuery,
     notice: Option<Markup>,
 ) -> Response {
     let title = "Wallet";
+    let (limit, offset) = q.limit_offset();
     let data = async {
         let mut conn = state.db.read().await?;
         let balance = crate::ledger::balance(&mut conn, wallet).await?;
-        let offset = (page_no - 1) * super::PAGE_SIZE;
-        let entries =
-            crate::ledger::entries_page(&mut conn, wallet, super::PAGE_SIZE + 1, offset).await?;
+        let entries = crate::ledger::entries_page(&mut conn, wallet, limit, offset).await?;
         ApiResult::Ok((balance, entries))
     }
     .await;
-    let (balance, mut entries) = match data {
-        Ok(d) => d,
+    let (balance, entries) = match data {
+        Ok((balance, entries)) => (balance, q.paged(entries)),
         Err(e) => return error_page(state, operator, title, e),
     };
-    let more = trim_page(&mut entries);
     let base = &state.config.console_path;
     let here = format!("{base}/wallets/{wallet}");
     let body = html! {
@@ -246,7 +234,7 @@ async fn wallet_page(
             section {
                 h2 { "Grant or remove credits" }
                 form.stack method="post" action={(here) "/credits"} id="adjust" {
-                    input type="hidden" name="csrf" value=(operator.session.csrf);
+                    (views::csrf(&operator.session.csrf))
                     // One key per rendering of the form: sending it twice posts once.
                     input type="hidden" name="idempotency_key" value=(super::session::random_token());
                     label for="amount_credits" { "Credits (negative to remove)" }
@@ -259,33 +247,21 @@ async fn wallet_page(
             }
             section {
                 h2 { "Ledger" }
-                table id="ledger" {
-                    thead { tr { th { "When" } th { "Amount" } th { "Kind" } th { "Reason" } th { "Reference" } th { "Balance after" } } }
-                    tbody {
-                        @for e in &entries {
-                            tr {
-                                td { (time(e.created_at_ms)) }
-                                td.amount { (e.amount_credits) }
-                                td { (e.kind) }
-                                td { (e.reason.as_deref().unwrap_or("")) }
-                                td { code { (e.reference.as_deref().unwrap_or("")) } }
-                                td { (e.balance_after) }
-                            }
-                        }
-                        @if entries.is_empty() { tr { td colspan="6" { "No entries." } } }
+                (views::paged_table("ledger", &["When", "Amount", "Kind", "Reason", "Reference", "Balance after"],
+                    &entries, "No entries.", &here, |e| html! {
+                    tr {
+                        td { (time(e.created_at_ms)) }
+                        td.amount { (e.amount_credits) }
+                        td { (e.kind) }
+                        td { (e.reason.as_deref().unwrap_or("")) }
+                        td { code { (e.reference.as_deref().unwrap_or("")) } }
+                        td { (e.balance_after) }
                     }
-                }
-                (pager(&here, page_no, more))
+                }))
             }
         }
     };
     page(state, operator, title, body)
-}
-
-/// `?page=` of a wallet's ledger.
-#[derive(Debug, Deserialize)]
-pub struct PageQuery {
-    page: Option<i64>,
 }
 
 /// One wallet: balance, ledger, and the credit adjustment form.
@@ -294,13 +270,10 @@ pub async fn wallet(
     operator: Operator,
     State(state): State<AppState>,
     Path(address): Path<String>,
-    Query(q): Query<PageQuery>,
+    Query(q): Query<ListQuery>,
 ) -> Response {
     match parse_wallet(&address) {
-        Ok(w) => {
-            let page_no = q.page.unwrap_or(1).clamp(1, 1_000_000);
-            wallet_page(&state, &operator, &w, page_no, None).await
-        }
+        Ok(w) => wallet_page(&state, &operator, &w, &q, None).await,
         Err(e) => error_page(&state, &operator, "Wallet", e),
     }
 }
@@ -325,15 +298,8 @@ pub async fn adjust(
         Err(e) => return error_page(&state, &operator, "Wallet", e),
     };
     let result = async {
-        let amount: i64 = form.amount_credits.trim().parse().map_err(|_| {
-            ApiError::invalid_field(
-                &["body", "amount_credits"],
-                "value_error",
-                "amount_credits must be a whole number",
-            )
-        })?;
         let request = CreditAdjustmentRequest {
-            amount_credits: amount,
+            amount_credits: whole("amount_credits", &form.amount_credits)?,
             reason: form.reason.clone(),
             idempotency_key: form.idempotency_key.clone().filter(|k| !k.is_empty()),
         };
@@ -352,11 +318,9 @@ pub async fn adjust(
     }
     .await;
     let failed = result.is_err();
-    let mut response = wallet_page(&state, &operator, &wallet, 1, Some(outcome(&result))).await;
-    if failed && response.status() == StatusCode::OK {
-        *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-    }
-    response
+    let notice = Some(outcome(&result));
+    let response = wallet_page(&state, &operator, &wallet, &ListQuery::default(), notice).await;
+    failed_with(response, failed, StatusCode::UNPROCESSABLE_ENTITY)
 }
 
 /// The review queue: submissions with their proof and verifier outcome.
@@ -390,22 +354,19 @@ async fn jobs_page(
     };
     let shown = status.clone().unwrap_or_else(|| "all".to_owned());
     let (limit, offset) = q.limit_offset();
-    let mut rows = match crate::jobs::admin::submissions(state, status, None, limit, offset).await {
-        Ok(r) => r,
+    let rows = match crate::jobs::admin::submissions(state, status, None, limit, offset).await {
+        Ok(r) => q.paged(r),
         Err(e) => return error_page(state, operator, title, e),
     };
-    let more = trim_page(&mut rows);
     let base = &state.config.console_path;
+    let list = format!("{base}/jobs");
+    let token = &operator.session.csrf;
     let body = html! {
         main {
             h1 { (title) }
             @if let Some(n) = notice { (n) }
-            nav.filters {
-                @for s in ["submitted", "approved", "rejected", "all"] {
-                    a.current[s == shown] href={(base) "/jobs?status=" (s)} { (s) }
-                }
-            }
-            @for s in &rows {
+            (views::filters(&list, &["submitted", "approved", "rejected", "all"], &shown))
+            @for s in &rows.rows {
                 article.submission id={"submission-" (s.submission_id)} {
                     h2 { "Submission " code { (s.submission_id) } " · " span.status { (s.status) } }
                     dl {
@@ -429,13 +390,13 @@ async fn jobs_page(
                     }
                     @if s.status == "submitted" {
                         div.actions {
-                            form.inline method="post" action={(base) "/jobs/submissions/" (s.submission_id) "/approve"} {
-                                input type="hidden" name="csrf" value=(operator.session.csrf);
+                            form.inline method="post" action={(list) "/submissions/" (s.submission_id) "/approve"} {
+                                (views::csrf(token))
                                 input type="text" name="reason" placeholder="Note (optional)" maxlength="1000";
                                 button type="submit" class="approve" { "Approve and pay" }
                             }
-                            form.inline method="post" action={(base) "/jobs/submissions/" (s.submission_id) "/reject"} {
-                                input type="hidden" name="csrf" value=(operator.session.csrf);
+                            form.inline method="post" action={(list) "/submissions/" (s.submission_id) "/reject"} {
+                                (views::csrf(token))
                                 input type="text" name="reason" placeholder="Reason (required)" required maxlength="1000";
                                 button type="submit" class="reject" { "Reject" }
                             }
@@ -443,12 +404,12 @@ async fn jobs_page(
                     }
                 }
             }
-            @if rows.is_empty() { p.empty { "No submission here." } }
-            (pager(&format!("{base}/jobs?status={shown}"), q.page(), more))
+            @if rows.rows.is_empty() { p.empty { "No submission here." } }
+            (views::pager(&views::href(&list, &[("status", &shown)]), rows.number, rows.more))
             section {
                 h2 { "Create a job" }
-                form.stack method="post" action={(base) "/jobs"} id="job-form" {
-                    input type="hidden" name="csrf" value=(operator.session.csrf);
+                form.stack method="post" action=(list) id="job-form" {
+                    (views::csrf(token))
                     label for="job_type" { "Kind" }
                     select id="job_type" name="job_type" {
                         option value="social_share" { "social_share (post a tracked link; verified automatically)" }
@@ -491,20 +452,6 @@ pub struct JobForm {
     on_reject: String,
 }
 
-fn whole(field: &str, text: &str) -> ApiResult<i64> {
-    text.trim().parse().map_err(|_| {
-        ApiError::invalid_field(
-            &["body", field],
-            "value_error",
-            format!("{field} must be a whole number"),
-        )
-    })
-}
-
-fn optional(text: &str) -> Option<String> {
-    Some(text.trim().to_owned()).filter(|t| !t.is_empty())
-}
-
 /// Creates a job through [`crate::jobs::admin::create`].
 #[tracing::instrument(skip_all)]
 pub async fn create_job(
@@ -534,17 +481,14 @@ pub async fn create_job(
     }
     .await;
     let failed = result.is_err();
-    let mut response = jobs_page(
+    let response = jobs_page(
         &state,
         &operator,
         &ListQuery::default(),
         Some(outcome(&result)),
     )
     .await;
-    if failed && response.status() == StatusCode::OK {
-        *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-    }
-    response
+    failed_with(response, failed, StatusCode::UNPROCESSABLE_ENTITY)
 }
 
 /// An approve or reject form.
@@ -570,17 +514,14 @@ async fn reviewed(
             )
         }
     });
-    let mut response = jobs_page(
+    let response = jobs_page(
         state,
         operator,
         &ListQuery::default(),
         Some(outcome(&result)),
     )
     .await;
-    if failed && response.status() == StatusCode::OK {
-        *response.status_mut() = StatusCode::CONFLICT;
-    }
-    response
+    failed_with(response, failed, StatusCode::CONFLICT)
 }
 
 fn reason_of(form: &ReviewForm) -> Option<&str> {
@@ -607,402 +548,6 @@ pub async fn reject(
 ) -> Response {
     let result = crate::jobs::admin::reject(&state, &id, reason_of(&form)).await;
     reviewed(&state, &operator, result).await
-}
-
-/// Products with their actions, vendors, and the product form.
-#[tracing::instrument(skip_all)]
-pub async fn tools(operator: Operator, State(state): State<AppState>) -> Response {
-    tools_page(&state, &operator, None).await
-}
-
-const ACTIONS_EXAMPLE: &str = r#"[{"name": "run", "price_credits": 1, "x402_enabled": false,
-  "runner": {"kind": "builtin", "name": "time.now"}}]"#;
-
-async fn tools_page(state: &AppState, operator: &Operator, notice: Option<Markup>) -> Response {
-    let title = "Tools and vendors";
-    let data = async {
-        let mut conn = state.db.read().await?;
-        let products = crate::tools::catalog::admin_views(&mut conn, None).await?;
-        let vendors = crate::tools::catalog::vendor_views(&mut conn).await?;
-        ApiResult::Ok((products, vendors))
-    }
-    .await;
-    let (products, vendors) = match data {
-        Ok(d) => d,
-        Err(e) => return error_page(state, operator, title, e),
-    };
-    let base = &state.config.console_path;
-    let body = html! {
-        main {
-            h1 { (title) }
-            @if let Some(n) = notice { (n) }
-            table id="products" {
-                thead { tr { th { "Product" } th { "Status" } th { "Vendor" } th { "Actions (price, x402, status)" } } }
-                tbody {
-                    @for p in &products {
-                        tr {
-                            td { strong.product-name { (p.name) } br; code { (p.slug) } @if p.private { " · private" } }
-                            td { (p.status) }
-                            td { (p.vendor) }
-                            td { ul { @for a in &p.actions {
-                                li { code { (a.slug) } " — " (a.price_credits) " cr"
-                                    @if a.x402_enabled { " · x402" } " · " (a.status) }
-                            } } }
-                        }
-                    }
-                    @if products.is_empty() { tr { td colspan="4" { "No product yet." } } }
-                }
-            }
-            h2 { "Vendors" }
-            table id="vendors" {
-                thead { tr { th { "Vendor" } th { "Status" } th { "Secret" } th { "Updated" } } }
-                tbody {
-                    @for v in &vendors {
-                        tr { td { (v.name) " " code { (v.slug) } } td { (v.status) }
-                             td { @if v.has_secret { "set (never shown)" } @else { "none" } } td { (v.updated_at) } }
-                    }
-                    @if vendors.is_empty() { tr { td colspan="4" { "No vendor." } } }
-                }
-            }
-            section {
-                h2 { "Create or replace a product" }
-                p { "The same document as " code { "PUT /api/admin/tools/{slug}" } "; a product with an existing slug is replaced, and actions left out become inactive." }
-                form.stack method="post" action={(base) "/tools"} id="product-form" {
-                    input type="hidden" name="csrf" value=(operator.session.csrf);
-                    label for="slug" { "Slug" } input type="text" id="slug" name="slug" required maxlength="64";
-                    label for="name" { "Name" } input type="text" id="name" name="name" required maxlength="200";
-                    label for="description" { "Description" } input type="text" id="description" name="description" maxlength="2000";
-                    label for="categories" { "Categories (comma-separated)" } input type="text" id="categories" name="categories";
-                    label for="vendor" { "Vendor slug (empty for built-in tools)" } input type="text" id="vendor" name="vendor";
-                    label for="status" { "Status" }
-                    select id="status" name="status" { option value="active" { "active" } option value="inactive" { "inactive" } }
-                    label for="actions" { "Actions (JSON: name, price_credits, x402_enabled, parameters, runner)" }
-                    textarea id="actions" name="actions" rows="6" { (ACTIONS_EXAMPLE) }
-                    button type="submit" { "Save product" }
-                }
-            }
-        }
-    };
-    page(state, operator, title, body)
-}
-
-/// The product form.
-#[derive(Debug, Deserialize)]
-pub struct ProductForm {
-    slug: String,
-    name: String,
-    #[serde(default)]
-    description: String,
-    #[serde(default)]
-    categories: String,
-    #[serde(default)]
-    vendor: String,
-    #[serde(default)]
-    status: String,
-    #[serde(default)]
-    actions: String,
-}
-
-/// Creates or replaces a product through [`crate::tools::put_product`].
-#[tracing::instrument(skip_all)]
-pub async fn put_tool(
-    State(state): State<AppState>,
-    CsrfForm(operator, form): CsrfForm<ProductForm>,
-) -> Response {
-    let result = async {
-        let actions: serde_json::Value = serde_json::from_str(&form.actions).map_err(|e| {
-            ApiError::invalid_field(&["body", "actions"], "json_invalid", e.to_string())
-        })?;
-        let categories: Vec<&str> = form
-            .categories
-            .split(',')
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-            .collect();
-        let mut doc = serde_json::json!({
-            "slug": form.slug.trim(), "name": form.name.trim(), "description": form.description.trim(),
-            "categories": categories, "actions": actions,
-        });
-        if !form.status.trim().is_empty() {
-            doc["status"] = serde_json::json!(form.status.trim());
-        }
-        if !form.vendor.trim().is_empty() {
-            doc["vendor"] = serde_json::json!(form.vendor.trim());
-        }
-        let doc: agentpmt_protocol::tools::ProductSpecDoc =
-            serde_json::from_value(doc).map_err(|e| {
-                ApiError::invalid_field(&["body"], "value_error", e.to_string())
-            })?;
-        let (created, view) = crate::tools::put_product(&state, &doc).await?;
-        Ok(format!(
-            "Product {} {}.",
-            view.slug,
-            if created { "created" } else { "replaced" }
-        ))
-    }
-    .await;
-    let failed = result.is_err();
-    let mut response = tools_page(&state, &operator, Some(outcome(&result))).await;
-    if failed && response.status() == StatusCode::OK {
-        *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-    }
-    response
-}
-
-#[derive(Debug, sqlx::FromRow)]
-struct KeyRow {
-    key_id: String,
-    account_id: String,
-    key_prefix: String,
-    label: String,
-    created_at_ms: i64,
-    revoked_at_ms: Option<i64>,
-}
-
-#[derive(Debug, sqlx::FromRow)]
-struct BudgetRow {
-    budget_id: String,
-    account_id: String,
-    name: String,
-    cap_credits: i64,
-    spent_credits: i64,
-    wallet_address: Option<String>,
-    key_prefix: String,
-    revoked_at_ms: Option<i64>,
-}
-
-/// API keys and budgets, newest first, with revoke buttons.
-#[tracing::instrument(skip_all)]
-pub async fn keys(
-    operator: Operator,
-    State(state): State<AppState>,
-    Query(q): Query<ListQuery>,
-) -> Response {
-    keys_page(&state, &operator, &q, None).await
-}
-
-async fn keys_page(
-    state: &AppState,
-    operator: &Operator,
-    q: &ListQuery,
-    notice: Option<Markup>,
-) -> Response {
-    let title = "Keys and budgets";
-    let (limit, offset) = q.limit_offset();
-    let data = async {
-        let mut conn = state.db.read().await?;
-        let keys = sql_fetch_all!(
-            conn.conn(),
-            KeyRow,
-            "SELECT key_id, account_id, key_prefix, label, created_at_ms, revoked_at_ms \
-             FROM api_keys ORDER BY created_at_ms DESC, key_id LIMIT $1 OFFSET $2",
-            limit,
-            offset
-        )?;
-        let budgets = sql_fetch_all!(
-            conn.conn(),
-            BudgetRow,
-            "SELECT budget_id, account_id, name, cap_credits, spent_credits, wallet_address, \
-             key_prefix, revoked_at_ms FROM budgets \
-             ORDER BY created_at_ms DESC, budget_id LIMIT $1 OFFSET $2",
-            limit,
-            offset
-        )?;
-        let accounts = sql_fetch_all!(
-            conn.conn(),
-            AccountRow,
-            "SELECT account_id, name, created_at_ms FROM accounts \
-             ORDER BY created_at_ms DESC, account_id LIMIT $1 OFFSET $2",
-            limit,
-            offset
-        )?;
-        ApiResult::Ok((keys, budgets, accounts))
-    }
-    .await;
-    let (mut keys, mut budgets, mut accounts) = match data {
-        Ok(d) => d,
-        Err(e) => return error_page(state, operator, title, e),
-    };
-    let more = trim_page(&mut keys) | trim_page(&mut budgets) | trim_page(&mut accounts);
-    let base = &state.config.console_path;
-    let revoke = |path: String, id: &str| {
-        html! {
-            form.inline method="post" action=(path) {
-                input type="hidden" name="csrf" value=(operator.session.csrf);
-                button type="submit" class="revoke" data-id=(id) { "Revoke" }
-            }
-        }
-    };
-    let body = html! {
-        main {
-            h1 { (title) }
-            @if let Some(n) = notice { (n) }
-            h2 { "API keys" }
-            table id="api-keys" {
-                thead { tr { th { "Key" } th { "Account" } th { "Label" } th { "Created" } th { "State" } } }
-                tbody {
-                    @for k in &keys {
-                        tr id={"key-" (k.key_id)} {
-                            td { code { (k.key_prefix) "…" } br; small { (k.key_id) } }
-                            td { code { (k.account_id) } } td { (k.label) } td { (time(k.created_at_ms)) }
-                            td { @match k.revoked_at_ms {
-                                Some(at) => { "revoked " (time(at)) },
-                                None => { (revoke(format!("{base}/api-keys/{}/revoke", k.key_id), &k.key_id)) },
-                            } }
-                        }
-                    }
-                    @if keys.is_empty() { tr { td colspan="5" { "No API key." } } }
-                }
-            }
-            h2 { "Budgets" }
-            table id="budgets" {
-                thead { tr { th { "Budget" } th { "Account" } th { "Spent / cap" } th { "Wallet" } th { "State" } } }
-                tbody {
-                    @for b in &budgets {
-                        tr id={"budget-" (b.budget_id)} {
-                            td { (b.name) br; code { (b.key_prefix) "…" } br; small { (b.budget_id) } }
-                            td { code { (b.account_id) } }
-                            td { (b.spent_credits) " / " (b.cap_credits) " cr" }
-                            td { code { (b.wallet_address.as_deref().unwrap_or("account")) } }
-                            td { @match b.revoked_at_ms {
-                                Some(at) => { "revoked " (time(at)) },
-                                None => { (revoke(format!("{base}/budgets/{}/revoke", b.budget_id), &b.budget_id)) },
-                            } }
-                        }
-                    }
-                    @if budgets.is_empty() { tr { td colspan="5" { "No budget." } } }
-                }
-            }
-            (pager(&format!("{base}/keys"), q.page(), more))
-            h2 { "Accounts" }
-            table id="accounts" {
-                thead { tr { th { "Account" } th { "Name" } th { "Created" } } }
-                tbody {
-                    @for a in &accounts {
-                        tr { td { code { (a.account_id) } } td { (a.name) } td { (time(a.created_at_ms)) } }
-                    }
-                    @if accounts.is_empty() { tr { td colspan="3" { "No account." } } }
-                }
-            }
-            section.cards {
-                form.stack method="post" action={(base) "/accounts"} id="account-form" {
-                    h2 { "Create an account" }
-                    input type="hidden" name="csrf" value=(operator.session.csrf);
-                    label for="account_name" { "Name" } input type="text" id="account_name" name="name" required maxlength="200";
-                    button type="submit" { "Create account" }
-                }
-                form.stack method="post" action={(base) "/api-keys"} id="api-key-form" {
-                    h2 { "Create an API key" }
-                    input type="hidden" name="csrf" value=(operator.session.csrf);
-                    label for="key_account" { "Account id" } input type="text" id="key_account" name="account_id" required;
-                    label for="key_label" { "Label" } input type="text" id="key_label" name="label" maxlength="200";
-                    button type="submit" { "Create key" }
-                }
-            }
-        }
-    };
-    page(state, operator, title, body)
-}
-
-#[derive(Debug, sqlx::FromRow)]
-struct AccountRow {
-    account_id: String,
-    name: String,
-    created_at_ms: i64,
-}
-
-/// The account form.
-#[derive(Debug, Deserialize)]
-pub struct AccountForm {
-    name: String,
-}
-
-/// Creates an account through [`crate::accounts::new_account`].
-#[tracing::instrument(skip_all)]
-pub async fn create_account(
-    State(state): State<AppState>,
-    CsrfForm(operator, form): CsrfForm<AccountForm>,
-) -> Response {
-    let request = agentpmt_protocol::workflows::AccountCreateRequest { name: form.name };
-    let result = crate::accounts::new_account(&state, &request)
-        .await
-        .map(|a| format!("Account {} created.", a.account_id));
-    let notice = outcome(&result);
-    keys_page(&state, &operator, &ListQuery::default(), Some(notice)).await
-}
-
-/// The API key form.
-#[derive(Debug, Deserialize)]
-pub struct ApiKeyForm {
-    account_id: String,
-    #[serde(default)]
-    label: String,
-}
-
-/// Creates an API key through [`crate::accounts::new_api_key`]; the key is on this page
-/// only (the page is `no-store`, and the server keeps only the key's digest).
-#[tracing::instrument(skip_all)]
-pub async fn create_api_key(
-    State(state): State<AppState>,
-    CsrfForm(operator, form): CsrfForm<ApiKeyForm>,
-) -> Response {
-    let request = agentpmt_protocol::workflows::ApiKeyCreateRequest { label: form.label };
-    let notice = match crate::accounts::new_api_key(&state, form.account_id.trim(), &request).await
-    {
-        Ok(created) => html! {
-            div.notice.ok role="status" id="new-key" {
-                "API key " code { (created.key.key_id) } " created. Copy it now: it is not shown again."
-                br; code.secret { (created.api_key) }
-            }
-        },
-        Err(e) => outcome(&Err(e)),
-    };
-    keys_page(&state, &operator, &ListQuery::default(), Some(notice)).await
-}
-
-async fn revoked(
-    state: &AppState,
-    operator: &Operator,
-    what: &str,
-    id: &str,
-    table: &'static str,
-    column: &'static str,
-) -> Response {
-    let result = crate::accounts::revoke(state, table, column, id)
-        .await
-        .map(|r| format!("{what} {id} revoked at {}.", r.0.revoked_at));
-    let failed = result.is_err();
-    let mut response = keys_page(
-        state,
-        operator,
-        &ListQuery::default(),
-        Some(outcome(&result)),
-    )
-    .await;
-    if failed && response.status() == StatusCode::OK {
-        *response.status_mut() = StatusCode::NOT_FOUND;
-    }
-    response
-}
-
-/// Revokes an API key through [`crate::accounts::revoke`].
-#[tracing::instrument(skip_all)]
-pub async fn revoke_key(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    CsrfForm(operator, _): CsrfForm<super::Empty>,
-) -> Response {
-    revoked(&state, &operator, "API key", &id, "api_keys", "key_id").await
-}
-
-/// Revokes a budget (its bearer is refused from then on) through [`crate::accounts::revoke`].
-#[tracing::instrument(skip_all)]
-pub async fn revoke_budget(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    CsrfForm(operator, _): CsrfForm<super::Empty>,
-) -> Response {
-    revoked(&state, &operator, "Budget", &id, "budgets", "budget_id").await
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -1094,92 +639,157 @@ pub async fn payments(
         ApiResult::Ok((purchases, tool_payments))
     }
     .await;
-    let (mut purchases, mut tool_payments) = match data {
-        Ok(d) => d,
+    let (purchases, tool_payments) = match data {
+        Ok((purchases, tool_payments)) => (q.paged(purchases), q.paged(tool_payments)),
         Err(e) => return error_page(&state, &operator, title, e),
     };
-    let more = trim_page(&mut purchases) | trim_page(&mut tool_payments);
     let base = &state.config.console_path;
     let body = html! {
         main {
             h1 { (title) }
             h2 { "Credit purchases" }
-            table id="purchases" {
-                thead { tr { th { "When" } th { "Wallet" } th { "Credits" } th { "Method" } th { "Network" } th { "Status" } th { "Transaction" } } }
-                tbody {
-                    @for p in &purchases {
-                        tr {
-                            td { (time(p.created_at_ms)) br; small { (p.purchase_id) } }
-                            td { a href={(base) "/wallets/" (p.wallet_address)} { code { (p.wallet_address) } } }
-                            td { (credits(p.credits)) }
-                            td { (p.method) " / " (p.settlement) }
-                            td { "eip155:" (p.chain_id) }
-                            td.status { (p.status) }
-                            td { (tx_cell(Some(p.chain_id), p.transaction_hash.as_deref())) }
-                        }
-                    }
-                    @if purchases.is_empty() { tr { td colspan="7" { "No purchase." } } }
+            (views::table("purchases", &["When", "Wallet", "Credits", "Method", "Network", "Status", "Transaction"], &purchases.rows, "No purchase.", |p| html! {
+                tr {
+                    td { (time(p.created_at_ms)) br; small { (p.purchase_id) } }
+                    td { a href={(base) "/wallets/" (p.wallet_address)} { code { (p.wallet_address) } } }
+                    td { (credits(p.credits)) }
+                    td { (p.method) " / " (p.settlement) }
+                    td { "eip155:" (p.chain_id) }
+                    td.status { (p.status) }
+                    td { (tx_cell(Some(p.chain_id), p.transaction_hash.as_deref())) }
                 }
-            }
+            }))
             h2 { "x402 tool payments" }
-            table id="tool-payments" {
-                thead { tr { th { "When" } th { "Tool" } th { "Payer" } th { "Price" } th { "Network" } th { "Status" } th { "Transaction" } } }
-                tbody {
-                    @for t in &tool_payments {
-                        tr {
-                            td { (time(t.created_at_ms)) br; small { (t.usage_id) } }
-                            td { code { (t.product_slug) "/" (t.action_slug) } }
-                            td { code { (t.payer_address.as_deref().unwrap_or("")) } }
-                            td { (credits(t.price_credits)) }
-                            td { (t.network.as_deref().unwrap_or("")) }
-                            td.status { (t.status) }
-                            td { (tx_cell(chain_of(t.network.as_deref()), t.transaction_hash.as_deref())) }
-                        }
-                    }
-                    @if tool_payments.is_empty() { tr { td colspan="7" { "No x402 tool payment." } } }
+            (views::table("tool-payments", &["When", "Tool", "Payer", "Price", "Network", "Status", "Transaction"],
+                &tool_payments.rows, "No x402 tool payment.", |t| html! {
+                tr {
+                    td { (time(t.created_at_ms)) br; small { (t.usage_id) } }
+                    td { code { (t.product_slug) "/" (t.action_slug) } }
+                    td { code { (t.payer_address.as_deref().unwrap_or("")) } }
+                    td { (credits(t.price_credits)) }
+                    td { (t.network.as_deref().unwrap_or("")) }
+                    td.status { (t.status) }
+                    td { (tx_cell(chain_of(t.network.as_deref()), t.transaction_hash.as_deref())) }
                 }
-            }
-            (pager(&format!("{base}/payments"), q.page(), more))
+            }))
+            (views::pager(&format!("{base}/payments"), q.page(), purchases.more || tool_payments.more))
         }
     };
     page(&state, &operator, title, body)
 }
 
-/// Help tickets, newest first.
+/// Help tickets, newest first: open ones (the default), closed ones or all, with buttons
+/// closing or reopening each.
 #[tracing::instrument(skip_all)]
 pub async fn help_tickets(
     operator: Operator,
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Response {
+    tickets_page(&state, &operator, &q, None).await
+}
+
+async fn tickets_page(
+    state: &AppState,
+    operator: &Operator,
+    q: &ListQuery,
+    notice: Option<Markup>,
+) -> Response {
+    use crate::admin::TicketFilter;
     let title = "Help tickets";
-    let (limit, offset) = q.limit_offset();
-    let mut tickets = match crate::admin::tickets(&state, limit, offset).await {
-        Ok(t) => t,
-        Err(e) => return error_page(&state, &operator, title, e),
+    let shown = q.status.as_deref().unwrap_or("open");
+    let filter = match shown {
+        "open" => TicketFilter::Open,
+        "closed" => TicketFilter::Closed,
+        "all" => TicketFilter::All,
+        _ => {
+            let e = ApiError::invalid_field(
+                &["query", "status"],
+                "value_error",
+                "status is open, closed or all",
+            );
+            return error_page(state, operator, title, e);
+        }
     };
-    let more = trim_page(&mut tickets);
+    let (limit, offset) = q.limit_offset();
+    let tickets = match crate::admin::tickets(state, filter, limit, offset).await {
+        Ok(t) => q.paged(t),
+        Err(e) => return error_page(state, operator, title, e),
+    };
     let base = &state.config.console_path;
+    let list = format!("{base}/help-tickets");
+    let token = &operator.session.csrf;
     let body = html! {
         main {
             h1 { (title) }
-            table id="tickets" {
-                thead { tr { th { "When" } th { "Message" } th { "Error code" } th { "Request" } th { "Source" } } }
-                tbody {
-                    @for t in &tickets {
-                        tr {
+            @if let Some(n) = notice { (n) }
+            (views::filters(&list, &["open", "closed", "all"], shown))
+            (views::paged_table(
+                "tickets",
+                &["When", "Message", "Error code", "Request", "Source", "Status"],
+                &tickets,
+                "No ticket.",
+                &views::href(&list, &[("status", shown)]),
+                |t| {
+                    let (to, label) = if t.status == "open" { ("close", "Close") } else { ("reopen", "Reopen") };
+                    html! {
+                        tr id={"ticket-" (t.ticket_id)} {
                             td { (t.created_at) br; small { (t.ticket_id) } }
                             td { (t.message) }
                             td { code { (t.error_code.as_deref().unwrap_or("")) } }
                             td { code { (t.request_id.as_deref().unwrap_or("")) } }
                             td { (t.source) }
+                            td.status {
+                                (t.status)
+                                @if let Some(at) = &t.closed_at { br; small { (at) } }
+                                " " (views::button_form(&format!("{list}/{}/{to}", t.ticket_id), token, to, &t.ticket_id, label))
+                            }
                         }
                     }
-                    @if tickets.is_empty() { tr { td colspan="5" { "No ticket." } } }
-                }
-            }
-            (pager(&format!("{base}/help-tickets"), q.page(), more))
+                },
+            ))
         }
     };
-    page(&state, &operator, title, body)
+    page(state, operator, title, body)
+}
+
+async fn ticket_set_open(state: &AppState, operator: &Operator, id: &str, open: bool) -> Response {
+    let result = crate::admin::set_ticket_open(state, id, open)
+        .await
+        .map(|r| match r.changed {
+            true => format!("Ticket {} is {}.", r.ticket.ticket_id, r.ticket.status),
+            false => format!(
+                "Ticket {} was already {}: nothing changed.",
+                r.ticket.ticket_id, r.ticket.status
+            ),
+        });
+    let failed = result.is_err();
+    let response = tickets_page(
+        state,
+        operator,
+        &ListQuery::default(),
+        Some(outcome(&result)),
+    )
+    .await;
+    failed_with(response, failed, StatusCode::NOT_FOUND)
+}
+
+/// Closes a ticket (handled) through [`crate::admin::set_ticket_open`].
+#[tracing::instrument(skip_all)]
+pub async fn close_ticket(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    CsrfForm(operator, _): CsrfForm<super::Empty>,
+) -> Response {
+    ticket_set_open(&state, &operator, &id, false).await
+}
+
+/// Reopens a closed ticket through [`crate::admin::set_ticket_open`].
+#[tracing::instrument(skip_all)]
+pub async fn reopen_ticket(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    CsrfForm(operator, _): CsrfForm<super::Empty>,
+) -> Response {
+    ticket_set_open(&state, &operator, &id, true).await
 }

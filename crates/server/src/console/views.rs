@@ -1,7 +1,7 @@
-//! Pieces the console's pages share: pagination, the SVG bar chart, links to external URLs,
-//! amounts and times, and the notice of an action's outcome.
+//! Pieces the console's pages share: paged tables and search forms, the SVG bar chart, links
+//! to external URLs, amounts and times, and the notice of an action's outcome.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiResult};
 use maud::{html, Markup};
 use serde::Deserialize;
 
@@ -23,10 +23,40 @@ impl ListQuery {
     pub fn limit_offset(&self) -> (i64, i64) {
         (super::PAGE_SIZE + 1, (self.page() - 1) * super::PAGE_SIZE)
     }
+
+    /// The search text, trimmed and at most 200 characters.
+    pub fn search(&self) -> String {
+        self.q
+            .as_deref()
+            .unwrap_or("")
+            .trim()
+            .chars()
+            .take(200)
+            .collect()
+    }
+
+    /// One page of `rows`, fetched with [`ListQuery::limit_offset`].
+    pub fn paged<T>(&self, mut rows: Vec<T>) -> Paged<T> {
+        let more = trim_page(&mut rows);
+        Paged {
+            rows,
+            number: self.page(),
+            more,
+        }
+    }
+}
+
+/// One page of a list: at most [`super::PAGE_SIZE`] rows, and whether more follow.
+#[derive(Debug)]
+pub struct Paged<T> {
+    pub rows: Vec<T>,
+    /// 1-based.
+    pub number: i64,
+    pub more: bool,
 }
 
 /// Keeps at most a page of `rows`; `true` when there was more.
-pub fn trim_page<T>(rows: &mut Vec<T>) -> bool {
+fn trim_page<T>(rows: &mut Vec<T>) -> bool {
     let more = rows.len() as i64 > super::PAGE_SIZE;
     rows.truncate(super::PAGE_SIZE as usize);
     more
@@ -44,6 +74,104 @@ pub fn pager(path: &str, page: i64, more: bool) -> Markup {
             @if more {
                 a rel="next" href={(path) (sep) "page=" (page + 1)} { "Next →" }
             }
+        }
+    }
+}
+
+/// A case-insensitive `LIKE` pattern matching text that contains `search` (its `%`, `_` and
+/// `\` escaped with `\`; the SQL says `ESCAPE '\'`).
+pub fn like_pattern(search: &str) -> String {
+    let mut out = String::with_capacity(search.len() + 2);
+    out.push('%');
+    for c in search.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+/// `path` with `params` as its query string (percent-encoded).
+pub fn href(path: &str, params: &[(&str, &str)]) -> String {
+    let params: Vec<_> = params.iter().filter(|(_, v)| !v.is_empty()).collect();
+    if params.is_empty() {
+        return path.to_owned();
+    }
+    format!(
+        "{path}?{}",
+        serde_urlencoded::to_string(params).unwrap_or_default()
+    )
+}
+
+/// A table of `rows` under `headings`, one `row` (a `tr`) each, or one line saying `empty`.
+pub fn table<T>(
+    id: &str,
+    headings: &[&str],
+    rows: &[T],
+    empty: &str,
+    row: impl Fn(&T) -> Markup,
+) -> Markup {
+    html! {
+        table id=(id) {
+            thead { tr { @for h in headings { th { (h) } } } }
+            tbody {
+                @for r in rows { (row(r)) }
+                @if rows.is_empty() { tr { td colspan=(headings.len()) { (empty) } } }
+            }
+        }
+    }
+}
+
+/// A [`table`] of one page with its pager below; `list` is the list's URL with its filters.
+pub fn paged_table<T>(
+    id: &str,
+    headings: &[&str],
+    page: &Paged<T>,
+    empty: &str,
+    list: &str,
+    row: impl Fn(&T) -> Markup,
+) -> Markup {
+    html! {
+        (table(id, headings, &page.rows, empty, row))
+        (pager(list, page.number, page.more))
+    }
+}
+
+/// Links showing the list at `list` with each `?status=` of `options`; `shown` is marked.
+pub fn filters(list: &str, options: &[&str], shown: &str) -> Markup {
+    html! {
+        nav.filters {
+            @for s in options {
+                a.current[*s == shown] href=(href(list, &[("status", s)])) { (s) }
+            }
+        }
+    }
+}
+
+/// A search form over the list at `action` (`GET`, the text in `q`).
+pub fn search_form(action: &str, label: &str, value: &str, placeholder: &str) -> Markup {
+    html! {
+        form.search method="get" action=(action) {
+            label for="q" { (label) }
+            input type="search" id="q" name="q" value=(value) placeholder=(placeholder) maxlength="200";
+            button type="submit" { "Search" }
+        }
+    }
+}
+
+/// The hidden CSRF field of a form.
+pub fn csrf(token: &str) -> Markup {
+    html! { input type="hidden" name="csrf" value=(token); }
+}
+
+/// A form that is just one button posting to `action` (revoke, publish, close, ...).
+pub fn button_form(action: &str, token: &str, class: &str, id: &str, label: &str) -> Markup {
+    html! {
+        form.inline method="post" action=(action) {
+            (csrf(token))
+            button type="submit" class=(class) data-id=(id) { (label) }
         }
     }
 }
@@ -67,6 +195,22 @@ pub fn outcome(result: &Result<String, ApiError>) -> Markup {
             }
         }
     }
+}
+
+/// A whole number from the form field `field`, or the operator API's 422 for it.
+pub fn whole(field: &str, text: &str) -> ApiResult<i64> {
+    text.trim().parse().map_err(|_| {
+        ApiError::invalid_field(
+            &["body", field],
+            "value_error",
+            format!("{field} must be a whole number"),
+        )
+    })
+}
+
+/// A form field's text, trimmed; `None` when empty.
+pub fn optional(text: &str) -> Option<String> {
+    Some(text.trim().to_owned()).filter(|t| !t.is_empty())
 }
 
 /// `url` as a link when it is an absolute http(s) URL, else as text (a `javascript:` URL
@@ -156,6 +300,16 @@ pub fn day_chart(days: &[Day]) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn searches_match_their_text_literally() {
+        assert_eq!(like_pattern("Ab%_\\c"), "%ab\\%\\_\\\\c%");
+        assert_eq!(like_pattern(""), "%%");
+        assert_eq!(
+            href("/console/workflows", &[("q", "a b&c"), ("page", "")]),
+            "/console/workflows?q=a+b%26c"
+        );
+    }
 
     #[test]
     fn only_http_urls_become_links() {

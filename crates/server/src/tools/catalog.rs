@@ -869,6 +869,35 @@ pub async fn admin_views(
     Ok(out)
 }
 
+/// The document that writes `view` back unchanged: the start of an edit in place (change a
+/// field, then store it with [`super::put_product`], as `PUT /api/admin/tools/{slug}` does).
+pub fn spec_of(view: &ProductAdminView) -> ProductSpecDoc {
+    ProductSpecDoc {
+        slug: view.slug.clone(),
+        product_id: Some(view.product_id.clone()),
+        name: view.name.clone(),
+        description: view.description.clone(),
+        categories: view.categories.clone(),
+        vendor: (view.vendor != BUILTIN_VENDOR).then(|| view.vendor.clone()),
+        status: Some(view.status.clone()),
+        private: view.private,
+        actions: view
+            .actions
+            .iter()
+            .map(|a| ActionSpecDoc {
+                name: a.name.clone(),
+                slug: Some(a.slug.clone()),
+                description: a.description.clone(),
+                price_credits: a.price_credits,
+                x402_enabled: a.x402_enabled,
+                parameters: a.input_schema.clone(),
+                runner: a.runner.clone(),
+                status: Some(a.status.clone()),
+            })
+            .collect(),
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Catalog files.
 

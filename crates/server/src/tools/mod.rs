@@ -353,6 +353,13 @@ pub async fn admin_put_vendor(
     ApiJson(doc): ApiJson<VendorSpecDoc>,
 ) -> ApiResult<(StatusCode, Json<VendorView>)> {
     same_slug(&slug, &doc.slug)?;
+    let (created, view) = put_vendor(&state, &doc).await?;
+    Ok((written(created), Json(view)))
+}
+
+/// Creates or updates a vendor from `doc`, sealing its secret (the operator API and the
+/// console both call this); `true` when it was created.
+pub async fn put_vendor(state: &AppState, doc: &VendorSpecDoc) -> ApiResult<(bool, VendorView)> {
     if doc.secret_env.is_some() {
         return Err(ApiError::invalid_field(
             &["body", "secret_env"],
@@ -361,14 +368,15 @@ pub async fn admin_put_vendor(
         ));
     }
     let mut tx = state.db.begin().await?;
-    let created = catalog::upsert_vendor(&mut tx, &doc, state.tools.secrets.as_ref()).await?;
+    let created = catalog::upsert_vendor(&mut tx, doc, state.tools.secrets.as_ref()).await?;
     tx.commit().await?;
+    tracing::info!(vendor = %doc.slug, created, "vendor written by operator");
     let view = catalog::vendor_views(&mut state.db.read().await?)
         .await?
         .into_iter()
-        .find(|v| v.slug == slug)
+        .find(|v| v.slug == doc.slug)
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("vendor vanished")))?;
-    Ok((written(created), Json(view)))
+    Ok((created, view))
 }
 
 /// Usage totals (operator): `group_by` = `product` (default), `action`, `wallet`, `api_key` or `budget`;

@@ -155,7 +155,23 @@ pub async fn create_workflow(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<WorkflowWriteRequest>,
 ) -> ApiResult<(StatusCode, Json<WorkflowAdminResponse>)> {
-    let c = check(&state, &request).await?;
+    let row = new_workflow(&state, &request).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(WorkflowAdminResponse {
+            success: true,
+            workflow: row.detail(),
+        }),
+    ))
+}
+
+/// Creates a draft workflow (version 1) from `request` (the operator API and the console
+/// both call this).
+pub async fn new_workflow(
+    state: &AppState,
+    request: &WorkflowWriteRequest,
+) -> ApiResult<WorkflowRow> {
+    let c = check(state, request).await?;
     let id = random_hex(12);
     let now = now_ms();
     let mut conn = state.db.write().await?;
@@ -185,14 +201,7 @@ pub async fn create_workflow(
         Err(e) => return Err(e.into()),
     }
     drop(conn);
-    let row = reload(&state, &id).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(WorkflowAdminResponse {
-            success: true,
-            workflow: row.detail(),
-        }),
-    ))
+    reload(state, &id).await
 }
 
 /// The `{workflowId}` path parameter.
@@ -311,7 +320,17 @@ pub async fn publish_workflow(
     State(state): State<AppState>,
     ApiPath(path): ApiPath<IdPath>,
 ) -> ApiResult<Json<WorkflowAdminResponse>> {
-    let existing = reload(&state, &path.workflow_id).await?;
+    let row = publish(&state, &path.workflow_id).await?;
+    Ok(Json(WorkflowAdminResponse {
+        success: true,
+        workflow: row.detail(),
+    }))
+}
+
+/// Publishes the workflow with id or slug `id_or_slug` (a published one is left as it is;
+/// the operator API and the console both call this).
+pub async fn publish(state: &AppState, id_or_slug: &str) -> ApiResult<WorkflowRow> {
+    let existing = reload(state, id_or_slug).await?;
     let now = now_ms();
     let mut conn = state.db.write().await?;
     sql_execute!(
@@ -322,9 +341,5 @@ pub async fn publish_workflow(
         &existing.workflow_id
     )?;
     drop(conn);
-    let row = reload(&state, &existing.workflow_id).await?;
-    Ok(Json(WorkflowAdminResponse {
-        success: true,
-        workflow: row.detail(),
-    }))
+    reload(state, &existing.workflow_id).await
 }

@@ -856,6 +856,23 @@ pub async fn create_schedule(
     ApiPath(path): ApiPath<BudgetPath>,
     ApiJson(request): ApiJson<ScheduleCreateRequest>,
 ) -> ApiResult<(StatusCode, Json<ScheduleAdminResponse>)> {
+    let schedule = new_schedule(&state, &path.budget_id, &request).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(ScheduleAdminResponse {
+            success: true,
+            schedule,
+        }),
+    ))
+}
+
+/// Creates a schedule of `budget_id` for a published workflow (the operator API and the
+/// console both call this).
+pub async fn new_schedule(
+    state: &AppState,
+    budget_id: &str,
+    request: &ScheduleCreateRequest,
+) -> ApiResult<ScheduleView> {
     let name = check_text(&["body", "name"], &request.name, 1, 200)?;
     let prompt = check_text(&["body", "prompt"], &request.prompt, 0, 20_000)?;
     let metadata = check_metadata(&request.metadata)?;
@@ -876,7 +893,7 @@ pub async fn create_schedule(
         conn.conn(),
         String,
         "SELECT budget_id FROM budgets WHERE budget_id = $1",
-        &path.budget_id
+        budget_id
     )?;
     if budget.is_none() {
         return Err(ApiError::new(ErrorCode::NOT_FOUND, "No such budget"));
@@ -896,7 +913,7 @@ pub async fn create_schedule(
            updated_at_ms) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'active', $10, $11, $11)",
         &id,
-        &path.budget_id,
+        budget_id,
         &workflow.workflow_id,
         &name,
         &prompt,
@@ -910,13 +927,27 @@ pub async fn create_schedule(
     let row = load(&mut conn, &id)
         .await?
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("schedule vanished")))?;
-    Ok((
-        StatusCode::CREATED,
-        Json(ScheduleAdminResponse {
-            success: true,
-            schedule: row.view(now),
-        }),
-    ))
+    Ok(row.view(now))
+}
+
+/// A page of schedules, newest first, whose name, id, budget or workflow slug matches `like`
+/// (a lowercase `LIKE` pattern escaped with backslashes; `%` matches all): the console's list.
+pub async fn page(
+    state: &AppState,
+    like: &str,
+    limit: i64,
+    offset: i64,
+) -> ApiResult<Vec<ScheduleView>> {
+    let mut conn = state.db.read().await?;
+    let now = db_now(&mut conn, state.db.backend()).await?;
+    let sql = format!(
+        "{SCHEDULE_SELECT} WHERE LOWER(s.name) LIKE $1 ESCAPE '\\' \
+           OR LOWER(s.schedule_id) LIKE $1 ESCAPE '\\' OR LOWER(s.budget_id) LIKE $1 ESCAPE '\\' \
+           OR LOWER(COALESCE(w.slug, '')) LIKE $1 ESCAPE '\\' \
+         ORDER BY s.created_at_ms DESC, s.schedule_id LIMIT $2 OFFSET $3"
+    );
+    let rows = sql_fetch_all!(conn.conn(), ScheduleRow, &sql, like, limit, offset)?;
+    Ok(rows.iter().map(|r| r.view(now)).collect())
 }
 
 /// A schedule (operator).
@@ -975,8 +1006,22 @@ pub async fn update_schedule(
     ApiPath(path): ApiPath<SchedulePath>,
     ApiJson(request): ApiJson<ScheduleUpdateRequest>,
 ) -> ApiResult<Json<ScheduleAdminResponse>> {
+    let schedule = change_schedule(&state, &path.schedule_id, &request).await?;
+    Ok(Json(ScheduleAdminResponse {
+        success: true,
+        schedule,
+    }))
+}
+
+/// Changes a schedule (absent fields keep their values; the operator API and the console
+/// both call this).
+pub async fn change_schedule(
+    state: &AppState,
+    schedule_id: &str,
+    request: &ScheduleUpdateRequest,
+) -> ApiResult<ScheduleView> {
     let mut tx = state.db.begin().await?;
-    let row = load(&mut tx, &path.schedule_id)
+    let row = load(&mut tx, schedule_id)
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::SCHEDULE_NOT_FOUND, "No such schedule"))?;
     let now = db_now(&mut tx, state.db.backend()).await?;
@@ -1045,8 +1090,5 @@ pub async fn update_schedule(
         .await?
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("schedule vanished")))?;
     tx.commit().await?;
-    Ok(Json(ScheduleAdminResponse {
-        success: true,
-        schedule: after.view(now),
-    }))
+    Ok(after.view(now))
 }

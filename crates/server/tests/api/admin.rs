@@ -14,7 +14,75 @@ backend_tests!(
     idempotency_key_semantics,
     concurrent_same_idempotency_key_posts_once,
     bad_input_is_422,
+    help_tickets_are_closed_and_reopened,
 );
+
+async fn help_tickets_are_closed_and_reopened(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (status, body) = app
+        .post(
+            "/api/external/agent-help",
+            &json!({"message": "stuck on signing"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let ticket = body["ticket_id"].as_str().unwrap().to_owned();
+    let listed = |list: &serde_json::Value| {
+        list["tickets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["ticket_id"] == json!(ticket))
+            .cloned()
+            .unwrap()
+    };
+    let (_, list) = app
+        .admin(Method::GET, "/api/admin/help-tickets", None)
+        .await;
+    let open = listed(&list);
+    assert_eq!(open["status"], json!("open"));
+    assert!(open.get("closed_at").is_none(), "{open}");
+
+    let close = format!("/api/admin/help-tickets/{ticket}/close");
+    let (status, _) = app.post(&close, &json!({})).await;
+    assert_eq!(status, 401, "the admin token is needed");
+    let (status, closed) = app.admin(Method::POST, &close, None).await;
+    assert_eq!(status, 200, "{closed}");
+    assert_eq!(closed["changed"], json!(true));
+    assert_eq!(closed["ticket"]["status"], json!("closed"));
+    let at = closed["ticket"]["closed_at"].clone();
+    assert!(at.is_string(), "{closed}");
+    // Closing again changes nothing, and keeps the first closing time.
+    let (status, again) = app.admin(Method::POST, &close, None).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["changed"], json!(false));
+    assert_eq!(again["ticket"]["closed_at"], at);
+    let (_, list) = app
+        .admin(Method::GET, "/api/admin/help-tickets", None)
+        .await;
+    assert_eq!(listed(&list)["status"], json!("closed"));
+
+    let (status, reopened) = app
+        .admin(
+            Method::POST,
+            &format!("/api/admin/help-tickets/{ticket}/reopen"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{reopened}");
+    assert_eq!(reopened["changed"], json!(true));
+    assert_eq!(reopened["ticket"]["status"], json!("open"));
+    assert!(reopened["ticket"].get("closed_at").is_none());
+    let (status, missing) = app
+        .admin(
+            Method::POST,
+            "/api/admin/help-tickets/help_nope/close",
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "{missing}");
+    assert_eq!(missing["error_code"], json!("NOT_FOUND"));
+}
 
 async fn disabled_without_token(backend: Backend) {
     let app = spawn_app_with(

@@ -24,8 +24,16 @@ backend_tests!(
     the_credit_form_posts_once_when_sent_twice,
     signed_out_sessions_are_refused,
     accounts_and_api_keys_are_created_and_keys_shown_once,
+    workflows_are_drafted_published_and_searched,
+    schedules_are_created_paused_and_resumed,
+    usage_per_product_action_and_wallet,
+    budgets_are_created_and_their_keys_shown_once,
+    products_are_edited_in_place,
+    vendors_are_created_without_showing_their_secret,
+    help_tickets_are_closed_and_reopened,
     browser_operator_flows,
     browser_security,
+    browser_creates_a_budget_and_a_schedule,
 );
 
 // ---- HTTP ----------------------------------------------------------------------------
@@ -433,6 +441,577 @@ async fn accounts_and_api_keys_are_created_and_keys_shown_once(backend: Backend)
     assert!(html.contains("NOT_FOUND"), "{html}");
 }
 
+/// The text between the first `start` after `from` and the next `end`.
+fn between(html: &str, start: &str, end: &str) -> String {
+    let at = html
+        .find(start)
+        .unwrap_or_else(|| panic!("no {start:?} in {html}"))
+        + start.len();
+    html[at..].split(end).next().unwrap().to_owned()
+}
+
+/// A CSRF-less copy of `form` is refused and changes nothing; the page says why.
+async fn refused_without_csrf(app: &TestApp, signed: &Signed, path: &str, form: &[(&str, &str)]) {
+    let forged: Vec<_> = form.iter().filter(|(k, _)| *k != "csrf").copied().collect();
+    let (status, html) = signed.post(app, path, &forged).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {html}");
+    assert!(html.contains("CSRF"), "{html}");
+}
+
+async fn workflows_are_drafted_published_and_searched(backend: Backend) {
+    let app = spawn_app_with(backend, AppOptions::default()).await;
+    let signed = sign_in_http(&app).await;
+    let graph = crate::workflows::sample_graph().to_string();
+    let form = [
+        ("csrf", signed.csrf.as_str()),
+        ("slug", "console-digest"),
+        ("name", "Console <b>digest</b>"),
+        ("description", "Made in the console"),
+        ("publisher", "Ops"),
+        ("categories", "research, ops"),
+        ("industry_tags", ""),
+        ("visibility", "public"),
+        ("graph", graph.as_str()),
+    ];
+    refused_without_csrf(&app, &signed, "/console/workflows", &form).await;
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM workflows").await, 0);
+    let (status, html) = signed.post(&app, "/console/workflows", &form).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("Console &lt;b&gt;digest&lt;/b&gt;"),
+        "escaped: {html}"
+    );
+    let id = between(&html, "Workflow console-digest (", ")");
+    // The operator API sees the same draft.
+    let (status, view) = app
+        .admin(Method::GET, "/api/admin/workflows/console-digest", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!(view["workflow"]["workflow_id"], json!(id));
+    assert_eq!(view["workflow"]["status"], json!("draft"));
+    assert_eq!(view["workflow"]["categories"], json!(["research", "ops"]));
+    // An invalid graph is the operator API's 422, and nothing is stored.
+    let mut bad = form;
+    bad[1] = ("slug", "broken");
+    bad[8] = ("graph", "{\"nodes\": [], \"edges\": []}");
+    let (status, html) = signed.post(&app, "/console/workflows", &bad).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(html.contains("VALIDATION_ERROR"), "{html}");
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM workflows").await, 1);
+
+    // Publish: refused without the token, then published.
+    let publish = format!("/console/workflows/{id}/publish");
+    refused_without_csrf(&app, &signed, &publish, &[]).await;
+    let (status, html) = signed.post(&app, &publish, &[("csrf", &signed.csrf)]).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("Workflow console-digest is published."),
+        "{html}"
+    );
+    let (_, view) = app
+        .admin(Method::GET, &format!("/api/admin/workflows/{id}"), None)
+        .await;
+    assert_eq!(view["workflow"]["status"], json!("published"));
+    let (status, html) = signed
+        .post(
+            &app,
+            "/console/workflows/nope/publish",
+            &[("csrf", &signed.csrf)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{html}");
+
+    // Search: by name, and by id; a search of LIKE wildcards matches literally.
+    let (_, html) = signed.get(&app, "/console/workflows?q=DIGEST").await;
+    assert!(html.contains(&format!("id=\"workflow-{id}\"")), "{html}");
+    let (_, html) = signed
+        .get(&app, &format!("/console/workflows?q={id}"))
+        .await;
+    assert!(html.contains(&format!("id=\"workflow-{id}\"")), "{html}");
+    let (_, html) = signed.get(&app, "/console/workflows?q=%25").await;
+    assert!(html.contains("No workflow matches."), "{html}");
+}
+
+/// A schedule as the operator API shows it.
+async fn schedule_view(app: &TestApp, id: &str) -> Value {
+    let (status, view) = app
+        .admin(
+            Method::GET,
+            &format!("/api/admin/workflow-schedules/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    view["schedule"].clone()
+}
+
+async fn schedules_are_created_paused_and_resumed(backend: Backend) {
+    let app = spawn_app_with(backend, AppOptions::default()).await;
+    let t = tenant(&app).await;
+    crate::workflows::create_workflow(&app, "nightly-digest", json!({}), true).await;
+    crate::workflows::create_workflow(&app, "still-draft", json!({}), false).await;
+    let signed = sign_in_http(&app).await;
+    let form = [
+        ("csrf", signed.csrf.as_str()),
+        ("budget_id", t.budget_id.as_str()),
+        ("workflow_id", "nightly-digest"),
+        ("name", "Nightly digest"),
+        ("prompt", "Summarize yesterday"),
+        ("interval_seconds", "3600"),
+        ("cron", ""),
+        ("time_zone", "UTC"),
+        ("start_at", "2026-01-01T00:00:00Z"),
+    ];
+    refused_without_csrf(&app, &signed, "/console/schedules", &form).await;
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM workflow_schedules").await,
+        0
+    );
+    let (status, html) = signed.post(&app, "/console/schedules", &form).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    let id = between(&html, "Schedule Nightly digest (", ")");
+    assert!(id.starts_with("sch_"), "{id}");
+    let view = schedule_view(&app, &id).await;
+    assert_eq!(view["budget_id"], json!(t.budget_id));
+    assert_eq!(view["status"], json!("active"));
+    assert_eq!(view["recurrence"]["interval_seconds"], json!(3600));
+    assert_eq!(view["due_at"], json!("2026-01-01T00:00:00.000Z"));
+    // The budget's bearer sees it due.
+    let (status, due) = bearer_call(
+        &app,
+        &t,
+        Method::GET,
+        "/api/external/workflow-schedules/due",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{due}");
+    assert!(due.to_string().contains(&id), "{due}");
+
+    // A draft workflow cannot be scheduled, nor an unknown budget: the operator API's errors.
+    let mut draft = form;
+    draft[2] = ("workflow_id", "still-draft");
+    let (status, html) = signed.post(&app, "/console/schedules", &draft).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(html.contains("WORKFLOW_NOT_FOUND"), "{html}");
+    let mut unknown = form;
+    unknown[1] = ("budget_id", "bud_nope");
+    let (_, html) = signed.post(&app, "/console/schedules", &unknown).await;
+    assert!(html.contains("No such budget"), "{html}");
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM workflow_schedules").await,
+        1
+    );
+
+    // Pause and resume, as PATCH status does.
+    let pause = format!("/console/schedules/{id}/pause");
+    refused_without_csrf(&app, &signed, &pause, &[]).await;
+    assert_eq!(schedule_view(&app, &id).await["status"], json!("active"));
+    let (status, html) = signed.post(&app, &pause, &[("csrf", &signed.csrf)]).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains(&format!("Schedule {id} is paused.")),
+        "{html}"
+    );
+    assert_eq!(schedule_view(&app, &id).await["status"], json!("paused"));
+    let (status, html) = signed
+        .post(
+            &app,
+            &format!("/console/schedules/{id}/resume"),
+            &[("csrf", &signed.csrf)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert_eq!(schedule_view(&app, &id).await["status"], json!("active"));
+
+    // The list finds it by name and by budget.
+    for q in ["nightly", t.budget_id.as_str()] {
+        let (_, html) = signed.get(&app, &format!("/console/schedules?q={q}")).await;
+        assert!(
+            html.contains(&format!("id=\"schedule-{id}\"")),
+            "{q}: {html}"
+        );
+    }
+    let (_, html) = signed.get(&app, "/console/schedules?q=weekly").await;
+    assert!(html.contains("No schedule matches."), "{html}");
+}
+
+async fn usage_per_product_action_and_wallet(backend: Backend) {
+    let app = spawn_app_with(backend, AppOptions::default()).await;
+    let key = PrivateKey::random();
+    let wallet = key.address().to_string();
+    assert_eq!(app.adjust(&key.address(), 10).await.0, 201);
+    let nonce = app.session(&key.address()).await;
+    for request_id in ["u1", "u2"] {
+        let (status, body) = crate::tools::invoke(
+            &app,
+            &key,
+            &nonce,
+            request_id,
+            "agent-signing-kit",
+            "canonical-json",
+            json!({"value": {"a": 1}}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let signed = sign_in_http(&app).await;
+    // Each grouping shows the operator usage report's row.
+    for (group_by, key) in [
+        ("product", "agent-signing-kit".to_owned()),
+        ("action", "agent-signing-kit/canonical-json".to_owned()),
+        ("wallet", wallet.clone()),
+    ] {
+        let (_, report) = app
+            .admin(
+                Method::GET,
+                &format!("/api/admin/tools/usage?group_by={group_by}"),
+                None,
+            )
+            .await;
+        let row = report["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["key"] == json!(key))
+            .unwrap_or_else(|| panic!("{report}"))
+            .clone();
+        assert_eq!(row["calls"], json!(2));
+        let (status, html) = signed
+            .get(&app, &format!("/console/tools?group_by={group_by}&days=0"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{html}");
+        let usage = between(&html, "<table id=\"usage-table\">", "</table>");
+        let cells = format!(
+            "<code>{key}</code>{}</td><td>2</td><td>2</td><td>0</td><td>{} cr</td><td>0</td>",
+            if group_by == "wallet" { "</a>" } else { "" },
+            row["charged_credits"]
+        );
+        assert!(usage.contains(&cells), "{group_by}: {usage}");
+    }
+    assert!(signed
+        .get(&app, "/console/tools?group_by=wallet")
+        .await
+        .1
+        .contains(&format!("href=\"/console/wallets/{wallet}\"")));
+    // An unknown grouping is the report's 422.
+    let (status, html) = signed.get(&app, "/console/tools?group_by=planet").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+}
+
+async fn budgets_are_created_and_their_keys_shown_once(backend: Backend) {
+    let app = spawn_app_with(backend, AppOptions::default()).await;
+    let t = tenant(&app).await;
+    let signed = sign_in_http(&app).await;
+    let form = [
+        ("csrf", signed.csrf.as_str()),
+        ("account_id", t.account_id.as_str()),
+        ("name", "Console budget"),
+        ("cap_credits", "900"),
+        ("wallet_address", ""),
+    ];
+    refused_without_csrf(&app, &signed, "/console/budgets", &form).await;
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM budgets").await, 1);
+    let (status, html) = signed.post(&app, "/console/budgets", &form).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    let budget_id = between(&html, "Budget <code>", "</code>");
+    let budget_key = between(&html, "<code class=\"secret\">", "<");
+    assert!(budget_key.starts_with("apmt_bk_"), "{budget_key}");
+    assert_eq!(
+        app.scalar(&format!(
+            "SELECT cap_credits FROM budgets WHERE budget_id = '{budget_id}' AND account_id = '{}'",
+            t.account_id
+        ))
+        .await,
+        900
+    );
+    // The key is the budget's bearer (with the account's API key) ...
+    let bearer = crate::schedules::Tenant {
+        budget_id: budget_id.clone(),
+        budget_key: budget_key.clone(),
+        ..t.clone()
+    };
+    let (status, body) = bearer_call(
+        &app,
+        &bearer,
+        Method::GET,
+        "/api/external/workflow-schedules/due",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // ... and is never shown again; only its digest is stored.
+    let (_, again) = signed.get(&app, "/console/keys").await;
+    assert!(
+        again.contains(&format!("id=\"budget-{budget_id}\"")),
+        "{again}"
+    );
+    assert!(!again.contains(&budget_key));
+    let stored = app
+        .strings(&format!(
+            "SELECT key_hash FROM budgets WHERE budget_id = '{budget_id}'"
+        ))
+        .await;
+    assert_ne!(stored[0], budget_key);
+    // The operator API's validation and 404.
+    let mut bad = form;
+    bad[3] = ("cap_credits", "-1");
+    let (status, html) = signed.post(&app, "/console/budgets", &bad).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(html.contains("cap_credits"), "{html}");
+    let mut unknown = form;
+    unknown[1] = ("account_id", "acc_nope");
+    let (_, html) = signed.post(&app, "/console/budgets", &unknown).await;
+    assert!(html.contains("No such account"), "{html}");
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM budgets").await, 2);
+}
+
+/// The operator API's view of one action of the demo catalog's signing kit.
+async fn kit_action(app: &TestApp, action: &str) -> Value {
+    let (status, tools) = app.admin(Method::GET, "/api/admin/tools", None).await;
+    assert_eq!(status, StatusCode::OK, "{tools}");
+    let kit = tools
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["slug"] == json!("agent-signing-kit"))
+        .unwrap()
+        .clone();
+    let mut found = kit["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["slug"] == json!(action))
+        .unwrap()
+        .clone();
+    found["product_status"] = kit["status"].clone();
+    found
+}
+
+async fn products_are_edited_in_place(backend: Backend) {
+    let app = spawn_app_with(backend, AppOptions::default()).await;
+    let signed = sign_in_http(&app).await;
+    let before = kit_action(&app, "canonical-json").await;
+    let keccak = kit_action(&app, "keccak256").await;
+    assert_eq!(keccak["x402_enabled"], json!(false));
+    let path = "/console/tools/agent-signing-kit/actions/keccak256";
+    let schema = json!({"type": "object", "properties": {"text": {"type": "string"}},
+                        "required": ["text"]})
+    .to_string();
+    let form = [
+        ("csrf", signed.csrf.as_str()),
+        ("price_credits", "3"),
+        ("x402_enabled", "on"),
+        ("status", "active"),
+        ("parameters", schema.as_str()),
+    ];
+    refused_without_csrf(&app, &signed, path, &form).await;
+    assert_eq!(
+        kit_action(&app, "keccak256").await["price_credits"],
+        json!(1)
+    );
+    let (status, html) = signed.post(&app, path, &form).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("Action agent-signing-kit/keccak256 saved: 3 cr, x402 on, active."),
+        "{html}"
+    );
+    let after = kit_action(&app, "keccak256").await;
+    assert_eq!(after["price_credits"], json!(3));
+    assert_eq!(after["x402_enabled"], json!(true));
+    assert_eq!(after["input_schema"]["required"], json!(["text"]));
+    // The other actions are written back as they were.
+    assert_eq!(kit_action(&app, "canonical-json").await, before);
+    // The public listing shows the new price.
+    let (_, listing) = app.get("/api/external/tools?query=signing").await;
+    assert!(
+        listing.to_string().contains("\"price_credits\":3"),
+        "{listing}"
+    );
+    // An unchecked box turns x402 off; a bad price is the operator API's 422, nothing written.
+    let off = [form[0], form[1], form[3], form[4]];
+    let (status, _) = signed.post(&app, path, &off).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        kit_action(&app, "keccak256").await["x402_enabled"],
+        json!(false)
+    );
+    let mut bad = form;
+    bad[1] = ("price_credits", "0");
+    let (status, html) = signed.post(&app, path, &bad).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(html.contains("price_credits"), "{html}");
+    assert_eq!(
+        kit_action(&app, "keccak256").await["price_credits"],
+        json!(3)
+    );
+    let (status, _) = signed
+        .post(&app, "/console/tools/agent-signing-kit/actions/nope", &form)
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // The product's status: inactive leaves the public listing.
+    let status_path = "/console/tools/agent-signing-kit/status";
+    let off = [("csrf", signed.csrf.as_str()), ("status", "inactive")];
+    refused_without_csrf(&app, &signed, status_path, &off).await;
+    let (status, html) = signed.post(&app, status_path, &off).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("Product agent-signing-kit is inactive."),
+        "{html}"
+    );
+    assert_eq!(
+        kit_action(&app, "keccak256").await["product_status"],
+        json!("inactive")
+    );
+    let (_, listing) = app.get("/api/external/tools?query=signing").await;
+    assert!(
+        !listing.to_string().contains("agent-signing-kit"),
+        "{listing}"
+    );
+}
+
+async fn vendors_are_created_without_showing_their_secret(backend: Backend) {
+    let app = crate::tools::spawn_tools(backend).await;
+    let signed = sign_in_http(&app).await;
+    let secret = crate::tools::VENDOR_SECRET;
+    let form = [
+        ("csrf", signed.csrf.as_str()),
+        ("slug", "acme-tools"),
+        ("name", "Acme tools"),
+        ("status", "active"),
+        ("secret", secret),
+    ];
+    refused_without_csrf(&app, &signed, "/console/vendors", &form).await;
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM vendors WHERE slug = 'acme-tools'")
+            .await,
+        0
+    );
+    let (status, html) = signed.post(&app, "/console/vendors", &form).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("Vendor acme-tools created (secret set)."),
+        "{html}"
+    );
+    assert!(!html.contains(secret));
+    let vendor = |vendors: Value| {
+        vendors
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["slug"] == json!("acme-tools"))
+            .cloned()
+            .unwrap()
+    };
+    let (_, vendors) = app.admin(Method::GET, "/api/admin/vendors", None).await;
+    assert_eq!(vendor(vendors)["has_secret"], json!(true));
+    // Updating without a secret keeps it.
+    let keep = [form[0], form[1], ("name", "Acme Tools Inc"), form[3]];
+    let (status, html) = signed.post(&app, "/console/vendors", &keep).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("Vendor acme-tools updated (secret set)."),
+        "{html}"
+    );
+    let (_, vendors) = app.admin(Method::GET, "/api/admin/vendors", None).await;
+    let v = vendor(vendors);
+    assert_eq!(
+        (v["name"].clone(), v["has_secret"].clone()),
+        (json!("Acme Tools Inc"), json!(true))
+    );
+    let (_, page) = signed.get(&app, "/console/tools").await;
+    assert!(page.contains("Acme Tools Inc") && !page.contains(secret));
+    // A short secret is the operator API's 422.
+    let short = [form[0], form[1], form[2], form[3], ("secret", "short")];
+    let (status, html) = signed.post(&app, "/console/vendors", &short).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+}
+
+/// A help ticket's status as the operator API lists it.
+async fn ticket_status(app: &TestApp, ticket: &str) -> Value {
+    let (_, list) = app
+        .admin(Method::GET, "/api/admin/help-tickets", None)
+        .await;
+    list["tickets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["ticket_id"] == json!(ticket))
+        .unwrap_or_else(|| panic!("{list}"))["status"]
+        .clone()
+}
+
+async fn help_tickets_are_closed_and_reopened(backend: Backend) {
+    let app = spawn_app_with(backend, AppOptions::default()).await;
+    let (status, body) = app
+        .post(
+            "/api/external/agent-help",
+            &json!({"message": "<i>stuck</i> on signing", "error_code": "EXTERNAL_SIGNATURE_INVALID"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let ticket = body["ticket_id"].as_str().unwrap().to_owned();
+    let signed = sign_in_http(&app).await;
+    let (_, overview) = signed.get(&app, "/console").await;
+    assert!(
+        overview.contains("<a href=\"/console/help-tickets\">1</a>"),
+        "{overview}"
+    );
+    let (_, html) = signed.get(&app, "/console/help-tickets").await;
+    let row = between(&html, &format!("<tr id=\"ticket-{ticket}\">"), "</tr>");
+    assert!(row.contains("&lt;i&gt;stuck&lt;/i&gt; on signing"), "{row}");
+    assert!(row.contains("<td class=\"status\">open"), "{row}");
+
+    let close = format!("/console/help-tickets/{ticket}/close");
+    refused_without_csrf(&app, &signed, &close, &[]).await;
+    assert_eq!(ticket_status(&app, &ticket).await, json!("open"));
+    let (status, html) = signed.post(&app, &close, &[("csrf", &signed.csrf)]).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains(&format!("Ticket {ticket} is closed.")),
+        "{html}"
+    );
+    assert!(
+        html.contains("No ticket."),
+        "the open list is empty now: {html}"
+    );
+    assert_eq!(ticket_status(&app, &ticket).await, json!("closed"));
+    let (_, closed) = signed
+        .get(&app, "/console/help-tickets?status=closed")
+        .await;
+    assert!(
+        closed.contains(&format!("id=\"ticket-{ticket}\"")),
+        "{closed}"
+    );
+    let (_, overview) = signed.get(&app, "/console").await;
+    assert!(overview.contains("<a href=\"/console/help-tickets\">0</a>"));
+    let (_, html) = signed.post(&app, &close, &[("csrf", &signed.csrf)]).await;
+    assert!(
+        html.contains("was already closed: nothing changed."),
+        "{html}"
+    );
+
+    let reopen = format!("/console/help-tickets/{ticket}/reopen");
+    let (status, html) = signed.post(&app, &reopen, &[("csrf", &signed.csrf)]).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains(&format!("Ticket {ticket} is open.")),
+        "{html}"
+    );
+    assert_eq!(ticket_status(&app, &ticket).await, json!("open"));
+    let (status, _) = signed
+        .post(
+            &app,
+            "/console/help-tickets/help_nope/close",
+            &[("csrf", &signed.csrf)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = signed.get(&app, "/console/help-tickets?status=nope").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
 // ---- Browser -------------------------------------------------------------------------
 
 fn executable(env: &str, default: &str) -> Option<PathBuf> {
@@ -541,6 +1120,23 @@ impl Browser {
         }
     }
 
+    /// Waits (up to 10 s) until the first `css` element's text is `want`: a click's page
+    /// replaces the one before it some time after the click returns.
+    async fn expect_text(&self, css: &str, want: impl AsRef<str>) {
+        let want = want.as_ref();
+        let started = std::time::Instant::now();
+        loop {
+            let text = self.text(css).await;
+            if text == want {
+                return;
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                assert_eq!(text, want, "{css}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn fill(&self, css: &str, value: &str) {
         let field = self.client.find(Locator::Css(css)).await.unwrap();
         field.clear().await.unwrap();
@@ -592,13 +1188,11 @@ async fn browser_operator_flows(backend: Backend) {
 
     // Sign in: a wrong token first, then the right one.
     b.sign_in(&app, "not-the-admin-token-at-all").await;
-    assert_eq!(
-        b.text("#sign-in-error").await,
-        "That is not the admin token."
-    );
+    b.expect_text("#sign-in-error", "That is not the admin token.")
+        .await;
     b.fill("#token", ADMIN_TOKEN).await;
     b.click("#sign-in").await;
-    assert_eq!(b.text("h1").await, "Overview");
+    b.expect_text("h1", "Overview").await;
     let cookies = b.client.get_all_cookies().await.unwrap();
     let session = cookies
         .iter()
@@ -610,7 +1204,7 @@ async fn browser_operator_flows(backend: Backend) {
     // Grant credits and see the balance.
     let wallet = PrivateKey::random().address().to_string();
     b.click("nav a[href='/console/wallets']").await;
-    assert_eq!(b.text("h1").await, "Wallets");
+    b.expect_text("h1", "Wallets").await;
     b.client
         .goto(&app.url(&format!("/console/wallets/{wallet}")))
         .await
@@ -641,7 +1235,8 @@ async fn browser_operator_flows(backend: Backend) {
     b.fill("#description", "Tells the time").await;
     b.fill("#categories", "utilities").await;
     b.click("#product-form button").await;
-    assert_eq!(b.text(".notice.ok").await, "Product console-clock created.");
+    b.expect_text(".notice.ok", "Product console-clock created.")
+        .await;
     assert!(b.text("#products").await.contains("Console clock"));
     let (status, listing) = app.get("/api/external/tools?query=console").await;
     assert_eq!(status, StatusCode::OK);
@@ -694,7 +1289,7 @@ async fn browser_operator_flows(backend: Backend) {
         .unwrap()
         .to_owned();
     b.client.goto(&app.url("/console")).await.unwrap();
-    assert_eq!(b.text("#awaiting-review .big").await, "1");
+    b.expect_text("#awaiting-review .big", "1").await;
     b.screenshot("console-overview.png").await;
     b.click("#awaiting-review a").await;
     let card = format!("#submission-{id}");
@@ -705,10 +1300,8 @@ async fn browser_operator_flows(backend: Backend) {
         .await
         .contains("needs_human"));
     b.click(&format!("{card} button.approve")).await;
-    assert_eq!(
-        b.text(".notice.ok").await,
-        format!("Submission {id} is approved.")
-    );
+    b.expect_text(".notice.ok", format!("Submission {id} is approved."))
+        .await;
     let paid_sql = format!(
         "SELECT COUNT(*) FROM ledger_entries WHERE kind = 'job_reward' AND wallet_address = '{}'",
         agent.wallet()
@@ -753,12 +1346,92 @@ async fn browser_operator_flows(backend: Backend) {
 
     // Sign out and be refused.
     b.click("#sign-out").await;
-    assert_eq!(b.text("h1").await, "Operator console");
+    b.expect_text("h1", "Operator console").await;
     b.client.goto(&app.url("/console/keys")).await.unwrap();
     assert_eq!(
         b.client.current_url().await.unwrap().path(),
         "/console/login"
     );
+    browser.close().await;
+}
+
+async fn browser_creates_a_budget_and_a_schedule(backend: Backend) {
+    let app = spawn_app_with(backend, AppOptions::default()).await;
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let b = &browser;
+    let (status, account) = app
+        .admin(
+            Method::POST,
+            "/api/admin/accounts",
+            Some(&json!({"name": "Browser Ops"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{account}");
+    let account_id = account["account"]["account_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    crate::workflows::create_workflow(&app, "browser-digest", json!({}), true).await;
+    b.sign_in(&app, ADMIN_TOKEN).await;
+    b.expect_text("h1", "Overview").await;
+
+    // A budget, from the keys page: its key is shown once.
+    b.click("nav a[href='/console/keys']").await;
+    b.fill("#budget_account", &account_id).await;
+    b.fill("#budget_name", "Browser budget").await;
+    b.fill("#budget_cap", "1500").await;
+    b.click("#budget-form button").await;
+    let created = b.text("#new-budget").await;
+    assert!(created.contains("it is not shown again"), "{created}");
+    let budget_id = b.text("#new-budget code").await;
+    assert!(budget_id.starts_with("bud_"), "{budget_id}");
+    assert!(b
+        .text("#new-budget code.secret")
+        .await
+        .starts_with("apmt_bk_"));
+    assert!(b.text("#budgets").await.contains("Browser budget"));
+    assert_eq!(
+        app.scalar(&format!(
+            "SELECT cap_credits FROM budgets WHERE budget_id = '{budget_id}'"
+        ))
+        .await,
+        1500
+    );
+
+    // A schedule of that budget, from the schedules page.
+    b.click("nav a[href='/console/schedules']").await;
+    b.expect_text("h1", "Workflow schedules").await;
+    b.fill("#sc_budget", &budget_id).await;
+    b.fill("#sc_workflow", "browser-digest").await;
+    b.fill("#sc_name", "Browser nightly").await;
+    b.fill("#sc_interval", "7200").await;
+    b.fill("#sc_start", "2026-01-01T00:00:00Z").await;
+    b.click("#schedule-form button").await;
+    let notice = b.text(".notice.ok").await;
+    assert!(
+        notice.starts_with("Schedule Browser nightly (sch_"),
+        "{notice}"
+    );
+    let id = between(&notice, "(", ")");
+    assert!(b
+        .text(&format!("#schedule-{id}"))
+        .await
+        .contains("every 7200 s"));
+    let view = schedule_view(&app, &id).await;
+    assert_eq!(view["budget_id"], json!(budget_id));
+    assert_eq!(view["workflow_slug"], json!("browser-digest"));
+    assert_eq!(view["status"], json!("active"));
+    // Paused from its row.
+    b.click(&format!("#schedule-{id} button.pause")).await;
+    b.expect_text(".notice.ok", format!("Schedule {id} is paused."))
+        .await;
+    assert_eq!(schedule_view(&app, &id).await["status"], json!("paused"));
+    // And found by the search.
+    b.fill("#q", "browser").await;
+    b.click("form.search button").await;
+    assert!(b.text("#schedules tbody").await.contains("Browser nightly"));
     browser.close().await;
 }
 
@@ -804,7 +1477,7 @@ async fn browser_security(backend: Backend) {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     b.sign_in(&app, ADMIN_TOKEN).await;
-    assert_eq!(b.text("h1").await, "Overview");
+    b.expect_text("h1", "Overview").await;
 
     // The product's name renders as text, and no script ran.
     b.client.goto(&app.url("/console/tools")).await.unwrap();
@@ -850,7 +1523,7 @@ async fn browser_security(backend: Backend) {
     );
     let framer = framing_site(console_login.clone()).await;
     b.client.goto(&framer).await.unwrap();
-    assert_eq!(b.text("h1").await, "framer");
+    b.expect_text("h1", "framer").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let frame = b.client.find(Locator::Id("victim")).await.unwrap();
     frame.enter_frame().await.unwrap();

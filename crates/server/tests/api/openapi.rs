@@ -17,6 +17,8 @@ async fn document_lists_every_route(backend: Backend) {
         ("/api/external/credits/purchase", "post"),
         ("/api/admin/wallets/{address}", "get"),
         ("/api/admin/wallets/{address}/credits", "post"),
+        ("/api/admin/help-tickets/{ticketId}/close", "post"),
+        ("/api/admin/help-tickets/{ticketId}/reopen", "post"),
         ("/openapi.json", "get"),
         ("/api/external/agentaddress", "post"),
         ("/api/external/agent-help", "post"),
@@ -50,6 +52,7 @@ async fn document_lists_every_route(backend: Backend) {
         "AgentHelpResponse",
         "RateLimitInfo",
         "HealthResponse",
+        "HelpTicketResponse",
     ] {
         assert!(schemas.contains_key(schema), "schema {schema} missing");
     }
