@@ -1143,8 +1143,31 @@ impl Browser {
         field.send_keys(value).await.unwrap();
     }
 
-    /// Clicks the first `css` element (waiting for it, as [`Browser::text`] does).
+    /// Clicks the first `css` element (a link or a form's button) and waits (up to 10 s) until
+    /// the page it leads to has replaced this one: reading right after the click could
+    /// otherwise read the page before it, which has the same elements.
     async fn click(&self, css: &str) {
+        let mark = "window.agentpmtBeforeClick = true; return true";
+        self.client.execute(mark, vec![]).await.unwrap();
+        self.press(css).await;
+        let fresh = "return window.agentpmtBeforeClick === undefined \
+                     && document.readyState === 'complete'";
+        let started = std::time::Instant::now();
+        loop {
+            let replaced = self.client.execute(fresh, vec![]).await;
+            if matches!(replaced, Ok(Value::Bool(true))) {
+                return;
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                panic!("clicking {css} led to no new page");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Clicks the first `css` element that does not navigate (an option of a select), waiting
+    /// for it as [`Browser::text`] does.
+    async fn press(&self, css: &str) {
         let started = std::time::Instant::now();
         loop {
             let clicked = match self.client.find(Locator::Css(css)).await {
@@ -1252,7 +1275,7 @@ async fn browser_operator_flows(backend: Backend) {
     // Approve a submission and see the wallet paid exactly once.
     // The job is created from the console's form.
     b.client.goto(&app.url("/console/jobs")).await.unwrap();
-    b.click("#job_type option[value='general']").await;
+    b.press("#job_type option[value='general']").await;
     b.fill("#title", "Write a guide").await;
     b.fill("#public_description", "A guide to the example workflow")
         .await;
