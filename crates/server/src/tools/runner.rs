@@ -118,19 +118,12 @@ pub const PATTERN_BACKTRACK_LIMIT: usize = 100_000;
 /// Size of one compiled `pattern` of `json.validate`.
 pub const PATTERN_SIZE_LIMIT: usize = 1024 * 1024;
 
-/// Built-ins whose cost the caller controls (a schema, a backtracking `pattern`): they
-/// queue for [`heavy_slots`]. The others do work linear in an input bounded by the body
-/// limit and take a slot of their own lane, so a cheap call never waits behind heavy ones.
+/// Built-ins whose cost the caller controls (a schema, a backtracking `pattern`): they run
+/// in the [`heavy`] lane. The others do work linear in an input bounded by the body limit
+/// and take a slot of the light lane, so a cheap call never waits behind heavy ones.
 const HEAVY_BUILTINS: &[&str] = &["json.validate"];
 
-/// Built-ins are CPU work: they run on the blocking pool, at most cores − 1 heavy ones at
-/// once, so the async runtime (every other request, `/healthz`) keeps a core.
-fn heavy_slots() -> &'static tokio::sync::Semaphore {
-    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    SLOTS.get_or_init(|| tokio::sync::Semaphore::new(cores().saturating_sub(1).max(1)))
-}
-
-/// The lane of cheap built-ins: as many at once as there are cores.
+/// The lane of cheap built-ins: as many at once as there are cores, on the blocking pool.
 fn light_slots() -> &'static tokio::sync::Semaphore {
     static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
     SLOTS.get_or_init(|| tokio::sync::Semaphore::new(cores()))
@@ -147,12 +140,10 @@ async fn run_builtin(name: &str, parameters: &Params, limit: Duration) -> Result
     let name = name.to_owned();
     let parameters = parameters.clone();
     let work = async move {
-        let slots = if HEAVY_BUILTINS.contains(&name.as_str()) {
-            heavy_slots()
-        } else {
-            light_slots()
-        };
-        let permit = slots
+        if HEAVY_BUILTINS.contains(&name.as_str()) {
+            return heavy::run(move || builtin_call(&name, &parameters)).await;
+        }
+        let permit = light_slots()
             .acquire()
             .await
             .map_err(|_| ToolError::Failed("built-in tools are shutting down".into()))?;
@@ -166,6 +157,86 @@ async fn run_builtin(name: &str, parameters: &Params, limit: Duration) -> Result
     tokio::time::timeout(limit, work)
         .await
         .unwrap_or(Err(ToolError::Timeout))
+}
+
+/// The heavy lane: cores − 1 threads of their own (at least one) that run at the lowest CPU
+/// priority (nice 19 on Linux). The async runtime keeps a core, and whatever else wants the
+/// CPU (every other request, the database on the same machine, `/healthz`) goes first: a
+/// caller who pays for expensive work gets the CPU that is left, not the CPU of the others.
+/// Jobs queue in arrival order; a job whose caller stopped waiting (its deadline passed) is
+/// dropped unrun.
+mod heavy {
+    use super::{cores, ToolError};
+    use serde_json::Value;
+    use std::sync::mpsc;
+    use std::sync::{Mutex, OnceLock};
+    use tokio::sync::oneshot;
+
+    type Job = Box<dyn FnOnce() + Send>;
+
+    /// Lowest scheduling priority: `nice` 19.
+    const NICE: i32 = 19;
+
+    fn queue() -> &'static Mutex<mpsc::Sender<Job>> {
+        static QUEUE: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+        QUEUE.get_or_init(|| {
+            let (send, receive) = mpsc::channel::<Job>();
+            let receive = std::sync::Arc::new(Mutex::new(receive));
+            for n in 0..cores().saturating_sub(1).max(1) {
+                let receive = receive.clone();
+                let spawned = std::thread::Builder::new()
+                    .name(format!("agentpmt-heavy-{n}"))
+                    .spawn(move || {
+                        lower_priority();
+                        loop {
+                            let job = match receive.lock() {
+                                Ok(r) => r.recv(),
+                                Err(_) => return,
+                            };
+                            match job {
+                                Ok(job) => job(),
+                                Err(_) => return,
+                            }
+                        }
+                    });
+                if let Err(e) = spawned {
+                    tracing::error!(error = %e, "cannot start a heavy built-in thread");
+                }
+            }
+            Mutex::new(send)
+        })
+    }
+
+    /// Gives the calling thread (only it: on Linux a thread has its own nice value) the
+    /// lowest priority.
+    fn lower_priority() {
+        #[cfg(target_os = "linux")]
+        {
+            let me = rustix::thread::gettid();
+            if let Err(e) = rustix::process::setpriority_process(Some(me), NICE) {
+                tracing::warn!(error = %e, "heavy built-ins run at normal priority");
+            }
+        }
+    }
+
+    /// Runs `work` in the lane and waits for its answer.
+    pub async fn run(
+        work: impl FnOnce() -> Result<Value, ToolError> + Send + 'static,
+    ) -> Result<Value, ToolError> {
+        let (answer, answered) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            if !answer.is_closed() {
+                let _ = answer.send(work());
+            }
+        });
+        let sent = queue().lock().map(|q| q.send(job).is_ok()).unwrap_or(false);
+        if !sent {
+            return Err(ToolError::Failed("built-in tools are shutting down".into()));
+        }
+        answered
+            .await
+            .map_err(|_| ToolError::Failed("the built-in tool crashed".into()))?
+    }
 }
 
 /// The signature header value for `body` sent at `timestamp`.
@@ -497,8 +568,8 @@ mod tests {
         });
     }
 
-    /// A cheap built-in does not queue behind heavy ones: with every heavy slot taken (calls
-    /// of `json.validate` backtracking to their budget), `text.sha256` still runs at once.
+    /// A cheap built-in does not queue behind heavy ones: with every heavy thread busy,
+    /// `text.sha256` still runs at once, while `json.validate` waits its turn.
     #[test]
     fn cheap_builtins_do_not_wait_for_heavy_ones() {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -507,10 +578,16 @@ mod tests {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let heavy = heavy_slots()
-                .acquire_many(u32::try_from(cores().saturating_sub(1).max(1)).unwrap())
-                .await
-                .unwrap();
+            let (release, released) = std::sync::mpsc::channel::<()>();
+            let released = std::sync::Arc::new(std::sync::Mutex::new(released));
+            let mut busy = Vec::new();
+            for _ in 0..cores().saturating_sub(1).max(1) {
+                let released = released.clone();
+                busy.push(tokio::spawn(heavy::run(move || {
+                    let _ = released.lock().unwrap().recv();
+                    Ok(json!({}))
+                })));
+            }
             let params = Params::from_value(json!({"text": "x"}));
             let out = run_builtin("text.sha256", &params, Duration::from_secs(2)).await;
             assert!(out.is_ok(), "{out:?}");
@@ -518,7 +595,37 @@ mod tests {
                 Params::from_value(json!({"schema": {"type": "string"}, "document": "x"}));
             let waited = run_builtin("json.validate", &validate, Duration::from_millis(200)).await;
             assert!(matches!(waited, Err(ToolError::Timeout)), "{waited:?}");
-            drop(heavy);
+            for _ in &busy {
+                release.send(()).unwrap();
+            }
+            for job in busy {
+                job.await.unwrap().unwrap();
+            }
+            // Its turn came: it runs now.
+            let ran = run_builtin("json.validate", &validate, Duration::from_secs(2)).await;
+            assert_eq!(ran.unwrap()["valid"], json!(true));
+        });
+    }
+
+    /// Heavy built-ins run at the lowest CPU priority, and only their own threads do.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn heavy_builtins_run_at_the_lowest_priority() {
+        fn nice() -> i32 {
+            rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap()
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let before = nice();
+            let inside = heavy::run(move || Ok(json!(nice()))).await.unwrap();
+            assert_eq!(inside, json!(19));
+            let blocking = tokio::task::spawn_blocking(nice).await.unwrap();
+            assert_eq!(blocking, before, "the blocking pool keeps its priority");
+            assert_eq!(nice(), before);
         });
     }
 
