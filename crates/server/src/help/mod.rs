@@ -13,7 +13,7 @@ pub mod docs;
 pub mod redact;
 
 use crate::db::macros::{sql_execute, sql_scalar_optional};
-use crate::db::Db;
+use crate::db::{Conn, Db};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::ratelimit::IpLimited;
@@ -81,6 +81,30 @@ fn short_token(loc: &str, value: Option<&String>, max: usize) -> ApiResult<Optio
     }
 }
 
+/// 429 when `source` stored its quota of tickets in the last hour.
+async fn over_quota(conn: &mut Conn, source: &str, now: i64) -> ApiResult<()> {
+    let recent = sql_scalar_optional!(
+        conn.conn(),
+        i64,
+        "SELECT COUNT(*) FROM agent_help_tickets WHERE created_at_ms > $1 AND source = $2",
+        now - HELP_TICKET_WINDOW_MS,
+        source
+    )?
+    .unwrap_or(0);
+    if recent >= HELP_TICKETS_PER_HOUR {
+        return Err(ApiError::rate_limited(
+            "Too many help tickets from this address; wait before sending another",
+            RateLimitInfo {
+                limit: HELP_TICKETS_PER_HOUR as u64,
+                window_seconds: (HELP_TICKET_WINDOW_MS / 1000) as u64,
+                retry_after_seconds: 60,
+            },
+        )
+        .with_detail("scope", "help_tickets"));
+    }
+    Ok(())
+}
+
 /// Ask the operators for help: a question or a failing request.
 ///
 /// Stored as a ticket; the answer carries the ticket id and, when `error_code` is one of
@@ -127,38 +151,36 @@ pub async fn agent_help(
                     format!("context must be at most {MAX_HELP_CONTEXT_BYTES} bytes of JSON"),
                 ));
             }
-            Some(serde_json::to_string(&redact::value(value)).map_err(ApiError::internal)?)
+            Some(value.clone())
         }
     };
-    let message = redact::text(message);
+    let source = crate::ratelimit::ip_bucket(ip).to_string();
+    let now = now_ms();
+    // The quota is checked before any costly work (redaction scans up to 20 KiB), and on a
+    // reader: a source over its quota costs one indexed count, not the CPU of a ticket nor
+    // the writer.
+    {
+        let mut conn = state.db.read().await?;
+        over_quota(&mut conn, &source, now).await?;
+    }
+    let message = message.to_owned();
+    let (message, context) = tokio::task::spawn_blocking(move || {
+        let context = context
+            .map(|value| serde_json::to_string(&redact::value(&value)))
+            .transpose();
+        (redact::text(&message), context)
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let context = context.map_err(ApiError::internal)?;
     let hint = error_code
         .as_deref()
         .and_then(|c| c.parse::<ErrorCode>().ok())
         .map(hint_for);
     let ticket_id = format!("help_{}", uuid::Uuid::new_v4().simple());
-    let source = crate::ratelimit::ip_bucket(ip).to_string();
-    let now = now_ms();
     let mut conn = state.db.write().await?;
-    // Tickets per source per hour, in the database (so it holds across instances).
-    let recent = sql_scalar_optional!(
-        conn.conn(),
-        i64,
-        "SELECT COUNT(*) FROM agent_help_tickets WHERE created_at_ms > $1 AND source = $2",
-        now - HELP_TICKET_WINDOW_MS,
-        source.as_str()
-    )?
-    .unwrap_or(0);
-    if recent >= HELP_TICKETS_PER_HOUR {
-        return Err(ApiError::rate_limited(
-            "Too many help tickets from this address; wait before sending another",
-            RateLimitInfo {
-                limit: HELP_TICKETS_PER_HOUR as u64,
-                window_seconds: (HELP_TICKET_WINDOW_MS / 1000) as u64,
-                retry_after_seconds: 60,
-            },
-        )
-        .with_detail("scope", "help_tickets"));
-    }
+    // Again on the writer, with the insert: what holds across instances.
+    over_quota(&mut conn, &source, now).await?;
     sql_execute!(
         conn.conn(),
         "INSERT INTO agent_help_tickets \
