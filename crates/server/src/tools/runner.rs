@@ -177,8 +177,8 @@ mod heavy {
     /// Lowest scheduling priority: `nice` 19.
     const NICE: i32 = 19;
 
-    fn queue() -> &'static Mutex<mpsc::Sender<Job>> {
-        static QUEUE: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+    fn queue() -> &'static mpsc::Sender<Job> {
+        static QUEUE: OnceLock<mpsc::Sender<Job>> = OnceLock::new();
         QUEUE.get_or_init(|| {
             let (send, receive) = mpsc::channel::<Job>();
             let receive = std::sync::Arc::new(Mutex::new(receive));
@@ -203,7 +203,7 @@ mod heavy {
                     tracing::error!(error = %e, "cannot start a heavy built-in thread");
                 }
             }
-            Mutex::new(send)
+            send
         })
     }
 
@@ -229,8 +229,7 @@ mod heavy {
                 let _ = answer.send(work());
             }
         });
-        let sent = queue().lock().map(|q| q.send(job).is_ok()).unwrap_or(false);
-        if !sent {
+        if queue().send(job).is_err() {
             return Err(ToolError::Failed("built-in tools are shutting down".into()));
         }
         answered
@@ -568,16 +567,20 @@ mod tests {
         });
     }
 
+    /// A multi-threaded runtime with a single worker.
+    fn one_worker() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
     /// A cheap built-in does not queue behind heavy ones: with every heavy thread busy,
     /// `text.sha256` still runs at once, while `json.validate` waits its turn.
     #[test]
     fn cheap_builtins_do_not_wait_for_heavy_ones() {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
+        one_worker().block_on(async {
             let (release, released) = std::sync::mpsc::channel::<()>();
             let released = std::sync::Arc::new(std::sync::Mutex::new(released));
             let mut busy = Vec::new();
@@ -614,12 +617,7 @@ mod tests {
         fn nice() -> i32 {
             rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap()
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
+        one_worker().block_on(async {
             let before = nice();
             let inside = heavy::run(move || Ok(json!(nice()))).await.unwrap();
             assert_eq!(inside, json!(19));
