@@ -3,7 +3,7 @@
 //!
 //! Two phases of `--abuse-secs` each. In both, the agent sends signed balance requests and
 //! signed credit invokes alternately, open loop at `--agent-rate` requests/s from
-//! 127.0.0.1 (latency from each request's due time). In the second phase, hostile clients
+//! 127.0.0.1 (latency from each request's due time), on a thread and runtime of its own. In the second phase, hostile clients
 //! run at the same time, each kind from a loopback address of its own (127.0.0.2 …), so
 //! per-address limits treat them as the separate clients they would be:
 //!
@@ -23,6 +23,7 @@
 
 use crate::fire::{exchange, new_histogram, Sender, Target, BALANCE_PATH};
 use crate::presign::{self, Scenario, Wallet};
+use crate::server_proc::{db_mib, rss_mib};
 use agentpmt_protocol::wire::{MAX_HELP_CONTEXT_BYTES, MAX_HELP_MESSAGE_CHARS};
 use agentpmt_protocol::PrivateKey;
 use anyhow::{bail, Result};
@@ -32,7 +33,7 @@ use hyper::StatusCode;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -306,7 +307,8 @@ async fn phase(
         spawn_kind("help_spam", 5, 1, HostileJob::HelpSpam);
     }
 
-    let (requests, errors, latency) = run_agent(target, agent, options.agent_rate, until).await;
+    let (requests, errors, latency) =
+        agent_on_own_thread(target.clone(), agent.clone(), options.agent_rate, until).await?;
     stop.store(true, Ordering::Relaxed);
     for task in tasks {
         task.abort();
@@ -330,6 +332,29 @@ async fn phase(
         db_growth_mib_per_min: per_min(db_before, db),
         hostile: tallies.into_iter().map(|(k, t)| (k, t.take())).collect(),
     })
+}
+
+/// Runs [`run_agent`] on a thread and runtime of its own. The agent is a client of its
+/// own, elsewhere than the attackers: sharing the hostile clients' runtime, its requests
+/// would wait behind theirs in the load generator's run queue, and that wait would be
+/// counted as the server's.
+async fn agent_on_own_thread(
+    target: Arc<Target>,
+    agent: Wallet,
+    rate: f64,
+    until: Instant,
+) -> Result<(u64, BTreeMap<String, u64>, Histogram<u64>)> {
+    let thread = std::thread::Builder::new()
+        .name("agentpmt-agent".to_owned())
+        .spawn(move || -> Result<_> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            Ok(runtime.block_on(run_agent(&target, &agent, rate, until)))
+        })?;
+    tokio::task::spawn_blocking(move || thread.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the agent's thread panicked"))?
 }
 
 /// The well-behaved agent: balance and invoke alternately, open loop at `rate`, over one
@@ -611,27 +636,4 @@ async fn cpu_heavy(ctx: &Ctx, index: usize, wallet: &Wallet) {
         };
         ctx.send(&mut sender, &path, body).await;
     }
-}
-
-/// The server's resident memory in MiB (`VmRSS` of `/proc/<pid>/status`).
-fn rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib / 1024.0)
-}
-
-/// The SQLite database's size in MiB, its WAL included.
-fn db_mib(path: &Path) -> Option<f64> {
-    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    let main = std::fs::metadata(path).ok()?.len();
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    Some((main + size(Path::new(&wal))) as f64 / (1024.0 * 1024.0))
 }

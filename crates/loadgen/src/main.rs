@@ -18,6 +18,7 @@ mod fire;
 mod presign;
 mod recovery;
 mod report;
+mod server_proc;
 
 use agentpmt_protocol::PrivateKey;
 use anyhow::{bail, Result};
@@ -118,7 +119,9 @@ struct Cli {
     #[arg(long, value_delimiter = ',')]
     hostile: Vec<String>,
 
-    /// The server's process id: its resident memory is read from /proc after each phase.
+    /// The server's process id. Load runs: its CPU time over each measured window is read
+    /// from /proc and reported per request, with the efficiency (one recovery's time ÷
+    /// the server's CPU per request). Abuse runs: its resident memory after each phase.
     #[arg(long)]
     server_pid: Option<u32>,
 
@@ -233,8 +236,8 @@ fn run_abuse(cli: &Cli) -> Result<ExitCode> {
         bail!("--abuse needs --admin-token (or AGENTPMT_ADMIN_TOKEN) to fund its wallets");
     };
     let target = Arc::new(Target::parse(&cli.server)?);
-    // The hostile clients and the agent share the load generator's threads: two, so the
-    // agent's requests are not queued behind the flood's.
+    // The hostile clients share the load generator's two worker threads; the agent runs on
+    // a thread and runtime of its own, so its requests never wait behind theirs here.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cli.threads.max(2) as usize)
         .enable_all()
@@ -325,9 +328,14 @@ async fn run_level(
             connections.extend(target.connect_many(concurrency - connections.len()).await?);
         }
     }
+    let cpu_before = cli.server_pid.and_then(server_proc::cpu_seconds);
     let (outcome, _) =
         fire::fire(target, &path, connections, &bodies, cli.warmup..total, pace).await;
-    let run = Run::new(concurrency, keys.len(), pace, measured, &outcome);
+    let cpu_after = cli.server_pid.and_then(server_proc::cpu_seconds);
+    let mut run = Run::new(concurrency, keys.len(), pace, measured, &outcome);
+    if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+        run = run.with_server_cpu(after - before);
+    }
     eprintln!(
         "[c={concurrency}] {measured} requests in {:.3} s: {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms, {} failed",
         run.elapsed_s, run.requests_per_sec, run.latency_ms.p50, run.latency_ms.p99, run.errors

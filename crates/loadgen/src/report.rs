@@ -82,6 +82,16 @@ pub struct Run {
     pub recoveries_per_sec_single_core: f64,
     /// `requests_per_sec / recoveries_per_sec_single_core`.
     pub ratio: f64,
+    /// The server process's CPU time (user + system) over the measured window
+    /// (`--server-pid`).
+    pub server_cpu_s: Option<f64>,
+    /// `server_cpu_s` per request answered 200, in µs.
+    pub server_cpu_us_per_request: Option<f64>,
+    /// One in-process signature recovery, in µs (from the single-core yardstick).
+    pub recovery_us: f64,
+    /// `recovery_us / server_cpu_us_per_request`: the share of the server's CPU that the
+    /// one recovery a signed request needs would take.
+    pub efficiency: Option<f64>,
 }
 
 impl Run {
@@ -115,6 +125,25 @@ impl Run {
             service_ms: Percentiles::of(&outcome.service),
             recoveries_per_sec_single_core: 0.0,
             ratio: 0.0,
+            server_cpu_s: None,
+            server_cpu_us_per_request: None,
+            recovery_us: 0.0,
+            efficiency: None,
+        }
+    }
+
+    /// Records the server's CPU time over the measured window.
+    pub fn with_server_cpu(mut self, seconds: f64) -> Run {
+        self.server_cpu_s = Some(seconds);
+        self.server_cpu_us_per_request = (self.ok > 0).then(|| seconds * 1e6 / self.ok as f64);
+        self.efficiency = self.efficiency();
+        self
+    }
+
+    fn efficiency(&self) -> Option<f64> {
+        match self.server_cpu_us_per_request {
+            Some(cpu) if cpu > 0.0 && self.recovery_us > 0.0 => Some(self.recovery_us / cpu),
+            _ => None,
         }
     }
 
@@ -126,6 +155,12 @@ impl Run {
         } else {
             0.0
         };
+        self.recovery_us = if recoveries_per_sec > 0.0 {
+            1e6 / recoveries_per_sec
+        } else {
+            0.0
+        };
+        self.efficiency = self.efficiency();
         self
     }
 }
@@ -171,6 +206,10 @@ impl Summary {
         if open_loop {
             header = format!("{header} {:>9} {:>9} {:>9}", "rate", "svc_p50", "svc_p99");
         }
+        let cpu = self.runs.iter().any(|r| r.server_cpu_s.is_some());
+        if cpu {
+            header = format!("{header} {:>11} {:>10}", "cpu_us/req", "efficiency");
+        }
         out.push_str(&header);
         out.push('\n');
         for r in &self.runs {
@@ -198,6 +237,15 @@ impl Summary {
                     r.service_ms.p50, r.service_ms.p99
                 );
             }
+            if cpu {
+                let fmt =
+                    |v: Option<f64>, p: usize| v.map_or("-".to_owned(), |v| format!("{v:.p$}"));
+                line = format!(
+                    "{line} {:>11} {:>10}",
+                    fmt(r.server_cpu_us_per_request, 1),
+                    fmt(r.efficiency, 3)
+                );
+            }
             if r.errors > 0 {
                 line.push_str("  FAILED REQUESTS");
             }
@@ -205,6 +253,13 @@ impl Summary {
             out.push('\n');
         }
         out.push_str("\nratio = req/s ÷ single-core recoveries/s (mean of before and after)\n");
+        if cpu {
+            out.push_str(&format!(
+                "cpu_us/req = the server process's CPU time over the window ÷ requests answered 200; \
+                 efficiency = one recovery ({:.1} µs) ÷ cpu_us/req\n",
+                if rec.mean > 0.0 { 1e6 / rec.mean } else { 0.0 }
+            ));
+        }
         if self.has_errors() {
             out.push_str("\n!!! THERE WERE FAILED REQUESTS: the figures above are not valid measurements !!!\n");
             for r in self.runs.iter().filter(|r| r.errors > 0) {
@@ -293,5 +348,31 @@ mod tests {
         assert!(table.contains("HTTP 409 x3: replay"), "{table}");
         assert!(table.contains("never sent: 2"), "{table}");
         assert!(table.contains("svc_p99"), "{table}");
+        assert!(!table.contains("efficiency"), "no --server-pid: {table}");
+    }
+
+    #[test]
+    fn server_cpu_per_request_and_efficiency() {
+        // 1,000 answers for 0.08 s of server CPU: 80 µs each; one recovery at 25,000/s
+        // takes 40 µs, so half the server's CPU per request.
+        let o = outcome(std::iter::repeat_n(300, 1000));
+        let run = Run::new(64, 16, Pace::Closed, 1000, &o)
+            .with_server_cpu(0.08)
+            .with_recovery(25_000.0);
+        let close = |a: Option<f64>, b: f64| a.is_some_and(|a| (a - b).abs() < 1e-9);
+        assert!(close(run.server_cpu_us_per_request, 80.0), "{run:?}");
+        assert!((run.recovery_us - 40.0).abs() < 1e-9, "{run:?}");
+        assert!(close(run.efficiency, 0.5), "{run:?}");
+        let summary = Summary {
+            server: "http://x".into(),
+            wallets: 16,
+            loadgen_threads: 1,
+            recoveries_per_sec_single_core: Recovery::new(25_000.0, 25_000.0),
+            runs: vec![run],
+        };
+        let table = summary.table();
+        assert!(table.contains("cpu_us/req"), "{table}");
+        assert!(table.contains("80.0"), "{table}");
+        assert!(table.contains("0.500"), "{table}");
     }
 }
