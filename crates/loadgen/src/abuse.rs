@@ -3,9 +3,10 @@
 //!
 //! Two phases of `--abuse-secs` each. In both, the agent sends signed balance requests and
 //! signed credit invokes alternately, open loop at `--agent-rate` requests/s from
-//! 127.0.0.1 (latency from each request's due time), on a thread and runtime of its own. In the second phase, hostile clients
-//! run at the same time, each kind from a loopback address of its own (127.0.0.2 …), so
-//! per-address limits treat them as the separate clients they would be:
+//! 127.0.0.1 (latency from each request's due time), on a thread and runtime of its own.
+//! In the second phase, hostile clients run at the same time, each kind from a loopback
+//! address of its own (127.0.0.2 …), so per-address limits treat them as the separate
+//! clients they would be:
 //!
 //! | kind | what it does |
 //! | --- | --- |

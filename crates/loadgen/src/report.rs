@@ -155,13 +155,18 @@ impl Run {
         } else {
             0.0
         };
-        self.recovery_us = if recoveries_per_sec > 0.0 {
-            1e6 / recoveries_per_sec
-        } else {
-            0.0
-        };
+        self.recovery_us = recovery_us(recoveries_per_sec);
         self.efficiency = self.efficiency();
         self
+    }
+}
+
+/// One recovery's time in µs at `recoveries_per_sec` (0 when there is no rate).
+fn recovery_us(recoveries_per_sec: f64) -> f64 {
+    if recoveries_per_sec > 0.0 {
+        1e6 / recoveries_per_sec
+    } else {
+        0.0
     }
 }
 
@@ -257,7 +262,7 @@ impl Summary {
             out.push_str(&format!(
                 "cpu_us/req = the server process's CPU time over the window ÷ requests answered 200; \
                  efficiency = one recovery ({:.1} µs) ÷ cpu_us/req\n",
-                if rec.mean > 0.0 { 1e6 / rec.mean } else { 0.0 }
+                recovery_us(rec.mean)
             ));
         }
         if self.has_errors() {
