@@ -205,6 +205,22 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
     document
 }
 
+/// A socket listening on `addr` with a queue of `backlog` connections not yet accepted
+/// (the kernel caps it at `net.core.somaxconn`). `TcpListener::bind` would queue 128: a
+/// connection flood overflows that, and the SYN of a well-behaved client is then dropped
+/// and retried only after a second.
+fn listen(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind`: a restarted server binds while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
 /// A server bound to its port, ready to run.
 #[derive(Debug)]
 pub struct Server {
@@ -260,7 +276,7 @@ impl Server {
         }
         startup.release().await?;
         instance.register(&db).await?;
-        let listener = TcpListener::bind(config.bind).await?;
+        let listener = listen(config.bind, config.listen_backlog)?;
         let local = listener.local_addr()?;
         let public_url: Arc<str> = config
             .public_url

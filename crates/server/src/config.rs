@@ -63,6 +63,8 @@ pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 10;
 /// Default cap on open client connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Length of the kernel's queue of connections not yet accepted (`listen(2)` backlog).
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
 pub const DEFAULT_DB_MAX_CONNECTIONS: u32 = 16;
 pub const DEFAULT_RECONCILE_INTERVAL_SECS: u64 = 30;
 pub const DEFAULT_RECEIPT_POLL_MS: u64 = 500;
@@ -80,6 +82,15 @@ pub const DEFAULT_SIGNED_IP_RATE_PER_SEC: u32 = 2000;
 pub const DEFAULT_SIGNED_IP_RATE_BURST: u32 = 4000;
 pub const DEFAULT_WALLET_RATE_PER_SEC: u32 = 1000;
 pub const DEFAULT_WALLET_RATE_BURST: u32 = 2000;
+/// Tokens of the signed per-IP bucket a request pays when its signature is refused.
+pub const DEFAULT_SIGNED_IP_FAILURE_COST: u32 = 20;
+/// Milliseconds a refused request (429, or an oversized body past its drain budget) is held
+/// before its answer.
+pub const DEFAULT_TARPIT_MS: u64 = 1000;
+/// CPU milliseconds per second of heavy built-in tools one payer may use.
+pub const DEFAULT_HEAVY_CPU_MS_PER_SEC: u32 = 100;
+/// Burst of the heavy built-in CPU budget, in CPU milliseconds.
+pub const DEFAULT_HEAVY_CPU_MS_BURST: u32 = 1000;
 
 /// Where rate limits are counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -176,6 +187,13 @@ pub struct ServerConfig {
     #[arg(long, env = "AGENTPMT_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     pub max_connections: usize,
+
+    /// Connections the kernel queues before they are accepted (the `listen(2)` backlog,
+    /// capped by `net.core.somaxconn`). A short queue overflows under a connection flood and
+    /// well-behaved clients then wait for their SYN to be retried (1 s and more).
+    #[arg(long, env = "AGENTPMT_LISTEN_BACKLOG", default_value_t = DEFAULT_LISTEN_BACKLOG,
+          value_parser = clap::value_parser!(u32).range(1..=65_535))]
+    pub listen_backlog: u32,
 
     /// PostgreSQL pool size (SQLite: read connections, at most 8).
     #[arg(long, env = "AGENTPMT_DB_MAX_CONNECTIONS", default_value_t = DEFAULT_DB_MAX_CONNECTIONS)]
@@ -276,6 +294,31 @@ pub struct ServerConfig {
     /// Burst allowance of the signed per-IP limit.
     #[arg(long, env = "AGENTPMT_SIGNED_IP_RATE_BURST", default_value_t = DEFAULT_SIGNED_IP_RATE_BURST)]
     pub signed_ip_rate_burst: u32,
+
+    /// Tokens of the signed per-IP bucket a request pays, in all, when its signature is
+    /// refused (expired, malformed, or matching no accepted message): a signature flood
+    /// is slowed down this many times sooner than honest traffic. 0: one token, as any
+    /// request.
+    #[arg(long, env = "AGENTPMT_SIGNED_IP_FAILURE_COST", default_value_t = DEFAULT_SIGNED_IP_FAILURE_COST)]
+    pub signed_ip_failure_cost: u32,
+
+    /// Milliseconds a rate-limited request (a 429, or an oversized body past its drain
+    /// budget) is held before it is answered, so a client that ignores `Retry-After`
+    /// cannot loop on cheap refusals. At most 1024 requests are held at once; past that
+    /// they are answered at once. 0 turns it off.
+    #[arg(long, env = "AGENTPMT_TARPIT_MS", default_value_t = DEFAULT_TARPIT_MS,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub tarpit_ms: u64,
+
+    /// CPU milliseconds per second that heavy built-in tools (`json-tools/validate`, ...)
+    /// may use for one payer (a wallet, or a budget's account); past the burst a call is
+    /// refused with 429 before any hold is placed. 0 turns the budget off. Per instance.
+    #[arg(long, env = "AGENTPMT_HEAVY_CPU_MS_PER_SEC", default_value_t = DEFAULT_HEAVY_CPU_MS_PER_SEC)]
+    pub heavy_cpu_ms_per_sec: u32,
+
+    /// Burst of the heavy built-in CPU budget, in CPU milliseconds.
+    #[arg(long, env = "AGENTPMT_HEAVY_CPU_MS_BURST", default_value_t = DEFAULT_HEAVY_CPU_MS_BURST)]
+    pub heavy_cpu_ms_burst: u32,
 
     /// Sustained signed requests per second per wallet, checked before signature recovery;
     /// 0 turns the limit off. Per instance.
@@ -451,6 +494,7 @@ impl Default for ServerConfig {
             request_timeout_secs: DEFAULT_REQUEST_TIMEOUT_SECS,
             header_read_timeout_secs: DEFAULT_HEADER_READ_TIMEOUT_SECS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            listen_backlog: DEFAULT_LISTEN_BACKLOG,
             db_max_connections: DEFAULT_DB_MAX_CONNECTIONS,
             log_format: LogFormat::Text,
             payments_config: None,
@@ -472,6 +516,10 @@ impl Default for ServerConfig {
             ip_rate_burst: DEFAULT_IP_RATE_BURST,
             signed_ip_rate_per_sec: DEFAULT_SIGNED_IP_RATE_PER_SEC,
             signed_ip_rate_burst: DEFAULT_SIGNED_IP_RATE_BURST,
+            signed_ip_failure_cost: DEFAULT_SIGNED_IP_FAILURE_COST,
+            tarpit_ms: DEFAULT_TARPIT_MS,
+            heavy_cpu_ms_per_sec: DEFAULT_HEAVY_CPU_MS_PER_SEC,
+            heavy_cpu_ms_burst: DEFAULT_HEAVY_CPU_MS_BURST,
             wallet_rate_per_sec: DEFAULT_WALLET_RATE_PER_SEC,
             wallet_rate_burst: DEFAULT_WALLET_RATE_BURST,
             catalog: DEFAULT_CATALOG.to_owned(),

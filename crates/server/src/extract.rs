@@ -63,13 +63,13 @@ pub async fn read_body<S: Send + Sync>(req: Request, _state: &S) -> Result<Bytes
         if buf.len() + data.len() > limit {
             let mut dropped = buf.len() + data.len();
             let mut paid = 0usize;
-            let _ = tokio::time::timeout(DRAIN_TIME, async {
+            let out_of_budget = tokio::time::timeout(DRAIN_TIME, async {
                 while dropped <= DRAIN_BYTES {
                     // One token per `limit` bytes dropped, paid before reading them.
                     if let Some((state, ip)) = &payer {
                         while paid < dropped / limit.max(1) {
                             if !state.limits.take_ip(*ip).await {
-                                return;
+                                return true;
                             }
                             paid += 1;
                         }
@@ -81,8 +81,15 @@ pub async fn read_body<S: Send + Sync>(req: Request, _state: &S) -> Result<Bytes
                         _ => break,
                     }
                 }
+                false
             })
-            .await;
+            .await
+            .unwrap_or(false);
+            if let (true, Some((state, _))) = (out_of_budget, &payer) {
+                // Out of budget: the 413 is held (the tarpit), then the connection is
+                // closed on the rest.
+                state.limits.hold().await;
+            }
             return Err(ApiError::new(
                 ErrorCode::PAYLOAD_TOO_LARGE,
                 "The request body is too large",

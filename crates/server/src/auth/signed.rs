@@ -19,7 +19,9 @@
 //! each distinct message once, primary first, so a client that signs the recommended
 //! message costs one recovery. A signature that matches none costs one per distinct
 //! message, and the client's address pays one rate-limit token for each recovery past the
-//! first ([`crate::ratelimit::Limits::charge_signed_ip`]).
+//! first ([`crate::ratelimit::Limits::charge_signed_ip`]); past the first two recoveries
+//! the task yields before each one. Any refused signature also pays the failure cost
+//! ([`crate::ratelimit::Limits::charge_signed_failure`], `--signed-ip-failure-cost`).
 
 use super::replay::{claim_request, replay_error};
 use crate::db::{AsConn, Tx};
@@ -301,11 +303,34 @@ pub async fn check_signed_ip(state: &AppState, ip: IpAddr) -> ApiResult<()> {
     })
 }
 
+/// Recoveries of one request run inline; past these, the task yields to the runtime before
+/// each further one, so a signature that matches nothing cannot hold a worker thread for
+/// its whole variant search while other requests wait.
+const INLINE_RECOVERIES: usize = 2;
+
 /// Checks signature, session and signer against every accepted (scope, payload) message,
 /// primary first, recovering once per distinct message. `scopes` lists the accepted scope
-/// lines, primary first. `ip` is the client's address, charged for the recoveries of a
-/// signature that matches nothing.
+/// lines, primary first. `ip` is the client's address: a refused signature (malformed,
+/// unknown or expired session, mismatch) costs it the failure cost of the signed per-IP
+/// limit, and one token per recovery past the first.
 pub async fn verify(
+    state: &AppState,
+    ip: IpAddr,
+    spec: &ActionSpec,
+    scopes: &[Scope],
+    body: &JsonValue,
+    envelope: Envelope,
+) -> ApiResult<Signer> {
+    let verified = verify_signer(state, ip, spec, scopes, body, envelope).await;
+    if let Err(e) = &verified {
+        if e.code().as_str().starts_with("EXTERNAL_SIGNATURE_") {
+            state.limits.charge_signed_failure(ip).await;
+        }
+    }
+    verified
+}
+
+async fn verify_signer(
     state: &AppState,
     ip: IpAddr,
     spec: &ActionSpec,
@@ -368,6 +393,9 @@ pub async fn verify(
             );
             if !tried.insert(message.clone()) {
                 continue;
+            }
+            if tried.len() > INLINE_RECOVERIES {
+                tokio::task::yield_now().await;
             }
             let Ok(recovered) = signature.recover_message(&message) else {
                 continue;

@@ -159,10 +159,15 @@ pub async fn agent_help(
     // The quota is checked before any costly work (redaction scans up to 20 KiB), and on a
     // reader: a source over its quota costs one indexed count, not the CPU of a ticket nor
     // the writer.
-    {
+    let quota = {
         let mut conn = state.db.read().await?;
-        over_quota(&mut conn, &source, now).await?;
+        over_quota(&mut conn, &source, now).await
+    };
+    if quota.is_err() {
+        // Held once the reader is given back: a spammer waits, the pool does not.
+        state.limits.hold().await;
     }
+    quota?;
     let message = message.to_owned();
     let (message, context) = tokio::task::spawn_blocking(move || {
         let context = context

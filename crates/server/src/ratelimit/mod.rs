@@ -15,6 +15,14 @@
 //! - Per-wallet limits guard signed endpoints; [`Limits::check_wallet`] runs once the
 //!   session is found for that wallet, before any signature recovery: a wallet that has
 //!   no session never gets a bucket, so random wallets cannot grow the limiter.
+//! - A refused signature (malformed, unknown or expired session, mismatch) costs its
+//!   address `--signed-ip-failure-cost` tokens in all ([`Limits::charge_signed_failure`]):
+//!   a signature flood is slowed down that many times sooner than honest traffic.
+//! - Heavy built-in tools are budgeted in CPU time per payer ([`Limits::check_heavy`],
+//!   [`Limits::charge_heavy`]): one token is one CPU millisecond.
+//! - The tarpit: a refusal (429) is held for `--tarpit-ms` before it is answered
+//!   ([`Limits::hold`]), at most [`TARPIT_MAX_HELD`] at once, so a client that ignores
+//!   `Retry-After` cannot loop on cheap refusals.
 //! - Memory: a bucket is forgotten once it is full again. Besides the periodic
 //!   [`Limits::prune`], a limiter that holds more than [`MAX_TRACKED_KEYS`] keys prunes at
 //!   once (at most every [`PRUNE_ON_SIZE_INTERVAL`]).
@@ -53,6 +61,9 @@ pub const MAX_TRACKED_KEYS: usize = 100_000;
 const SIZE_CHECK_EVERY: u64 = 256;
 /// Shortest time between two on-the-spot prunes of one limiter.
 pub const PRUNE_ON_SIZE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Refusals held by the tarpit at once; past it they are answered at once.
+pub const TARPIT_MAX_HELD: usize = 1024;
 
 /// The process's monotonic epoch for the prune timestamps.
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
@@ -241,6 +252,13 @@ pub struct Limits {
     ip: Option<Keyed<IpAddr>>,
     signed_ip: Option<Keyed<IpAddr>>,
     wallet: Option<Keyed<WalletAddress>>,
+    /// CPU milliseconds of heavy built-ins per payer (a wallet, or `account:{id}`).
+    heavy: Option<Keyed<String>>,
+    /// Tokens a refused signature costs, in all.
+    signed_failure_cost: u32,
+    /// How long a refusal is held, and the slots of the requests held at once.
+    tarpit: Duration,
+    tarpit_slots: std::sync::Arc<tokio::sync::Semaphore>,
     /// Where the buckets are shared, when they are.
     shared: Option<SharedStore>,
     backend: RateLimitBackend,
@@ -270,6 +288,12 @@ impl std::fmt::Debug for Limits {
                 "wallet",
                 &describe(self.wallet.as_ref().map(|k| (k.per_sec, k.burst))),
             )
+            .field(
+                "heavy_cpu_ms",
+                &describe(self.heavy.as_ref().map(|k| (k.per_sec, k.burst))),
+            )
+            .field("signed_failure_cost", &self.signed_failure_cost)
+            .field("tarpit", &self.tarpit)
             .field("backend", &self.backend.as_str())
             .finish()
     }
@@ -290,10 +314,37 @@ impl Limits {
                 config.wallet_rate_per_sec,
                 config.wallet_rate_burst,
             ),
+            heavy: Keyed::new(
+                "heavy_cpu",
+                config.heavy_cpu_ms_per_sec,
+                config.heavy_cpu_ms_burst,
+            ),
+            signed_failure_cost: config.signed_ip_failure_cost,
+            tarpit: Duration::from_millis(config.tarpit_ms),
+            tarpit_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(TARPIT_MAX_HELD)),
             shared: None,
             backend: RateLimitBackend::Memory,
             warned_at_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Holds a refused request for the tarpit's time before it is answered (at once when
+    /// the tarpit is off or already holds [`TARPIT_MAX_HELD`] requests).
+    pub async fn hold(&self) {
+        if self.tarpit.is_zero() {
+            return;
+        }
+        if let Ok(_slot) = self.tarpit_slots.try_acquire() {
+            tokio::time::sleep(self.tarpit).await;
+        }
+    }
+
+    /// `refusal`, once the tarpit has held it.
+    async fn held<T>(&self, refusal: Result<T, ApiError>) -> Result<T, ApiError> {
+        if refusal.is_err() {
+            self.hold().await;
+        }
+        refusal
     }
 
     /// The same limits, counted in `store` (shared by every instance that uses it).
@@ -361,7 +412,7 @@ impl Limits {
 
     /// 429 when `ip` is over the per-IP limit of signed endpoints.
     pub async fn check_signed_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
-        match &self.signed_ip {
+        let checked = match &self.signed_ip {
             Some(keyed) => self
                 .take(keyed, &ip_bucket(ip), 1, false)
                 .await
@@ -373,6 +424,44 @@ impl Limits {
                     )
                 }),
             None => Ok(()),
+        };
+        self.held(checked).await
+    }
+
+    /// Charges `ip` the failure cost of a refused signature (beyond the token the request
+    /// already paid).
+    pub async fn charge_signed_failure(&self, ip: IpAddr) {
+        let extra = self.signed_failure_cost.saturating_sub(1);
+        if let (Some(keyed), true) = (&self.signed_ip, extra > 0) {
+            let _ = self.take(keyed, &ip_bucket(ip), extra, true).await;
+        }
+    }
+
+    /// 429 (scope `heavy_cpu`) when `payer` has spent its CPU budget of heavy built-ins.
+    pub async fn check_heavy(&self, payer: &str) -> Result<(), ApiError> {
+        let checked = match &self.heavy {
+            Some(keyed) => self
+                .take(keyed, &payer.to_owned(), 1, false)
+                .await
+                .map_err(|limit| {
+                    self.refused(
+                        "This payer has used its CPU budget of heavy built-in tools; slow down",
+                        limit,
+                        "heavy_cpu",
+                    )
+                    .with_detail("limit_unit", "cpu_ms")
+                }),
+            None => Ok(()),
+        };
+        self.held(checked).await
+    }
+
+    /// Charges `payer` the CPU time a heavy built-in used (one token per millisecond,
+    /// beyond the one its check took).
+    pub async fn charge_heavy(&self, payer: &str, cpu: Duration) {
+        let ms = u32::try_from(cpu.as_millis()).unwrap_or(u32::MAX);
+        if let (Some(keyed), true) = (&self.heavy, ms > 1) {
+            let _ = self.take(keyed, &payer.to_owned(), ms - 1, true).await;
         }
     }
 
@@ -395,7 +484,7 @@ impl Limits {
     }
 
     /// Keys held by the per-IP, signed per-IP and per-wallet in-memory limiters.
-    pub fn tracked_keys(&self) -> [(&'static str, usize); 3] {
+    pub fn tracked_keys(&self) -> [(&'static str, usize); 4] {
         let len = |k: &Option<Keyed<_>>| k.as_ref().map_or(0, |k| k.limiter.len());
         [
             ("ip", len(&self.ip)),
@@ -404,12 +493,16 @@ impl Limits {
                 "wallet",
                 self.wallet.as_ref().map_or(0, |k| k.limiter.len()),
             ),
+            (
+                "heavy_cpu",
+                self.heavy.as_ref().map_or(0, |k| k.limiter.len()),
+            ),
         ]
     }
 
     /// 429 when `ip` is over the per-IP limit.
     pub async fn check_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
-        match &self.ip {
+        let checked = match &self.ip {
             Some(keyed) => self
                 .take(keyed, &ip_bucket(ip), 1, false)
                 .await
@@ -421,12 +514,13 @@ impl Limits {
                     )
                 }),
             None => Ok(()),
-        }
+        };
+        self.held(checked).await
     }
 
     /// 429 when `wallet` is over the per-wallet limit.
     pub async fn check_wallet(&self, wallet: &WalletAddress) -> Result<(), ApiError> {
-        match &self.wallet {
+        let checked = match &self.wallet {
             Some(keyed) => self.take(keyed, wallet, 1, false).await.map_err(|limit| {
                 self.refused(
                     "Too many signed requests for this wallet; slow down",
@@ -435,7 +529,8 @@ impl Limits {
                 )
             }),
             None => Ok(()),
-        }
+        };
+        self.held(checked).await
     }
 
     /// Forgets keys whose buckets are full again (bounded memory), in memory and in a
@@ -445,6 +540,9 @@ impl Limits {
             k.prune();
         }
         if let Some(k) = &self.wallet {
+            k.prune();
+        }
+        if let Some(k) = &self.heavy {
             k.prune();
         }
         if let Some(store) = &self.shared {
@@ -549,6 +647,68 @@ mod tests {
             client_ip(proxy, &ported, &trusted),
             "2001:db8::1".parse::<IpAddr>().unwrap()
         );
+    }
+
+    /// A refusal is held for the tarpit's time; once [`TARPIT_MAX_HELD`] are held, the
+    /// next is answered at once (the tarpit cannot pile up connections without bound).
+    #[tokio::test(start_paused = true)]
+    async fn the_tarpit_holds_refusals_up_to_its_bound() {
+        let config = ServerConfig {
+            tarpit_ms: 1000,
+            ..ServerConfig::default()
+        };
+        let limits = std::sync::Arc::new(Limits::new(&config));
+        let start = tokio::time::Instant::now();
+        limits.hold().await;
+        assert_eq!(start.elapsed(), Duration::from_millis(1000), "held");
+        let mut held = Vec::new();
+        for _ in 0..TARPIT_MAX_HELD {
+            let limits = limits.clone();
+            held.push(tokio::spawn(async move { limits.hold().await }));
+        }
+        while limits.tarpit_slots.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let start = tokio::time::Instant::now();
+        limits.hold().await;
+        assert_eq!(start.elapsed(), Duration::ZERO, "past the bound: at once");
+        for h in held {
+            h.await.unwrap();
+        }
+        let off = Limits::new(&ServerConfig {
+            tarpit_ms: 0,
+            ..ServerConfig::default()
+        });
+        let start = tokio::time::Instant::now();
+        off.hold().await;
+        assert_eq!(start.elapsed(), Duration::ZERO, "0 turns it off");
+    }
+
+    /// A refused signature pays the failure cost: with a burst of 40 and a cost of 20, two
+    /// refusals empty the bucket.
+    #[tokio::test]
+    async fn a_refused_signature_pays_the_failure_cost() {
+        let config = ServerConfig {
+            signed_ip_rate_per_sec: 1,
+            signed_ip_rate_burst: 40,
+            signed_ip_failure_cost: 20,
+            tarpit_ms: 0,
+            ..ServerConfig::default()
+        };
+        let limits = Limits::new(&config);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..2 {
+            assert!(limits.check_signed_ip(ip).await.is_ok());
+            limits.charge_signed_failure(ip).await;
+        }
+        assert!(limits.check_signed_ip(ip).await.is_err());
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        for _ in 0..40 {
+            assert!(
+                limits.check_signed_ip(other).await.is_ok(),
+                "honest requests pay one"
+            );
+        }
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! Credit call order: envelope shape (422) → per-wallet limit (429) → product/action (404,
 //! 409 ambiguous) → signature against every accepted signed path (401) → parameters against
 //! the action's schema (422) → one transaction: replay claim (409), hold of the price (402
-//! `INSUFFICIENT_CREDITS`, nothing run), usage record → the tool runs → the hold is posted
+//! `INSUFFICIENT_CREDITS`, nothing run), usage record (a heavy built-in first checks its
+//! payer's CPU budget: 429 scope `heavy_cpu`, nothing held) → the tool runs → the hold is posted
 //! (success) or released (failure/timeout: 502 `TOOL_FAILED` / 504 `TOOL_TIMEOUT`).
 //!
 //! Direct x402 order: per-IP limit → product/action (404) → x402 enabled (404
@@ -83,7 +84,7 @@ use std::time::Duration;
         (status = 404, description = "Unknown product or action, or action not enabled for direct x402", body = ErrorBody),
         (status = 409, description = "Ambiguous action slug, replayed request_id, or x402 payment already in progress/used", body = ErrorBody),
         (status = 422, description = "Invalid parameters (loc names the parameter)", body = ErrorBody),
-        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 429, description = "Rate limited: per IP or per wallet (details.scope ip or wallet), or the payer's CPU budget of heavy built-ins is spent (scope heavy_cpu; nothing held or claimed)", body = ErrorBody),
         (status = 502, description = "The tool failed; nothing charged", body = ErrorBody),
         (status = 504, description = "The tool timed out; nothing charged", body = ErrorBody),
     )
@@ -138,6 +139,7 @@ pub async fn invoke_action(
         (status = 404, description = "Unknown product or action", body = ErrorBody),
         (status = 409, description = "Ambiguous action or replayed request_id", body = ErrorBody),
         (status = 422, description = "Invalid body or parameters", body = ErrorBody),
+        (status = 429, description = "Rate limited: per IP or per wallet (details.scope ip or wallet), or the payer's CPU budget of heavy built-ins is spent (scope heavy_cpu; nothing held)", body = ErrorBody),
         (status = 502, description = "The tool failed; nothing charged", body = ErrorBody),
         (status = 504, description = "The tool timed out; nothing charged", body = ErrorBody),
     )
@@ -518,6 +520,15 @@ pub(crate) async fn charged_call(
     usage: &NewUsage,
     deadline: &Deadline,
 ) -> ApiResult<Result<Value, ToolError>> {
+    // A heavy built-in is refused before anything is held when its payer has spent its
+    // CPU budget; what it spends is charged once it ran.
+    let heavy = runner::is_heavy(&call.runner).then(|| match payer {
+        Payer::Signed(signer) => signer.wallet.to_string(),
+        Payer::Budget(auth) => format!("account:{}", auth.account_id),
+    });
+    if let Some(key) = &heavy {
+        check_heavy(state, key).await?;
+    }
     let funding = place_hold(state, payer, usage).await?;
     state
         .metrics
@@ -540,6 +551,7 @@ pub(crate) async fn charged_call(
             parameters: tool_params,
             credentials,
         } = call;
+        let meter = runner::CpuMeter::default();
         let result = runner::run(
             &task_state.tools.http,
             &runner_spec,
@@ -551,10 +563,14 @@ pub(crate) async fn charged_call(
                 parameters: &tool_params,
                 credentials: credentials.as_ref(),
                 vendor_secret: secret.as_ref(),
+                cpu: heavy.is_some().then_some(&meter),
             },
             deadline.remaining_after(POST_RESERVE),
         )
         .await;
+        if let Some(key) = &heavy {
+            task_state.limits.charge_heavy(key, meter.spent()).await;
+        }
         // No charge without a delivered answer: past the request's deadline the hold is
         // voided, whatever the tool said.
         let result = result.and_then(|response| {
@@ -587,6 +603,13 @@ pub(crate) async fn charged_call(
             .ledger_posting(usage::kind::TOOL_RELEASE, usage.price_credits);
     }
     Ok(outcome)
+}
+
+/// 429 (scope `heavy_cpu`) when `payer` has spent its CPU budget of heavy built-ins.
+async fn check_heavy(state: &AppState, payer: &str) -> ApiResult<()> {
+    state.limits.check_heavy(payer).await.inspect_err(|_| {
+        state.metrics.rate_limited("heavy_cpu");
+    })
 }
 
 /// What a credit call keeps of the request's time for posting its hold and answering.
@@ -1009,6 +1032,11 @@ pub(crate) async fn x402_paid_call(
 
     // Claim the authorization together with the usage record.
     let runner_spec = resolved.action.runner()?;
+    // A heavy built-in is refused before the authorization is claimed when its payer has
+    // spent its CPU budget (nothing is settled, the authorization stays usable).
+    if runner::is_heavy(&runner_spec) {
+        check_heavy(state, &payer.to_string()).await?;
+    }
     let secret = vendor_secret(state, &resolved)?;
     let usage = NewUsage {
         usage_id: usage::new_usage_id(),
@@ -1071,9 +1099,11 @@ pub(crate) async fn x402_paid_call(
     let payer_text = payer.to_string();
     let task_offer = offer.clone();
     let task_deadline = deadline.clone();
+    let heavy = runner::is_heavy(&runner_spec);
     let outcome = tokio::spawn(async move {
         let state = task_state;
         let deadline = task_deadline;
+        let meter = runner::CpuMeter::default();
         let result = runner::run(
             &state.tools.http,
             &runner_spec,
@@ -1085,10 +1115,14 @@ pub(crate) async fn x402_paid_call(
                 parameters: &tool_params,
                 credentials: credentials.as_ref(),
                 vendor_secret: secret.as_ref(),
+                cpu: heavy.then_some(&meter),
             },
             deadline.remaining_after(SETTLE_RESERVE),
         )
         .await;
+        if heavy {
+            state.limits.charge_heavy(&payer_text, meter.spent()).await;
+        }
         // No settlement without a delivered answer: past the request's deadline nothing is
         // settled, whatever the tool said.
         let result = result.and_then(|response| {

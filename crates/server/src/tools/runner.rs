@@ -86,6 +86,40 @@ pub struct Call<'a> {
     /// `parameters._credentials`, passed through and never stored.
     pub credentials: Option<&'a Value>,
     pub vendor_secret: Option<&'a SecretString>,
+    /// Counts the CPU time a heavy built-in spends on this call (see [`is_heavy`]).
+    pub cpu: Option<&'a CpuMeter>,
+}
+
+/// The CPU time heavy built-ins spent for one call, added by the thread that ran them
+/// (also when the caller stopped waiting meanwhile).
+#[derive(Debug, Clone, Default)]
+pub struct CpuMeter(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl CpuMeter {
+    /// CPU time counted so far.
+    pub fn spent(&self) -> Duration {
+        Duration::from_micros(self.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    fn add(&self, cpu: Duration) {
+        let us = u64::try_from(cpu.as_micros()).unwrap_or(u64::MAX);
+        self.0.fetch_add(us, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// CPU time of the calling thread so far.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
+}
+
+/// Whether `runner` is a built-in whose CPU cost the caller controls: such calls are
+/// budgeted in CPU time per payer (`--heavy-cpu-ms-per-sec`).
+pub fn is_heavy(runner: &RunnerSpec) -> bool {
+    matches!(runner, RunnerSpec::Builtin { name } if HEAVY_BUILTINS.contains(&name.as_str()))
 }
 
 /// Runs `runner` for `call`, for at most the action's timeout and at most `limit` (what
@@ -97,7 +131,9 @@ pub async fn run(
     limit: Duration,
 ) -> Result<Value, ToolError> {
     match runner {
-        RunnerSpec::Builtin { name } => run_builtin(name, call.parameters, limit).await,
+        RunnerSpec::Builtin { name } => {
+            run_builtin(name, call.parameters, call.cpu.cloned(), limit).await
+        }
         RunnerSpec::Http { url, timeout_ms } => {
             let timeout =
                 Duration::from_millis(timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS).min(MAX_TIMEOUT_MS))
@@ -136,12 +172,26 @@ fn cores() -> usize {
 /// Runs a built-in off the async runtime, waiting at most `limit` for a slot and its result
 /// (a late result is a timeout: the caller is not charged; the work itself is bounded by
 /// the built-ins' input and pattern budgets).
-async fn run_builtin(name: &str, parameters: &Params, limit: Duration) -> Result<Value, ToolError> {
+/// A heavy built-in adds the CPU time it spent to `meter`.
+async fn run_builtin(
+    name: &str,
+    parameters: &Params,
+    meter: Option<CpuMeter>,
+    limit: Duration,
+) -> Result<Value, ToolError> {
     let name = name.to_owned();
     let parameters = parameters.clone();
     let work = async move {
         if HEAVY_BUILTINS.contains(&name.as_str()) {
-            return heavy::run(move || builtin_call(&name, &parameters)).await;
+            return heavy::run(move || {
+                let start = thread_cpu();
+                let result = builtin_call(&name, &parameters);
+                if let Some(meter) = meter {
+                    meter.add(thread_cpu().saturating_sub(start));
+                }
+                result
+            })
+            .await;
         }
         let permit = light_slots()
             .acquire()
@@ -532,7 +582,58 @@ mod tests {
             parameters,
             credentials: None,
             vendor_secret: None,
+            cpu: None,
         }
+    }
+
+    /// A heavy built-in adds the CPU time of its thread to the call's meter; a cheap one
+    /// is not metered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn the_meter_counts_a_heavy_builtins_cpu_time() {
+        let http = reqwest::Client::new();
+        let validate = RunnerSpec::Builtin {
+            name: "json.validate".into(),
+        };
+        assert!(is_heavy(&validate));
+        // Every item needs the whole backtracking budget of its pattern.
+        let items: Vec<String> = (0..40).map(|_| format!("{}b", "a".repeat(18))).collect();
+        let params = Params::from_value(json!({
+            "schema": {"type": "array", "items": {"type": "string", "pattern": "^(a+)+\\1$"}},
+            "document": items,
+        }));
+        let meter = CpuMeter::default();
+        let out = run(
+            &http,
+            &validate,
+            Call {
+                cpu: Some(&meter),
+                ..call(&params)
+            },
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+        assert_eq!(out["valid"], false, "{out}");
+        assert!(meter.spent() > Duration::ZERO, "no CPU time was counted");
+
+        let sha = RunnerSpec::Builtin {
+            name: "text.sha256".into(),
+        };
+        assert!(!is_heavy(&sha));
+        let light = CpuMeter::default();
+        let text = Params::from_value(json!({"text": "x"}));
+        run(
+            &http,
+            &sha,
+            Call {
+                cpu: Some(&light),
+                ..call(&text)
+            },
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        assert_eq!(light.spent(), Duration::ZERO);
     }
 
     /// A built-in never runs on the async runtime's thread: on a single-threaded runtime,
@@ -592,11 +693,12 @@ mod tests {
                 })));
             }
             let params = Params::from_value(json!({"text": "x"}));
-            let out = run_builtin("text.sha256", &params, Duration::from_secs(2)).await;
+            let out = run_builtin("text.sha256", &params, None, Duration::from_secs(2)).await;
             assert!(out.is_ok(), "{out:?}");
             let validate =
                 Params::from_value(json!({"schema": {"type": "string"}, "document": "x"}));
-            let waited = run_builtin("json.validate", &validate, Duration::from_millis(200)).await;
+            let waited =
+                run_builtin("json.validate", &validate, None, Duration::from_millis(200)).await;
             assert!(matches!(waited, Err(ToolError::Timeout)), "{waited:?}");
             for _ in &busy {
                 release.send(()).unwrap();
@@ -605,7 +707,7 @@ mod tests {
                 job.await.unwrap().unwrap();
             }
             // Its turn came: it runs now.
-            let ran = run_builtin("json.validate", &validate, Duration::from_secs(2)).await;
+            let ran = run_builtin("json.validate", &validate, None, Duration::from_secs(2)).await;
             assert_eq!(ran.unwrap()["valid"], json!(true));
         });
     }

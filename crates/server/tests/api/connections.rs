@@ -212,3 +212,67 @@ async fn draining_an_oversized_body_costs_the_address_its_limit() {
     }
     assert_eq!(created, 1, "the drain was not charged to the address");
 }
+
+/// Opens `n` connections to `addr` (each given 1.5 s); how many the kernel completed.
+async fn queued_connections(addr: &str, n: usize) -> (usize, Vec<TcpStream>) {
+    let mut open = Vec::new();
+    for _ in 0..n {
+        match tokio::time::timeout(Duration::from_millis(1500), TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => open.push(stream),
+            _ => break,
+        }
+    }
+    (open.len(), open)
+}
+
+fn one_connection(c: &mut ServerConfig) {
+    c.max_connections = 1;
+}
+
+fn small_backlog(c: &mut ServerConfig) {
+    c.max_connections = 1;
+    c.listen_backlog = 4;
+}
+
+/// Past the connection cap, the kernel queues new connections up to the listen backlog
+/// (`--listen-backlog`). The default queues far more than the 128 of a plain bind: a flood
+/// of half-open connections does not leave a well-behaved client's SYN dropped (and
+/// retried only after a second); a small backlog, configured, is honoured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listen_queue_holds_a_connection_flood() {
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4096);
+    for (backlog, attempts, expect_all) in [(None, 300usize, true), (Some(4u32), 40, false)] {
+        let app = spawn_app_with(
+            Backend::Sqlite,
+            AppOptions {
+                configure: Some(if backlog.is_some() {
+                    small_backlog
+                } else {
+                    one_connection
+                }),
+                ..AppOptions::default()
+            },
+        )
+        .await;
+        let target = addr(&app.base_url);
+        // One connection takes the only slot; the others wait in the kernel's queue.
+        let _held = TcpStream::connect(&target).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (queued, _open) = queued_connections(&target, attempts).await;
+        if expect_all {
+            assert!(somaxconn >= 300, "net.core.somaxconn is {somaxconn}");
+            assert_eq!(
+                queued, attempts,
+                "the default listen queue overflowed after {queued} connections"
+            );
+        } else {
+            assert!(
+                queued < attempts,
+                "a listen backlog of 4 queued {queued} connections"
+            );
+        }
+    }
+}

@@ -91,6 +91,7 @@ fn unlimited(config: &mut ServerConfig) {
     config.ip_rate_per_sec = 0;
     config.wallet_rate_per_sec = 0;
     config.signed_ip_rate_per_sec = 0;
+    config.heavy_cpu_ms_per_sec = 0;
     config.agentaddress_limit = 1_000_000;
 }
 

@@ -214,6 +214,8 @@ pub fn test_config(database_url: &str, options: &AppOptions) -> ServerConfig {
         fault: options.fault,
         reconcile_interval_secs: options.reconcile_interval_secs,
         receipt_poll_ms: 50,
+        // Refusals are answered at once; the tarpit has tests of its own that turn it on.
+        tarpit_ms: 0,
         ..ServerConfig::default()
     };
     if let Some(configure) = options.configure {

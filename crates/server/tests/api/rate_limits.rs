@@ -13,6 +13,8 @@ backend_tests!(
     signed_routes_have_a_per_ip_limit_fresh_wallets_do_not_escape,
     wallets_without_a_session_get_no_bucket,
     a_signature_matching_nothing_pays_for_every_recovery,
+    refused_signatures_cost_more_and_refusals_are_held,
+    heavy_builtins_are_budgeted_in_cpu_time_per_payer,
 );
 
 fn limiter_keys(metrics: &str, limiter: &str) -> u64 {
@@ -47,6 +49,8 @@ async fn signed_routes_have_a_per_ip_limit_fresh_wallets_do_not_escape(backend: 
         AppOptions::configured(|c| {
             c.signed_ip_rate_per_sec = 1;
             c.signed_ip_rate_burst = 3;
+            // One token per request, refused or not (the failure cost has its own test).
+            c.signed_ip_failure_cost = 0;
         }),
     )
     .await;
@@ -98,7 +102,11 @@ async fn signed_routes_have_a_per_ip_limit_fresh_wallets_do_not_escape(backend: 
 /// The per-wallet limiter keeps a bucket only for wallets that have a session: a flood of
 /// random wallets leaves it empty (bounded memory), and is refused before any recovery.
 async fn wallets_without_a_session_get_no_bucket(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_app_with(
+        backend,
+        AppOptions::configured(|c| c.signed_ip_failure_cost = 0),
+    )
+    .await;
     for i in 0..300 {
         let (status, body) = app
             .post("/api/external/credits/balance", &random_wallet_body(i))
@@ -135,6 +143,7 @@ async fn a_signature_matching_nothing_pays_for_every_recovery(backend: Backend) 
         AppOptions::configured(|c| {
             c.signed_ip_rate_per_sec = 1;
             c.signed_ip_rate_burst = 12;
+            c.signed_ip_failure_cost = 0;
         }),
     )
     .await;
@@ -172,6 +181,165 @@ async fn a_signature_matching_nothing_pays_for_every_recovery(backend: Backend) 
         .await;
     let details = assert_envelope(status, &body, 429, "RATE_LIMITED");
     assert_eq!(details["scope"], json!("ip"));
+}
+
+/// A refused signature costs its address `signed_ip_failure_cost` tokens: a flood of
+/// forged signatures is refused long before the same number of honest requests would be.
+/// The 429 is held for the tarpit's time before it is answered.
+async fn refused_signatures_cost_more_and_refusals_are_held(backend: Backend) {
+    for failure_cost in [1u32, 5] {
+        let app = spawn_app_with(
+            backend,
+            AppOptions::configured(if failure_cost == 1 {
+                |c| {
+                    c.signed_ip_rate_per_sec = 1;
+                    c.signed_ip_rate_burst = 10;
+                    c.signed_ip_failure_cost = 1;
+                    c.tarpit_ms = 400;
+                }
+            } else {
+                |c| {
+                    c.signed_ip_rate_per_sec = 1;
+                    c.signed_ip_rate_burst = 10;
+                    c.signed_ip_failure_cost = 5;
+                    c.tarpit_ms = 400;
+                }
+            }),
+        )
+        .await;
+        let key = PrivateKey::random();
+        let nonce = app.session(&key.address()).await;
+        for i in 0..2 {
+            let (status, body) = app
+                .post("/api/external/credits/balance", &random_wallet_body(i))
+                .await;
+            assert_envelope(
+                status,
+                &body,
+                401,
+                "EXTERNAL_SIGNATURE_SESSION_NONCE_INVALID",
+            );
+        }
+        let started = std::time::Instant::now();
+        let (status, body) = app
+            .post(
+                "/api/external/credits/balance",
+                &app.balance_body(&key, &nonce, "good-1"),
+            )
+            .await;
+        if failure_cost == 1 {
+            // Two refusals cost two tokens of ten: the honest request is served.
+            assert_eq!(status, StatusCode::OK, "{body}");
+            continue;
+        }
+        // Two refusals at five tokens each emptied the bucket of ten.
+        let details = assert_envelope(status, &body, 429, "RATE_LIMITED");
+        assert_eq!(details["scope"], json!("ip"));
+        assert!(
+            started.elapsed() >= std::time::Duration::from_millis(400),
+            "the refusal was answered after {:?}, before the tarpit's 400 ms",
+            started.elapsed()
+        );
+        assert_eq!(app.replay_count().await, 0, "nothing was written");
+    }
+}
+
+/// `json-tools/validate` spends CPU the caller controls (a backtracking pattern per item).
+/// Its payer has a CPU budget: once spent, the next heavy call is refused with 429 before
+/// anything is held; other payers, and cheap tools of the same payer, are still served.
+async fn heavy_builtins_are_budgeted_in_cpu_time_per_payer(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        AppOptions::configured(|c| {
+            c.heavy_cpu_ms_per_sec = 1;
+            c.heavy_cpu_ms_burst = 1;
+        }),
+    )
+    .await;
+    // Every item takes the whole backtracking budget of its pattern: many CPU milliseconds.
+    let items: Vec<String> = (0..200).map(|_| format!("{}b", "a".repeat(18))).collect();
+    let costly = json!({
+        "schema": {"type": "array", "items": {"type": "string", "pattern": "^(a+)+\\1$"}},
+        "document": items,
+    });
+    let key = PrivateKey::random();
+    app.adjust(&key.address(), 1000).await;
+    let nonce = app.session(&key.address()).await;
+    let (status, body) = crate::tools::invoke(
+        &app,
+        &key,
+        &nonce,
+        "h-1",
+        "json-tools",
+        "validate",
+        costly.clone(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["response"]["valid"], json!(false), "{body}");
+    let charged = body["balance_credits"].as_i64().unwrap();
+    let (status, body) = crate::tools::invoke(
+        &app,
+        &key,
+        &nonce,
+        "h-2",
+        "json-tools",
+        "validate",
+        costly.clone(),
+    )
+    .await;
+    let details = assert_envelope(status, &body, 429, "RATE_LIMITED");
+    assert_eq!(details["scope"], json!("heavy_cpu"), "{details}");
+    assert_eq!(details["limit_unit"], json!("cpu_ms"), "{details}");
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM tool_usage").await,
+        1,
+        "the refused call left no usage record"
+    );
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM credit_holds").await,
+        1,
+        "the refused call placed no hold"
+    );
+    let (status, balance) = app
+        .post(
+            "/api/external/credits/balance",
+            &app.balance_body(&key, &nonce, "h-balance"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{balance}");
+    assert_eq!(balance["balance_credits"].as_i64().unwrap(), charged);
+    // A cheap tool of the same payer is not budgeted.
+    let (status, body) = crate::tools::invoke(
+        &app,
+        &key,
+        &nonce,
+        "h-3",
+        "text-tools",
+        "extract-urls",
+        json!({"text": "see https://example.org"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Another payer has a budget of its own.
+    let other = PrivateKey::random();
+    app.adjust(&other.address(), 1000).await;
+    let other_nonce = app.session(&other.address()).await;
+    let (status, body) = crate::tools::invoke(
+        &app,
+        &other,
+        &other_nonce,
+        "o-1",
+        "json-tools",
+        "validate",
+        costly,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(app
+        .metrics()
+        .await
+        .contains("agentpmt_rate_limited_total{scope=\"heavy_cpu\"} 1"));
 }
 
 async fn per_ip_limit_guards_unauthenticated_endpoints(backend: Backend) {
