@@ -431,9 +431,14 @@ impl Limits {
     /// Charges `ip` the failure cost of a refused signature (beyond the token the request
     /// already paid).
     pub async fn charge_signed_failure(&self, ip: IpAddr) {
-        let extra = self.signed_failure_cost.saturating_sub(1);
-        if let (Some(keyed), true) = (&self.signed_ip, extra > 0) {
-            let _ = self.take(keyed, &ip_bucket(ip), extra, true).await;
+        self.drain_signed_ip(ip, self.signed_failure_cost.saturating_sub(1))
+            .await;
+    }
+
+    /// Takes up to `tokens` more from `ip`'s signed per-IP bucket (never refused).
+    async fn drain_signed_ip(&self, ip: IpAddr, tokens: u32) {
+        if let (Some(keyed), true) = (&self.signed_ip, tokens > 0) {
+            let _ = self.take(keyed, &ip_bucket(ip), tokens, true).await;
         }
     }
 
@@ -477,10 +482,7 @@ impl Limits {
     /// Charges `ip` for `recoveries` signature recoveries beyond the first, spent on a
     /// signature that matched no accepted message.
     pub async fn charge_signed_ip(&self, ip: IpAddr, recoveries: u32) {
-        let extra = recoveries.saturating_sub(1);
-        if let (Some(keyed), true) = (&self.signed_ip, extra > 0) {
-            let _ = self.take(keyed, &ip_bucket(ip), extra, true).await;
-        }
+        self.drain_signed_ip(ip, recoveries.saturating_sub(1)).await;
     }
 
     /// Keys held by the per-IP, signed per-IP and per-wallet in-memory limiters.

@@ -183,6 +183,15 @@ async fn a_signature_matching_nothing_pays_for_every_recovery(backend: Backend) 
     assert_eq!(details["scope"], json!("ip"));
 }
 
+/// A signed per-IP bucket of ten tokens, refused signatures costing `failure_cost`, and
+/// refusals held 400 ms.
+fn tarpitted(c: &mut agentpmt_server::ServerConfig, failure_cost: u32) {
+    c.signed_ip_rate_per_sec = 1;
+    c.signed_ip_rate_burst = 10;
+    c.signed_ip_failure_cost = failure_cost;
+    c.tarpit_ms = 400;
+}
+
 /// A refused signature costs its address `signed_ip_failure_cost` tokens: a flood of
 /// forged signatures is refused long before the same number of honest requests would be.
 /// The 429 is held for the tarpit's time before it is answered.
@@ -191,19 +200,9 @@ async fn refused_signatures_cost_more_and_refusals_are_held(backend: Backend) {
         let app = spawn_app_with(
             backend,
             AppOptions::configured(if failure_cost == 1 {
-                |c| {
-                    c.signed_ip_rate_per_sec = 1;
-                    c.signed_ip_rate_burst = 10;
-                    c.signed_ip_failure_cost = 1;
-                    c.tarpit_ms = 400;
-                }
+                |c| tarpitted(c, 1)
             } else {
-                |c| {
-                    c.signed_ip_rate_per_sec = 1;
-                    c.signed_ip_rate_burst = 10;
-                    c.signed_ip_failure_cost = 5;
-                    c.tarpit_ms = 400;
-                }
+                |c| tarpitted(c, 5)
             }),
         )
         .await;
@@ -300,6 +299,12 @@ async fn heavy_builtins_are_budgeted_in_cpu_time_per_payer(backend: Backend) {
         app.scalar("SELECT COUNT(*) FROM credit_holds").await,
         1,
         "the refused call placed no hold"
+    );
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM credit_holds WHERE status <> 'posted'")
+            .await,
+        0,
+        "every hold was settled: the one call that ran was posted"
     );
     let (status, balance) = app
         .post(

@@ -25,7 +25,8 @@ backend_tests!(
     one_authorization_in_parallel_runs_once,
     tool_failure_settles_nothing,
     official_client_pays_a_tool_on_chain,
-    crash_after_broadcast_is_reconciled_once
+    crash_after_broadcast_is_reconciled_once,
+    a_spent_cpu_budget_claims_no_authorization
 );
 
 const OK: &str = "/api/external/tools/stub/actions/ok-action/invoke";
@@ -370,4 +371,49 @@ async fn crash_after_broadcast_is_reconciled_once(backend: Backend) {
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["usage_id"], retry["usage_id"]);
     assert_eq!(seen.hits.load(Ordering::SeqCst), 1);
+}
+
+/// A direct x402 payer of heavy built-ins has a CPU budget too. Once it is spent, the next
+/// paid `json-tools/validate` call gets 429 before its authorization is claimed: nothing is
+/// recorded or settled, and the same payment runs once the budget has refilled.
+async fn a_spent_cpu_budget_claims_no_authorization(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        AppOptions::configured(|c| {
+            c.heavy_cpu_ms_per_sec = 1;
+            c.heavy_cpu_ms_burst = 1;
+        }),
+    )
+    .await;
+    const VALIDATE: &str = "/api/external/tools/json-tools/actions/validate/invoke";
+    let items: Vec<String> = (0..200).map(|_| format!("{}b", "a".repeat(18))).collect();
+    let body = json!({
+        "schema": {"type": "array", "items": {"type": "string", "pattern": "^(a+)+\\1$"}},
+        "document": items,
+    });
+    let payer = PrivateKey::random();
+    let (_, first) = paid(&app, VALIDATE, &body, &payer).await;
+    let (status, ran, _) = call(&app, VALIDATE, &body, Some(&first)).await;
+    assert_eq!(status, StatusCode::OK, "{ran}");
+    let (_, second) = paid(&app, VALIDATE, &body, &payer).await;
+    let (status, refused, headers) = call(&app, VALIDATE, &body, Some(&second)).await;
+    let details = assert_envelope(status, &refused, 429, "RATE_LIMITED");
+    assert_eq!(details["scope"], json!("heavy_cpu"), "{details}");
+    assert!(!headers.contains_key("payment-response"));
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM payment_authorizations")
+            .await,
+        1,
+        "the refused payment was not claimed"
+    );
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM tool_usage").await, 1);
+    // The budget refills (one CPU millisecond per second): the same payment then runs.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (status, ran, _) = call(&app, VALIDATE, &body, Some(&second)).await;
+    assert_eq!(status, StatusCode::OK, "{ran}");
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM payment_authorizations")
+            .await,
+        2
+    );
 }
