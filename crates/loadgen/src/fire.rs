@@ -139,8 +139,13 @@ impl Target {
 
     /// A JSON `POST` to `path` (below the base path).
     pub fn post(&self, path: &str, body: Bytes) -> Request<Full<Bytes>> {
+        self.request(hyper::Method::POST, path, body)
+    }
+
+    /// A request with a JSON body (empty for `GET`) to `path` (below the base path).
+    pub fn request(&self, method: hyper::Method, path: &str, body: Bytes) -> Request<Full<Bytes>> {
         let mut request = Request::new(Full::new(body));
-        *request.method_mut() = hyper::Method::POST;
+        *request.method_mut() = method;
         *request.uri_mut() = format!("{}{path}", self.base_path)
             .parse()
             .expect("API paths are valid URIs");

@@ -15,6 +15,7 @@
 
 mod abuse;
 mod fire;
+mod growth;
 mod presign;
 mod recovery;
 mod report;
@@ -125,6 +126,27 @@ struct Cli {
     #[arg(long)]
     server_pid: Option<u32>,
 
+    /// Runs the cost-growth scenario instead, at these row counts (ascending, e.g.
+    /// `100,100000`): first a reservation race (--growth-jobs open jobs, --growth-racers
+    /// agents), then tools, published workflows and open jobs added through the operator
+    /// API up to each count, and the first page of each list timed. Needs --admin-token and
+    /// a server with the demo catalog, without the per-IP limit (`--ip-rate-per-sec 0
+    /// --signed-ip-rate-per-sec 0`).
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    growth: Vec<usize>,
+
+    /// Listing requests per list and row count in the growth scenario.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+    growth_samples: u64,
+
+    /// Open jobs of the growth scenario's reservation race.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    growth_jobs: u64,
+
+    /// Agents racing for them.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    growth_racers: u64,
+
     /// The server's SQLite database file: its growth (with the WAL) is reported per phase.
     #[arg(long)]
     db_file: Option<std::path::PathBuf>,
@@ -143,6 +165,9 @@ fn main() -> Result<ExitCode> {
     }
     if cli.abuse {
         return run_abuse(&cli);
+    }
+    if !cli.growth.is_empty() {
+        return run_growth(&cli);
     }
     let levels = if cli.concurrency_levels.is_empty() {
         vec![cli.concurrency as usize]
@@ -258,6 +283,43 @@ fn run_abuse(cli: &Cli) -> Result<ExitCode> {
     }
     if report.agent_failed() {
         eprintln!("error: the well-behaved agent lost requests (see above)");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The cost-growth scenario: the race, the listing levels, then the tables (or JSON).
+/// Fails when a job was reserved twice or a request got an unexpected answer.
+fn run_growth(cli: &Cli) -> Result<ExitCode> {
+    let Some(admin_token) = cli.admin_token.clone() else {
+        bail!("--growth needs --admin-token (or AGENTPMT_ADMIN_TOKEN) to add rows");
+    };
+    let mut levels = cli.growth.clone();
+    if levels.contains(&0) || levels.windows(2).any(|w| w[0] >= w[1]) {
+        bail!("--growth takes ascending positive row counts, e.g. 100,100000");
+    }
+    levels.dedup();
+    let target = Arc::new(Target::parse(&cli.server)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.threads as usize)
+        .enable_all()
+        .build()?;
+    let options = growth::Options {
+        admin_token,
+        levels,
+        samples: cli.growth_samples as usize,
+        race_jobs: cli.growth_jobs as usize,
+        racers: cli.growth_racers as usize,
+        seed_connections: 8,
+    };
+    let report = runtime.block_on(growth::run(target, options))?;
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    if report.failed() {
+        eprintln!("error: the reservation race lost or doubled a reservation, or saw errors");
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
