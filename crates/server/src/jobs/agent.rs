@@ -114,9 +114,18 @@ pub async fn list_jobs(
     let skip = range("skip", body.skip, 0, 0, MAX_LIST_SKIP)?;
     let mut conn = state.db.read().await?;
     let now = db_now(&mut conn, state.db.backend()).await?;
+    // Open jobs, and reserved ones whose reservation ran out, newest first: each status is
+    // read in the order of the `jobs_board` index (status, created_at_ms, job_id) up to the
+    // page's end, and the two are merged. One query with `status = 'open' OR …` would sort
+    // every open job for each page.
     let sql = format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE completions < max_completions \
-           AND (status = 'open' OR (status = 'reserved' AND reserved_until_ms <= $1)) \
+        "SELECT {JOB_COLUMNS} FROM (SELECT {JOB_COLUMNS} FROM jobs \
+           WHERE status = 'open' AND completions < max_completions \
+           ORDER BY created_at_ms DESC, job_id DESC LIMIT $2 + $3) AS open_jobs \
+         UNION ALL \
+         SELECT {JOB_COLUMNS} FROM (SELECT {JOB_COLUMNS} FROM jobs \
+           WHERE status = 'reserved' AND reserved_until_ms <= $1 AND completions < max_completions \
+           ORDER BY created_at_ms DESC, job_id DESC LIMIT $2 + $3) AS lapsed_jobs \
          ORDER BY created_at_ms DESC, job_id DESC LIMIT $2 OFFSET $3"
     );
     let mut rows = sql_fetch_all!(conn.conn(), JobRow, &sql, now, limit + 1, skip)?;

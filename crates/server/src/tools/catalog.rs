@@ -164,13 +164,22 @@ pub async fn list(
     page_size: i64,
 ) -> Result<(Vec<ToolView>, i64), ApiError> {
     let (clause, pattern, cats) = filter.sql();
-    let total = sql_scalar_optional!(
-        conn.conn(),
-        i64,
-        &format!("SELECT COUNT(*) FROM products p WHERE {clause}"),
-        &pattern,
-        &cats
-    )?
+    let total = if filter.query.is_none() && filter.categories.is_empty() {
+        // Every active public tool: the counter the triggers of migration 0012 keep.
+        sql_scalar_optional!(
+            conn.conn(),
+            i64,
+            "SELECT n FROM listing_counts WHERE listing = 'public_tools'"
+        )?
+    } else {
+        sql_scalar_optional!(
+            conn.conn(),
+            i64,
+            &format!("SELECT COUNT(*) FROM products p WHERE {clause}"),
+            &pattern,
+            &cats
+        )?
+    }
     .unwrap_or(0);
     let offset = (page - 1).saturating_mul(page_size);
     if total == 0 || offset >= total {

@@ -38,6 +38,7 @@ backend_tests!(
     sdk_drives_a_workflow_creation_job,
     a_partial_workflow_update_keeps_what_it_leaves_out,
     the_holders_repeated_reserve_returns_its_reservation,
+    the_board_merges_open_and_lapsed_jobs_newest_first,
 );
 
 /// Fast verifier, 127.0.0.1 accepted as the post host of x and linkedin.
@@ -1499,4 +1500,52 @@ async fn the_holders_repeated_reserve_returns_its_reservation(backend: Backend) 
     );
     assert_eq!(again["job"]["social_share"], first["job"]["social_share"]);
     assert!(tracked(&again).contains("http"), "{again}");
+}
+
+/// The board reads open jobs and lapsed reservations separately (each in index order) and
+/// merges them: one order, newest first, across pages; live reservations never listed.
+async fn the_board_merges_open_and_lapsed_jobs_newest_first(backend: Backend) {
+    let app = app(backend).await;
+    let mut jobs = Vec::new();
+    for _ in 0..5 {
+        jobs.push(create_job(&app, json!({})).await);
+    }
+    // Distinct creation times, jobs[0] the oldest.
+    for (i, job) in jobs.iter().enumerate() {
+        app.execute(&format!(
+            "UPDATE jobs SET created_at_ms = {} WHERE job_id = '{job}'",
+            1_000_000 + i as i64
+        ))
+        .await
+        .unwrap();
+    }
+    let agent = Agent::new(&app).await;
+    // jobs[1] and jobs[3]: reservations that ran out (listed again); jobs[4]: live.
+    for job in [&jobs[1], &jobs[3], &jobs[4]] {
+        let (status, body) = agent.reserve(&app, job).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    expire(&app, &jobs[1]).await;
+    expire(&app, &jobs[3]).await;
+    let expected = [&jobs[3], &jobs[2], &jobs[1], &jobs[0]];
+
+    let (status, all) = agent.list(&app, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{all}");
+    let ids: Vec<&str> = all["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, expected.map(String::as_str), "{all}");
+    assert_eq!(all["has_more"], json!(false));
+    // Page by page, one job a page: the same order, has_more until the last.
+    for (skip, job) in expected.iter().enumerate() {
+        let (status, page) = agent.list(&app, json!({"limit": 1, "skip": skip})).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert_eq!(page["jobs"][0]["job_id"], json!(job), "skip {skip}: {page}");
+        assert_eq!(page["has_more"], json!(skip + 1 < expected.len()), "{page}");
+    }
+    let (_, past) = agent.list(&app, json!({"limit": 2, "skip": 4})).await;
+    assert_eq!(past["count"], json!(0), "{past}");
 }

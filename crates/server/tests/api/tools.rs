@@ -29,6 +29,7 @@ backend_tests!(
     operator_api_and_usage,
     no_parameters_accept_an_empty_payload_line,
     signed_number_lexemes_reach_the_tool,
+    the_tool_count_follows_every_change,
 );
 
 /// Hex secrets key of the test servers.
@@ -1499,4 +1500,56 @@ async fn signed_number_lexemes_reach_the_tool(backend: Backend) {
         answer["response"]["sha256"],
         json!(agentpmt_protocol::canonical::sha256_hex(sorted))
     );
+}
+
+/// The unfiltered list's total_count comes from a counter that triggers keep: it follows
+/// inserts and every change of status and visibility, and always equals a count of rows.
+async fn the_tool_count_follows_every_change(backend: Backend) {
+    let app = spawn_app_with(backend, AppOptions::configured(empty_catalog)).await;
+    async fn listed(app: &TestApp) -> i64 {
+        let (status, body) = app.get("/api/external/tools?page_size=1").await;
+        assert_eq!(status, 200, "{body}");
+        let counted = app
+            .scalar("SELECT COUNT(*) FROM products WHERE status = 'active' AND is_private = 0")
+            .await;
+        assert_eq!(body["pagination"]["total_count"], json!(counted), "{body}");
+        counted
+    }
+    async fn put(app: &TestApp, slug: &str, category: &str, private: bool, status: &str) {
+        let (code, body) = app
+            .admin(
+                Method::PUT,
+                &format!("/api/admin/tools/{slug}"),
+                Some(&json!({
+                    "slug": slug, "name": format!("Tool {slug}"), "description": format!("Finds {slug} things"),
+                    "categories": [category], "private": private, "status": status,
+                    "actions": [{"name": "run", "price_credits": 1, "runner": {"kind": "builtin", "name": "time.now"}}]
+                })),
+            )
+            .await;
+        assert!(code == 200 || code == 201, "{code} {body}");
+    }
+    assert_eq!(listed(&app).await, 0);
+    put(&app, "a", "x", false, "active").await;
+    put(&app, "b", "x", false, "active").await;
+    put(&app, "c", "x", true, "active").await;
+    put(&app, "d", "x", false, "inactive").await;
+    assert_eq!(listed(&app).await, 2);
+    // Each change of visibility or status moves the count, in either direction.
+    put(&app, "a", "x", true, "active").await;
+    assert_eq!(listed(&app).await, 1);
+    put(&app, "c", "x", false, "active").await;
+    assert_eq!(listed(&app).await, 2);
+    put(&app, "d", "x", false, "active").await;
+    assert_eq!(listed(&app).await, 3);
+    put(&app, "b", "x", false, "inactive").await;
+    assert_eq!(listed(&app).await, 2);
+    // An upsert that changes neither leaves it alone.
+    put(&app, "c", "y", false, "active").await;
+    assert_eq!(listed(&app).await, 2);
+    // Filtered lists still count their matches.
+    let (_, found) = app.get("/api/external/tools?query=tool%20c").await;
+    assert_eq!(found["pagination"]["total_count"], json!(1), "{found}");
+    let (_, found) = app.get("/api/external/tools?categories=x").await;
+    assert_eq!(found["pagination"]["total_count"], json!(1), "{found}");
 }
