@@ -15,8 +15,7 @@
 //!    largest level to the smallest.
 
 use crate::fire::{exchange, new_histogram, Sender, Target};
-use crate::presign::{open_sessions, Wallet};
-use agentpmt_protocol::signing::sign_body;
+use crate::presign::{open_sessions, sign, Wallet};
 use agentpmt_protocol::{PrivateKey, SignedAction};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
@@ -127,22 +126,19 @@ pub async fn run(target: Arc<Target>, options: Options) -> Result<Report> {
     let keys = vec![PrivateKey::random()];
     let reader = open_sessions(&target, &keys, 1).await?.wallets.remove(0);
     let mut listings = Vec::new();
-    let mut have = [0usize; 3];
-    let workflow_tool = admin.first_tool_id().await?;
-    for &rows in &options.levels {
-        seed(&admin, &options, Kind::Tools, have[0], rows, &workflow_tool).await?;
-        seed(
-            &admin,
-            &options,
-            Kind::Workflows,
-            have[1],
-            rows,
-            &workflow_tool,
-        )
-        .await?;
+    let tool_id = admin.first_tool_id().await?;
+    let kinds = [
+        Kind::Tools,
+        Kind::Workflows { tool_id },
         // The race's jobs are reserved (not listed); the board holds `rows` open jobs.
-        seed(&admin, &options, Kind::Jobs, have[2], rows, &workflow_tool).await?;
-        have = [rows; 3];
+        Kind::Jobs { tag: "board" },
+    ];
+    let mut have = 0;
+    for &rows in &options.levels {
+        for kind in &kinds {
+            add_rows(&admin, options.seed_connections, kind.clone(), have, rows).await?;
+        }
+        have = rows;
         eprintln!("seeded {rows} tools, workflows and open jobs");
         let mut sender = target.connect().await?;
         for (list, signed) in [("tools", false), ("workflows", false), ("jobs", true)] {
@@ -180,31 +176,29 @@ fn sign_list(wallet: &Wallet, request_id: &str) -> Result<Bytes> {
     let mut fields = serde_json::Map::new();
     fields.insert("limit".into(), json!(50));
     fields.insert("skip".into(), json!(0));
-    let (body, _) = sign_body(
-        &wallet.key,
-        SignedAction::JobList.spec(),
-        |_| None,
-        &wallet.session_nonce,
-        request_id,
-        fields,
-    )?;
-    Ok(Bytes::from(serde_json::to_vec(&body)?))
+    sign(wallet, SignedAction::JobList, |_| None, request_id, fields)
 }
 
 fn sign_reserve(wallet: &Wallet, job_id: &str, request_id: &str) -> Result<Bytes> {
-    let (body, _) = sign_body(
-        &wallet.key,
-        SignedAction::JobReserve.spec(),
-        |name| (name == "jobId").then(|| job_id.to_owned()),
-        &wallet.session_nonce,
+    let param = |name: &str| (name == "jobId").then(|| job_id.to_owned());
+    sign(
+        wallet,
+        SignedAction::JobReserve,
+        param,
         request_id,
         serde_json::Map::new(),
-    )?;
-    Ok(Bytes::from(serde_json::to_vec(&body)?))
+    )
 }
 
 async fn race(target: &Arc<Target>, admin: &Admin, options: &Options) -> Result<Race> {
-    let jobs = create_jobs(admin, options, 0, options.race_jobs, "race").await?;
+    let jobs = add_rows(
+        admin,
+        options.seed_connections,
+        Kind::Jobs { tag: "race" },
+        0,
+        options.race_jobs,
+    )
+    .await?;
     let keys: Vec<PrivateKey> = (0..options.racers).map(|_| PrivateKey::random()).collect();
     let wallets = open_sessions(target, &keys, 8).await?.wallets;
     // Every agent walks every job id in its own order; signed before the race starts.
@@ -305,97 +299,29 @@ async fn race(target: &Arc<Target>, admin: &Admin, options: &Options) -> Result<
     })
 }
 
-#[derive(Debug, Clone, Copy)]
+/// What the operator API adds.
+#[derive(Debug, Clone)]
 enum Kind {
+    /// A public tool with one built-in action.
     Tools,
-    Workflows,
-    Jobs,
+    /// A published workflow of one step calling `tool_id`.
+    Workflows { tool_id: String },
+    /// An open social-share job, titled with `tag`.
+    Jobs { tag: &'static str },
 }
 
-/// Adds rows `from..to` of `kind`.
-async fn seed(
+/// Adds rows `from..to` of `kind` over `connections` connections; returns their ids.
+async fn add_rows(
     admin: &Admin,
-    options: &Options,
+    connections: usize,
     kind: Kind,
     from: usize,
     to: usize,
-    tool_id: &str,
-) -> Result<()> {
-    if let Kind::Jobs = kind {
-        create_jobs(admin, options, from, to, "board").await?;
-        return Ok(());
-    }
-    let next = Arc::new(AtomicUsize::new(from));
-    let mut tasks = Vec::new();
-    for _ in 0..options.seed_connections.max(1) {
-        let (admin, next, tool_id) = (admin.clone(), next.clone(), tool_id.to_owned());
-        tasks.push(tokio::spawn(async move {
-            let mut sender = admin.target.connect().await?;
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= to {
-                    return Ok::<_, anyhow::Error>(());
-                }
-                match kind {
-                    Kind::Tools => {
-                        let slug = format!("growth-tool-{i}");
-                        let body = json!({
-                            "slug": slug, "name": format!("Growth tool {i}"),
-                            "description": format!("Tool number {i} of the growth scenario"),
-                            "categories": ["growth"],
-                            "actions": [{"name": "run", "price_credits": 1,
-                                         "runner": {"kind": "builtin", "name": "time.now"}}]
-                        });
-                        admin
-                            .call(&mut sender, Method::PUT, &format!("/api/admin/tools/{slug}"), Some(body))
-                            .await?;
-                    }
-                    Kind::Workflows => {
-                        let body = json!({
-                            "slug": format!("growth-workflow-{i}"),
-                            "name": format!("Growth workflow {i}"),
-                            "description": "One tool step",
-                            "categories": ["growth"],
-                            "industry_tags": ["benchmarks"],
-                            "publisher": "Load generator",
-                            "graph": {"nodes": [{"id": "run", "type": "tool", "label": "Run",
-                                "tool": {"product_id": tool_id, "action": "now", "parameters": {}}}],
-                                "edges": []}
-                        });
-                        let created = admin
-                            .call(&mut sender, Method::POST, "/api/admin/workflows", Some(body))
-                            .await?;
-                        let id = created["workflow"]["workflow_id"]
-                            .as_str()
-                            .context("the created workflow has no id")?
-                            .to_owned();
-                        admin
-                            .call(&mut sender, Method::POST, &format!("/api/admin/workflows/{id}/publish"), None)
-                            .await?;
-                    }
-                    Kind::Jobs => unreachable!("jobs are created by create_jobs"),
-                }
-            }
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
-    Ok(())
-}
-
-/// Creates open jobs `from..to`; returns their ids.
-async fn create_jobs(
-    admin: &Admin,
-    options: &Options,
-    from: usize,
-    to: usize,
-    tag: &str,
 ) -> Result<Vec<String>> {
     let next = Arc::new(AtomicUsize::new(from));
     let mut tasks = Vec::new();
-    for _ in 0..options.seed_connections.max(1) {
-        let (admin, next, tag) = (admin.clone(), next.clone(), tag.to_owned());
+    for _ in 0..connections.max(1) {
+        let (admin, next, kind) = (admin.clone(), next.clone(), kind.clone());
         tasks.push(tokio::spawn(async move {
             let mut sender = admin.target.connect().await?;
             let mut ids = Vec::new();
@@ -404,24 +330,7 @@ async fn create_jobs(
                 if i >= to {
                     return Ok::<_, anyhow::Error>(ids);
                 }
-                let body = json!({
-                    "job_type": "social_share",
-                    "title": format!("Share workflow {tag}-{i}"),
-                    "public_description": "Post one tracked link on the platform",
-                    "private_instructions": "say something nice",
-                    "reward_credits": 10,
-                    "target_url": "https://www.agentpmt.com/agent-workflow-skills/example",
-                    "platform": "x",
-                });
-                let created = admin
-                    .call(&mut sender, Method::POST, "/api/admin/jobs", Some(body))
-                    .await?;
-                ids.push(
-                    created["job"]["job_id"]
-                        .as_str()
-                        .context("the created job has no id")?
-                        .to_owned(),
-                );
+                ids.push(add_one(&admin, &mut sender, &kind, i).await?);
             }
         }));
     }
@@ -430,6 +339,66 @@ async fn create_jobs(
         ids.extend(task.await??);
     }
     Ok(ids)
+}
+
+/// Adds row `i` of `kind`; returns its id.
+async fn add_one(admin: &Admin, sender: &mut Sender, kind: &Kind, i: usize) -> Result<String> {
+    let created_id = |created: &Value, object: &str, field: &str| {
+        created[object][field]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("the created {object} has no {field}"))
+    };
+    match kind {
+        Kind::Tools => {
+            let slug = format!("growth-tool-{i}");
+            let body = json!({
+                "slug": slug, "name": format!("Growth tool {i}"),
+                "description": format!("Tool number {i} of the growth scenario"),
+                "categories": ["growth"],
+                "actions": [{"name": "run", "price_credits": 1,
+                             "runner": {"kind": "builtin", "name": "time.now"}}]
+            });
+            let path = format!("/api/admin/tools/{slug}");
+            admin.call(sender, Method::PUT, &path, Some(body)).await?;
+            Ok(slug)
+        }
+        Kind::Workflows { tool_id } => {
+            let body = json!({
+                "slug": format!("growth-workflow-{i}"),
+                "name": format!("Growth workflow {i}"),
+                "description": "One tool step",
+                "categories": ["growth"],
+                "industry_tags": ["benchmarks"],
+                "publisher": "Load generator",
+                "graph": {"nodes": [{"id": "run", "type": "tool", "label": "Run",
+                    "tool": {"product_id": tool_id, "action": "now", "parameters": {}}}],
+                    "edges": []}
+            });
+            let created = admin
+                .call(sender, Method::POST, "/api/admin/workflows", Some(body))
+                .await?;
+            let id = created_id(&created, "workflow", "workflow_id")?;
+            let path = format!("/api/admin/workflows/{id}/publish");
+            admin.call(sender, Method::POST, &path, None).await?;
+            Ok(id)
+        }
+        Kind::Jobs { tag } => {
+            let body = json!({
+                "job_type": "social_share",
+                "title": format!("Share workflow {tag}-{i}"),
+                "public_description": "Post one tracked link on the platform",
+                "private_instructions": "say something nice",
+                "reward_credits": 10,
+                "target_url": "https://www.agentpmt.com/agent-workflow-skills/example",
+                "platform": "x",
+            });
+            let created = admin
+                .call(sender, Method::POST, "/api/admin/jobs", Some(body))
+                .await?;
+            created_id(&created, "job", "job_id")
+        }
+    }
 }
 
 /// The operator API.

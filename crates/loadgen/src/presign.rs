@@ -131,17 +131,35 @@ pub async fn fund(
     Ok(())
 }
 
-/// One signed balance request body for `wallet`.
-pub fn sign_balance(wallet: &Wallet, request_id: &str) -> Result<Bytes> {
+/// One signed, serialized request body of `action` for `wallet`: `fields` besides the
+/// envelope, `param` giving the route's path parameters.
+pub fn sign(
+    wallet: &Wallet,
+    action: SignedAction,
+    param: impl Fn(&str) -> Option<String>,
+    request_id: &str,
+    fields: serde_json::Map<String, serde_json::Value>,
+) -> Result<Bytes> {
     let (body, _) = sign_body(
         &wallet.key,
-        SignedAction::Balance.spec(),
-        |_| None,
+        action.spec(),
+        param,
         &wallet.session_nonce,
         request_id,
-        serde_json::Map::new(),
+        fields,
     )?;
     Ok(Bytes::from(serde_json::to_vec(&body)?))
+}
+
+/// One signed balance request body for `wallet`.
+pub fn sign_balance(wallet: &Wallet, request_id: &str) -> Result<Bytes> {
+    sign(
+        wallet,
+        SignedAction::Balance,
+        |_| None,
+        request_id,
+        serde_json::Map::new(),
+    )
 }
 
 /// What the load generator sends.
@@ -186,15 +204,13 @@ impl Scenario {
                     "actionSlug" => Some(action.clone()),
                     _ => None,
                 };
-                let (body, _) = sign_body(
-                    &wallet.key,
-                    SignedAction::ToolActionInvoke.spec(),
+                sign(
+                    wallet,
+                    SignedAction::ToolActionInvoke,
                     param,
-                    &wallet.session_nonce,
                     request_id,
                     fields,
-                )?;
-                Ok(Bytes::from(serde_json::to_vec(&body)?))
+                )
             }
         }
     }
